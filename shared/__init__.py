@@ -1,0 +1,2 @@
+# The Realm protocol core: sans-IO, runs unchanged on MicroPython and CPython.
+PROTOCOL_VERSION = 1

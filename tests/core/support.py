@@ -1,0 +1,67 @@
+# Helpers for the core tests, which run on both CPython (pytest) and the
+# MicroPython unix port (tests/mprun.py). Only MicroPython-safe Python here.
+import json
+import sys
+from binascii import hexlify, unhexlify
+
+from shared.errors import ProtocolError, code_name
+
+VECTORS_DIR = None  # set by conftest.py / mprun.py; None means "absent"
+
+
+try:  # under pytest a skip is pytest's own, so it is reported as a skip
+    import pytest
+    Skip = pytest.skip.Exception
+except ImportError:
+    class Skip(Exception):
+        pass
+
+
+def unhex(s):
+    return unhexlify(s)
+
+
+def tohex(b):
+    return hexlify(b).decode()
+
+
+def vectors(name):
+    """Load ../shared/vectors/NAME.json, or skip the test when the folder is absent."""
+    if VECTORS_DIR is None:
+        raise Skip("vectors folder ../shared/vectors not found")
+    with open(VECTORS_DIR + "/" + name + ".json") as f:
+        return json.load(f)
+
+
+def expect_error(code, fn, *args):
+    """Call fn(*args) and check that it raises ProtocolError with `code` (name or int)."""
+    try:
+        fn(*args)
+    except ProtocolError as e:
+        got = e.code if isinstance(code, int) else code_name(e.code)
+        if got != code:
+            raise AssertionError("expected %s, got %s (%s)" % (code, got, e))
+        return e
+    raise AssertionError("expected ProtocolError %s, nothing raised" % (code,))
+
+
+def check(cond, what=""):
+    # Not `assert`: the suite must also hold under micropython -O.
+    if not cond:
+        raise AssertionError(what)
+
+
+def eq(a, b, what=""):
+    if a != b:
+        raise AssertionError("%s: %r != %r" % (what, a, b))
+
+
+def chunkings(data):
+    """The chunkings every decoder must accept: whole, byte at a time, and uneven splits."""
+    yield [data]
+    yield [data[i:i + 1] for i in range(len(data))]
+    for size in (2, 3, 7, 64):
+        yield [data[i:i + size] for i in range(0, len(data), size)]
+
+
+IS_MICROPYTHON = sys.implementation.name == "micropython"
