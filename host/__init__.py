@@ -1,0 +1,1 @@
+"""The realm server, its registry and the `realm` command (CPython only)."""
