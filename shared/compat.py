@@ -23,3 +23,55 @@ except AttributeError:
 
 def sha256(data=b""):
     return hashlib.sha256(data).digest()
+
+
+# X25519: OpenSSL through `cryptography` where it is installed (CPython: fast and
+# constant time), else the pure-Python ladder (MicroPython has no binding).
+try:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import (
+        X25519PrivateKey, X25519PublicKey)
+except ImportError:
+    from shared.x25519 import x25519
+else:
+    from shared import x25519 as _pure
+
+    def x25519(scalar, u):
+        try:
+            return X25519PrivateKey.from_private_bytes(bytes(scalar)).exchange(
+                X25519PublicKey.from_public_bytes(bytes(u)))
+        except ValueError:
+            # OpenSSL refuses a low-order u (all-zero result). The protocol wants those
+            # zeros, so that both interpreters refuse the handshake the same way.
+            return _pure.x25519(scalar, u)
+
+
+# AES-256. `aes256_ecb(key)` gives a function encrypting whole 16-byte blocks, on both
+# interpreters. `aes256_ctr(key)` gives a function (iv, data) -> bytes where the
+# platform has CTR itself, else it is None and shared/crypto.py builds CTR on ECB
+# (the ESP32's cryptolib has no CTR).
+try:
+    from cryptolib import aes as _cryptolib_aes
+except ImportError:  # CPython
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    def aes256_ecb(key):
+        return Cipher(algorithms.AES(key), modes.ECB()).encryptor().update
+
+    def aes256_ctr(key):
+        algorithm = algorithms.AES(key)
+
+        def ctr(iv, data):
+            return Cipher(algorithm, modes.CTR(iv)).encryptor().update(data)
+        return ctr
+else:
+    def aes256_ecb(key):
+        return _cryptolib_aes(key, 1).encrypt  # 1: ECB (the MODE_* names are not exported)
+
+    aes256_ctr = None
+
+
+# Constant-time comparison: the C one where the stdlib has it.
+try:
+    from hmac import compare_digest
+except ImportError:  # MicroPython
+    compare_digest = None
