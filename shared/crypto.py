@@ -1,0 +1,186 @@
+# The protocol's cryptography (PROTOCOL.md sections 5, 6, 8), one API on both
+# interpreters; the backends are picked in shared/compat.py.
+import hashlib
+import struct
+
+from shared import compat
+from shared.compat import sha256, urandom
+from shared.errors import MALFORMED, ProtocolError
+
+_BASE_POINT = b"\x09" + bytes(31)
+_IPAD = int.from_bytes(b"\x36" * 64, "big")
+_OPAD = int.from_bytes(b"\x5c" * 64, "big")
+_ZERO8 = bytes(8)
+_TAG_SIZE = 16
+_MIN_BODY = 8 + _TAG_SIZE  # n:u64 and the tag
+_2_64 = 2**64
+
+
+def x25519(scalar, u):
+    """X25519(scalar, u): 32 bytes, all zero for a low-order u (the caller refuses those)."""
+    if len(scalar) != 32 or len(u) != 32:
+        raise ValueError("X25519 takes a 32-byte scalar and a 32-byte u")
+    return compat.x25519(scalar, u)
+
+
+def public_key(private):
+    return x25519(private, _BASE_POINT)
+
+
+def generate_keypair():
+    private = urandom(32)
+    return private, public_key(private)
+
+
+def fingerprint(key):
+    return sha256(key)
+
+
+def _hmac_pads(key):
+    """HMAC-SHA256's two padded keys; computed once per key by Sealer and Opener."""
+    if len(key) > 64:
+        key = sha256(key)
+    k = int.from_bytes(key, "big") << (8 * (64 - len(key)))  # zero-padded to 64 bytes
+    return (k ^ _IPAD).to_bytes(64, "big"), (k ^ _OPAD).to_bytes(64, "big")
+
+
+def _hmac(pads, *parts):
+    """HMAC-SHA256 over the concatenation of parts, without concatenating them."""
+    inner = hashlib.sha256(pads[0])
+    for part in parts:
+        inner.update(part)
+    outer = hashlib.sha256(pads[1])
+    outer.update(inner.digest())
+    return outer.digest()
+
+
+def hmac_sha256(key, data):
+    return _hmac(_hmac_pads(key), data)
+
+
+def hkdf_extract(salt, ikm):
+    return _hmac(_hmac_pads(salt), ikm)
+
+
+def hkdf_expand(prk, info, length):
+    if not 0 <= length <= 255 * 32:
+        raise ValueError("HKDF-Expand length out of range")
+    pads = _hmac_pads(prk)
+    okm = b""
+    block = b""
+    i = 1
+    while len(okm) < length:
+        block = _hmac(pads, block, info, bytes((i,)))
+        okm += block
+        i += 1
+    return okm[:length]
+
+
+def ctr_from_ecb(ecb, iv, data):
+    """AES-CTR from an ECB block function: the counter is the whole 16-byte block,
+    big-endian, starting at iv. All counter blocks are encrypted in one ECB call and
+    XORed as two big ints (a byte loop is about 3x slower on MicroPython)."""
+    size = len(data)
+    if not size:
+        return b""
+    blocks = bytearray((size + 15) & ~15)
+    hi, lo = struct.unpack(">QQ", iv)
+    for offset in range(0, len(blocks), 16):
+        struct.pack_into(">QQ", blocks, offset, hi, lo)
+        lo += 1
+        if lo == _2_64:  # carry into the high half: the counter is 128 bits
+            lo = 0
+            hi = (hi + 1) % _2_64
+    stream = memoryview(ecb(blocks))[:size]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(stream, "big")).to_bytes(size, "big")
+
+
+def _ctr(key):
+    """A function (iv, data) -> AES-256-CTR(key, iv, data), on the fastest backend."""
+    if len(key) != 32:
+        raise ValueError("AES-256 takes a 32-byte key")
+    if compat.aes256_ctr:
+        return compat.aes256_ctr(key)
+    ecb = compat.aes256_ecb(key)
+    return lambda iv, data: ctr_from_ecb(ecb, iv, data)
+
+
+def aes256_ctr(key, iv, data):
+    return _ctr(key)(iv, data)
+
+
+def _ct_equal(a, b):
+    if len(a) != len(b):
+        return False
+    diff = 0
+    for x, y in zip(a, b):
+        diff |= x ^ y
+    return diff == 0
+
+
+# Constant time for equal lengths; the length itself is not secret.
+ct_equal = compat.compare_digest or _ct_equal
+
+
+class _Keys:
+    """One direction's (enc, mac) keys, prepared once for many packets."""
+
+    def __init__(self, enc, mac):
+        self.ctr = _ctr(enc)
+        self.pads = _hmac_pads(mac)
+
+    def seal(self, n, ad, plaintext):
+        nonce = struct.pack(">Q", n)
+        ct = self.ctr(nonce + _ZERO8, plaintext)
+        return b"".join((nonce, ct, _hmac(self.pads, ad, nonce, ct)[:_TAG_SIZE]))
+
+    def open(self, ad, body, last):
+        """(n, plaintext) of body; n must be above last (None: any n)."""
+        if len(body) < _MIN_BODY:
+            raise ProtocolError(MALFORMED, "sealed body under 24 bytes")
+        n = struct.unpack_from(">Q", body, 0)[0]
+        if last is not None and n <= last:
+            raise ProtocolError(MALFORMED, "nonce %d not above %d" % (n, last))
+        body = memoryview(body)
+        end = len(body) - _TAG_SIZE
+        nonce = body[:8]
+        ct = body[8:end]
+        if not ct_equal(_hmac(self.pads, ad, nonce, ct)[:_TAG_SIZE], body[end:]):
+            raise ProtocolError(MALFORMED, "bad tag")
+        return n, self.ctr(bytes(nonce) + _ZERO8, ct)
+
+
+def seal(enc, mac, n, ad, plaintext):
+    """body = n:u64 | AES-256-CTR(enc, n:u64|0:u64, plaintext) | HMAC(mac, ad|n|ct)[:16]."""
+    return _Keys(enc, mac).seal(n, ad, plaintext)
+
+
+def open_body(enc, mac, ad, body):
+    """(n, plaintext) of a sealed body; ProtocolError(MALFORMED) if it does not open.
+    No nonce policy: that is Opener's."""
+    return _Keys(enc, mac).open(ad, body, None)
+
+
+class Sealer:
+    """One sending direction: seals with nonces 0, 1, 2, ..."""
+
+    def __init__(self, enc, mac):
+        self._keys = _Keys(enc, mac)
+        self.n = 0
+
+    def seal(self, ad, plaintext):
+        body = self._keys.seal(self.n, ad, plaintext)
+        self.n += 1
+        return body
+
+
+class Opener:
+    """One receiving direction: accepts only nonces above the last accepted (gaps allowed)."""
+
+    def __init__(self, enc, mac):
+        self._keys = _Keys(enc, mac)
+        self.last = None
+
+    def open(self, ad, body):
+        self.last, plaintext = self._keys.open(ad, body, self.last)
+        return plaintext
