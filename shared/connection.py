@@ -1,0 +1,170 @@
+# What the device and realm connections share (PROTOCOL.md sections 4 to 7): the
+# outbox, the clear/sealed rule, the key schedule, Error handling and the timers.
+# Sans-IO: bytes in through receive_data(), bytes out through data_to_send().
+from shared import codec, crypto
+from shared.compat import const
+from shared.errors import ProtocolError, UNSUPPORTED, UNEXPECTED, KEY_CHECK_FAILED, TIMEOUT
+from shared.events import Closed
+
+HANDSHAKE_TIMEOUT_MS = const(30000)
+SILENCE_FACTOR = const(3)  # close after 3 heartbeat periods without a packet
+SEAL_OVERHEAD = const(24)  # n:u64 + tag16
+PROXY_OVERHEAD = const(46)  # header 2 + peer 16 + msg_id 4 + seal 24
+SESSION_INFO = b"realm/1 session"
+ZERO_KEY = bytes(32)
+
+
+def session_keys(th, dh1, dh2):
+    """Section 5's key schedule: (d2r_enc, d2r_mac, r2d_enc, r2d_mac)."""
+    if dh1 == ZERO_KEY or dh2 == ZERO_KEY:
+        raise ProtocolError(KEY_CHECK_FAILED, "X25519 result is zero (low-order key)")
+    okm = crypto.hkdf_expand(crypto.hkdf_extract(th, dh1 + dh2), SESSION_INFO, 128)
+    return okm[0:32], okm[32:64], okm[64:96], okm[96:128]
+
+
+class Connection:
+    """Base of DeviceConnection and RealmConnection.
+
+    Until it has opened a sealed packet from its peer, a subclass gets clear packets in
+    `_on_clear(packet_id, fields, packet)` and the handshake's sealed ones (KeyCheck,
+    KeyCheckResponse) undecoded in `_on_handshake_sealed(packet_id, packet)`; from then on
+    every packet is opened first and comes to `_on_sealed(packet_id, fields)`.
+    """
+
+    def __init__(self, framer, now, handshake_timeout_ms):
+        self._framer = framer
+        self._out = bytearray(framer.preamble)
+        self._sealer = None  # our direction's Sealer, once the keys are known
+        self._opener = None  # the peer's direction's Opener
+        self._sealed = False  # opened a sealed packet from the peer: seal all, accept only sealed
+        self._now = now
+        self._deadline = now + handshake_timeout_ms
+        self._heartbeat_ms = 0
+        self._last_sent = now
+        self._last_received = now
+        self.established = False
+        self.closed = False
+        self.error = None
+
+    # -- the shell's side -------------------------------------------------------
+    def receive_data(self, data, now):
+        if self.closed:
+            return []
+        self._now = now
+        events = []
+        try:
+            for packet in self._framer.feed(data):
+                self._last_received = now
+                self._receive_packet(packet, events)
+                if self.closed:
+                    break
+        except ProtocolError as e:
+            self._fail(e, events)
+        return events
+
+    def tick(self, now):
+        if self.closed:
+            return []
+        self._now = now
+        events = []
+        if not self.established:
+            if now >= self._deadline:
+                self._fail(ProtocolError(TIMEOUT, "handshake not finished in time"), events)
+        elif now - self._last_received >= SILENCE_FACTOR * self._heartbeat_ms:
+            self._fail(ProtocolError(TIMEOUT, "peer silent for %d s" % (
+                SILENCE_FACTOR * self._heartbeat_ms // 1000)), events)
+        elif now - self._last_sent >= self._heartbeat_ms:
+            self._send(codec.encode(codec.PROTO_REALM, codec.HEARTBEAT))
+        return events
+
+    def next_deadline(self):
+        if self.closed:
+            return None
+        if not self.established:
+            return self._deadline
+        return min(self._last_sent + self._heartbeat_ms,
+                   self._last_received + SILENCE_FACTOR * self._heartbeat_ms)
+
+    def data_to_send(self):
+        out = self._out
+        self._out = bytearray()
+        return bytes(out)
+
+    def close(self, code, message=""):
+        """End the connection with an Error the peer can read (e.g. SESSION_REPLACED)."""
+        if not self.closed:
+            self._fail(ProtocolError(code, message), [])
+
+    @property
+    def max_inner(self):
+        """The largest ProxyPass.inner that fits this link's max_packet once sealed."""
+        return self._framer.max_packet - PROXY_OVERHEAD
+
+    # -- for subclasses ---------------------------------------------------------
+    def _receive_packet(self, packet, events):
+        if packet[0] != codec.PROTO_REALM:
+            raise ProtocolError(UNSUPPORTED, "protocol %d" % packet[0])
+        packet_id = packet[1]
+        if not self._sealed:
+            if packet_id == codec.KEY_CHECK or packet_id == codec.KEY_CHECK_RESPONSE:
+                self._on_handshake_sealed(packet_id, packet, events)
+                return
+            packet_id, fields = codec.decode(packet)
+            if packet_id == codec.ERROR:
+                self._on_peer_error(fields, events)
+            else:
+                self._on_clear(packet_id, fields, packet, events)
+            return
+        header = packet[:2]
+        plain = self._opener.open(header, packet[2:])  # MALFORMED if it does not open
+        packet_id, fields = codec.decode(header + plain)
+        if packet_id == codec.ERROR:
+            self._on_peer_error(fields, events)
+        elif packet_id == codec.HEARTBEAT and self.established:
+            pass
+        else:
+            self._on_sealed(packet_id, fields, events)
+
+    def _on_peer_error(self, fields, events):
+        code, _ref, message = fields
+        self.error = ProtocolError(code, message, True)
+        self.closed = True
+        events.append(Closed(self.error))
+
+    def _send(self, packet, clear_len=2):
+        """Queue a plaintext packet, sealed when the clear/sealed rule says so."""
+        if self._sealed:
+            packet = packet[:clear_len] + self._sealer.seal(packet[:clear_len], packet[clear_len:])
+        self._out += self._framer.frame(packet)
+        self._last_sent = self._now
+
+    def _start_session(self, heartbeat_s, max_packet):
+        self.established = True
+        self._heartbeat_ms = heartbeat_s * 1000
+        self._framer.max_packet = max_packet
+
+    def _require_established(self):
+        if not self.established or self.closed:
+            raise ProtocolError(UNEXPECTED, "connection not established")
+
+    def _fail(self, error, events):
+        """Tell the peer (unless it told us), close, and report Closed."""
+        self.error = error
+        if not error.remote:
+            try:
+                self._send(codec.encode(codec.PROTO_REALM, codec.ERROR, error.code, 0,
+                                        error.message[:200]))
+            except ProtocolError:
+                pass  # an Error that does not fit the frame is not sent; we close anyway
+        self.closed = True
+        events.append(Closed(error))
+
+    def _unexpected(self, packet_id):
+        raise ProtocolError(UNEXPECTED, packet_name(packet_id) + " not allowed now")
+
+
+def packet_name(packet_id):
+    try:
+        return codec.NAMES[codec.PROTO_REALM][packet_id]
+    except (IndexError, KeyError):
+        return "packet %d" % packet_id

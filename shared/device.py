@@ -1,0 +1,134 @@
+# The device side of a realm connection (PROTOCOL.md sections 5 to 7), sans-IO.
+import hashlib
+from binascii import hexlify
+
+from shared import codec, crypto
+from shared.compat import const
+from shared.connection import Connection, session_keys, HANDSHAKE_TIMEOUT_MS
+from shared.errors import ProtocolError, MALFORMED, KEY_MISMATCH, KEY_CHECK_FAILED
+from shared.events import (Welcomed, ProxyReceived, DeliveryReport, PeerKeyReceived)
+
+# Handshake states, in order.
+_SENT_HELLO = const(0)  # waiting for SendKey, or KeyCheck on the pinned path
+_SENT_KEY = const(1)  # sent our SendKey, waiting for KeyCheck
+_LOGGING_IN = const(2)  # sent KeyCheckResponse and DeviceLogin, waiting for Welcome
+_ESTABLISHED = const(3)
+
+_KEY_CHECK_LEN = const(90)  # header 2 + e_R 32 + sealed challenge (8 + 32 + 16)
+MIN_MAX_PACKET = const(256)
+
+
+class DeviceConnection(Connection):
+    """One connection attempt from a device to its realm.
+
+    realm_public: the pinned realm key, or None for first contact (trust on first use).
+    dh2: the cached X25519(private, realm_public), saving a multiplication.
+    ephemeral: a (private, public) pair made ahead of time, used for this attempt only.
+    token: the login token (str or bytes), or None to log in with method NONE.
+    """
+
+    def __init__(self, device_id, private, public, token, framer, now, realm_public=None,
+                 dh2=None, ephemeral=None, handshake_timeout_ms=HANDSHAKE_TIMEOUT_MS):
+        Connection.__init__(self, framer, now, handshake_timeout_ms)
+        self.device_id = device_id
+        self._private = private
+        self._public = public
+        if isinstance(token, str):
+            token = token.encode()
+        self._token = token
+        self._pinned = realm_public
+        self._dh2 = dh2 if realm_public is not None else None
+        self.realm_public = realm_public  # the key this attempt authenticates
+        self.realm_key_changed = False
+        self._pinned_path = False
+        self._state = _SENT_HELLO
+        if ephemeral is None:
+            ephemeral = crypto.generate_keypair()
+        self._eph_private, eph_public = ephemeral
+        pin = crypto.fingerprint(realm_public) if realm_public is not None else None
+        hello = codec.encode(codec.PROTO_REALM, codec.HELLO, 1, device_id, pin, eph_public)
+        self._th = hashlib.sha256(hello)
+        self._send(hello)
+
+    # -- application ------------------------------------------------------------
+    def send_proxy(self, peer, msg_id, inner):
+        self._require_established()
+        self._send(codec.encode(codec.PROTO_REALM, codec.PROXY_PASS, peer, msg_id, inner))
+
+    def request_peer_key(self, peer):
+        self._require_established()
+        self._send(codec.encode(codec.PROTO_REALM, codec.PEER_KEY_REQUEST, peer))
+
+    # -- handshake --------------------------------------------------------------
+    def _on_clear(self, packet_id, fields, packet, events):
+        if packet_id != codec.SEND_KEY or self._state != _SENT_HELLO:
+            self._unexpected(packet_id)
+        realm_public = fields[0]
+        if self._pinned is not None and realm_public != self._pinned:
+            self.realm_key_changed = True
+            raise ProtocolError(KEY_MISMATCH, "realm key changed: it offered fingerprint %s" %
+                                hexlify(crypto.fingerprint(realm_public)).decode())
+        self.realm_public = realm_public
+        self._th.update(packet)
+        reply = codec.encode(codec.PROTO_REALM, codec.SEND_KEY, self._public)
+        self._th.update(reply)
+        self._send(reply)
+        self._state = _SENT_KEY
+
+    def _on_handshake_sealed(self, packet_id, packet, events):
+        if packet_id != codec.KEY_CHECK:
+            self._unexpected(packet_id)
+        if self._state == _SENT_HELLO and self._pinned is not None:
+            self._pinned_path = True  # the realm knows our key: KeyCheck at once
+        elif self._state != _SENT_KEY:
+            self._unexpected(packet_id)
+        if len(packet) != _KEY_CHECK_LEN:
+            raise ProtocolError(MALFORMED, "KeyCheck of %d bytes" % len(packet))
+        clear = packet[:34]
+        self._th.update(clear)
+        th = self._th.digest()
+        self._th = None
+        realm_eph = clear[2:]
+        dh1 = crypto.x25519(self._eph_private, realm_eph)
+        self._eph_private = None  # an ephemeral key is used once
+        if self._dh2 is None or self.realm_public != self._pinned:
+            self._dh2 = crypto.x25519(self._private, self.realm_public)
+        d2r_enc, d2r_mac, r2d_enc, r2d_mac = session_keys(th, dh1, self._dh2)
+        self._sealer = crypto.Sealer(d2r_enc, d2r_mac)
+        self._opener = crypto.Opener(r2d_enc, r2d_mac)
+        try:
+            challenge = self._opener.open(clear, packet[34:])
+        except ProtocolError:
+            raise ProtocolError(KEY_CHECK_FAILED, "KeyCheck did not open: the realm does "
+                                                  "not hold the key it claims")
+        self._sealed = True
+        self._send(codec.encode(codec.PROTO_REALM, codec.KEY_CHECK_RESPONSE, challenge))
+        if self._token is None:
+            login = codec.encode(codec.PROTO_REALM, codec.DEVICE_LOGIN, codec.LOGIN_NONE, b"")
+        else:
+            login = codec.encode(codec.PROTO_REALM, codec.DEVICE_LOGIN, codec.LOGIN_TOKEN,
+                                 self._token)
+        self._send(login)
+        self._state = _LOGGING_IN
+
+    # -- session ----------------------------------------------------------------
+    def _on_sealed(self, packet_id, fields, events):
+        if self._state == _LOGGING_IN:
+            if packet_id != codec.WELCOME:
+                self._unexpected(packet_id)
+            heartbeat_s, max_packet, realm_name = fields
+            if heartbeat_s < 1 or max_packet < MIN_MAX_PACKET:
+                raise ProtocolError(MALFORMED, "Welcome out of range: heartbeat %d s, "
+                                               "max_packet %d" % (heartbeat_s, max_packet))
+            self._state = _ESTABLISHED
+            self._start_session(heartbeat_s, max_packet)
+            events.append(Welcomed(realm_name, heartbeat_s, max_packet, self.realm_public,
+                                   self._dh2, self._pinned_path))
+        elif packet_id == codec.PROXY_PASS:
+            events.append(ProxyReceived(fields[0], fields[1], fields[2]))
+        elif packet_id == codec.DELIVERY:
+            events.append(DeliveryReport(fields[0], fields[1]))
+        elif packet_id == codec.PEER_KEY:
+            events.append(PeerKeyReceived(fields[0], fields[1]))
+        else:
+            self._unexpected(packet_id)

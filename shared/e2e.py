@@ -1,0 +1,91 @@
+# End-to-end sealing between two devices (PROTOCOL.md section 8), inside ProxyPass.inner.
+from shared import codec, crypto
+from shared.compat import const
+from shared.errors import ProtocolError, MALFORMED, KEY_CHECK_FAILED
+
+E2E_INFO = b"realm/1 e2e"
+MAX_COUNTER = const(0xFFFFFFFF)
+DEFAULT_MAX_PEERS = const(16)
+
+
+def e2e_keys(my_id, my_private, peer_id, peer_public):
+    """(send_enc, send_mac, recv_enc, recv_mac) for my_id talking to peer_id."""
+    k = crypto.x25519(my_private, peer_public)
+    if k == bytes(32):
+        raise ProtocolError(KEY_CHECK_FAILED, "peer key is a low-order point")
+    i_am_lo = my_id < peer_id
+    lo_hi = my_id + peer_id if i_am_lo else peer_id + my_id
+    okm = crypto.hkdf_expand(crypto.hkdf_extract(lo_hi, k), E2E_INFO, 128)
+    if i_am_lo:
+        return okm[0:32], okm[32:64], okm[64:96], okm[96:128]
+    return okm[64:96], okm[96:128], okm[0:32], okm[32:64]
+
+
+class E2E:
+    """A device's end-to-end layer: peer keys, the shared send nonce, per-peer replay state.
+
+    The send nonce is boot:u32 | counter:u32. `boot` must already be written to flash
+    for this boot; when the counter runs out, on_new_boot(boot) is called to write the
+    increased boot count before the packet that uses it is sealed.
+    """
+
+    def __init__(self, my_id, my_private, boot, on_new_boot=None, max_peers=DEFAULT_MAX_PEERS):
+        self._id = my_id
+        self._private = my_private
+        self.boot = boot
+        self.counter = 0
+        self._on_new_boot = on_new_boot
+        self._max_peers = max_peers
+        self._peers = {}  # peer id -> [send_enc, send_mac, recv_enc, recv_mac, last_n]
+        self._order = []  # peer ids, least recently added first, for eviction
+        self.dropped = 0  # inner packets that failed to open or were replays
+
+    def has_peer(self, peer_id):
+        return peer_id in self._peers
+
+    def add_peer(self, peer_id, peer_public):
+        """Derive the keys for a peer (one X25519 multiplication); evicts the oldest peer."""
+        keys = list(e2e_keys(self._id, self._private, peer_id, peer_public))
+        keys.append(-1)
+        if peer_id in self._peers:
+            self._order.remove(peer_id)
+        elif len(self._order) >= self._max_peers:
+            del self._peers[self._order.pop(0)]
+        self._peers[peer_id] = keys
+        self._order.append(peer_id)
+
+    def forget_peer(self, peer_id):
+        if peer_id in self._peers:
+            del self._peers[peer_id]
+            self._order.remove(peer_id)
+
+    def seal(self, peer_id, dpacket_id, body):
+        keys = self._peers[peer_id]
+        if self.counter > MAX_COUNTER:
+            self.boot += 1
+            self.counter = 0
+            if self._on_new_boot is not None:
+                self._on_new_boot(self.boot)
+        n = (self.boot << 32) | self.counter
+        self.counter += 1
+        header = codec.encode(codec.PROTO_DEVICE, dpacket_id, body)
+        return header[:2] + crypto.seal(keys[0], keys[1], n, header[:2], header[2:])
+
+    def open(self, peer_id, inner):
+        """(dpacket_id, fields) of an inner packet from peer_id; ProtocolError if refused."""
+        keys = self._peers.get(peer_id)
+        try:
+            if keys is None:
+                raise ProtocolError(MALFORMED, "no key for this peer")
+            if len(inner) < 2:
+                raise ProtocolError(MALFORMED, "inner packet too short")
+            header = inner[:2]
+            n, plain = crypto.open_body(keys[2], keys[3], header, inner[2:])
+            if n <= keys[4]:
+                raise ProtocolError(MALFORMED, "replayed or old end-to-end packet")
+            result = codec.decode(header + plain, codec.PROTO_DEVICE)
+        except ProtocolError:
+            self.dropped += 1
+            raise
+        keys[4] = n
+        return result

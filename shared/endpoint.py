@@ -1,0 +1,184 @@
+# A device's application layer over its realm connections, sans-IO: send bytes to a peer
+# by id, end to end encrypted (PROTOCOL.md section 8). It learns peer keys with
+# PeerKeyRequest (trust on first use), keeps a small bounded queue while offline or while
+# a key is on its way, answers Ping with Pong, and turns the connection's events into the
+# application's: Message, Pong, Delivery, PeerPinned, PeerKeyChanged.
+# Shared by the firmware and the host-side device, so both behave the same.
+from shared import codec
+from shared.compat import const
+from shared.e2e import E2E
+from shared.errors import ProtocolError
+from shared.events import (Welcomed, Closed, ProxyReceived, DeliveryReport, PeerKeyReceived,
+                           Message, Pong, Delivery, PeerPinned, PeerKeyChanged)
+
+DEFAULT_MAX_QUEUE = const(16)
+MAX_MSG_ID = const(0xFFFFFFFF)
+E2E_OVERHEAD = const(26)  # inner header 2 + n 8 + tag 16
+DEFAULT_MAX_INNER = const(4050)  # 4096 - 46: a ProxyPass before the realm's Welcome
+
+
+class SendQueueFull(Exception):
+    """The bounded send queue is full: the application should retry later."""
+
+
+class Endpoint:
+    """One device's end of its conversations with other devices.
+
+    peer_keys: the pinned peer keys (peer id -> key) kept on flash; PeerPinned events say
+    what to add. on_new_boot(boot): called when the boot count must grow (see E2E).
+    Call attach(conn) for each new DeviceConnection, handle(event) for each of its events,
+    and take_events() after send()/ping() for events those produced.
+    """
+
+    def __init__(self, device_id, private, boot, peer_keys=None, on_new_boot=None,
+                 max_queue=DEFAULT_MAX_QUEUE):
+        self.device_id = device_id
+        self._e2e = E2E(device_id, private, boot, on_new_boot)
+        self._pins = dict(peer_keys or {})
+        self._max_queue = max_queue
+        self._conn = None
+        self._outbox = []  # [peer, msg_id, dpacket_id, body] waiting for a link or a key
+        self._inbox = []  # [peer, inner] from peers whose key is on its way
+        self._asked = []  # peers whose key was requested on this connection
+        self._events = []
+        self._last_id = 0
+        self.max_inner = DEFAULT_MAX_INNER
+
+    @property
+    def dropped(self):
+        """Inner packets refused: not opening, replayed, or from an unknown peer."""
+        return self._e2e.dropped
+
+    @property
+    def online(self):
+        return self._conn is not None and self._conn.established and not self._conn.closed
+
+    def queued(self):
+        return len(self._outbox)
+
+    # -- application ------------------------------------------------------------
+    def send(self, peer, data):
+        """Queue Data for a peer; returns its msg_id, reported later by a Delivery event."""
+        return self._queue(peer, codec.DATA, data)
+
+    def ping(self, peer, data=b""):
+        if len(data) > codec.MAX_PING:
+            raise ValueError("a Ping carries at most %d bytes" % codec.MAX_PING)
+        return self._queue(peer, codec.PING, data)
+
+    def forget_peer(self, peer):
+        """Unpin a peer, so that its next key is trusted: the user's explicit re-pin."""
+        self._pins.pop(peer, None)
+        self._e2e.forget_peer(peer)
+
+    def take_events(self):
+        events = self._events
+        self._events = []
+        return events
+
+    # -- the connection ---------------------------------------------------------
+    def attach(self, conn):
+        self._conn = conn
+        self._asked = []
+
+    def handle(self, event):
+        """Process one connection event; returns the application events so far."""
+        if isinstance(event, ProxyReceived):
+            self._receive(event.peer, event.inner, may_wait=True)
+        elif isinstance(event, DeliveryReport):
+            self._events.append(Delivery(event.msg_id, event.status))
+        elif isinstance(event, PeerKeyReceived):
+            self._learn_key(event.peer, event.key)
+        elif isinstance(event, Welcomed):
+            self.max_inner = self._conn.max_inner
+            self._flush()
+        elif isinstance(event, Closed):
+            self._conn = None
+        return self.take_events()
+
+    # -- internals --------------------------------------------------------------
+    def _queue(self, peer, dpacket_id, body):
+        if len(body) + E2E_OVERHEAD > self.max_inner:
+            raise ValueError("message of %d bytes is over this realm's limit of %d" % (
+                len(body), self.max_inner - E2E_OVERHEAD))
+        if len(self._outbox) >= self._max_queue:
+            raise SendQueueFull("send queue full (%d messages)" % self._max_queue)
+        self._last_id = self._last_id % MAX_MSG_ID + 1
+        self._outbox.append([peer, self._last_id, dpacket_id, body])
+        self._flush()
+        return self._last_id
+
+    def _ready(self, peer):
+        """True when peer's keys are derived; asks the realm for its key otherwise."""
+        if self._e2e.has_peer(peer):
+            return True
+        key = self._pins.get(peer)
+        if key is not None:
+            self._e2e.add_peer(peer, key)  # one X25519 multiplication, then cached
+            return True
+        if self.online and peer not in self._asked:
+            self._asked.append(peer)
+            self._conn.request_peer_key(peer)
+        return False
+
+    def _flush(self, only=None):
+        if not self.online:
+            return
+        waiting = []
+        for item in self._outbox:
+            peer = item[0]
+            if (only is None or peer == only) and self._ready(peer):
+                self._conn.send_proxy(peer, item[1], self._e2e.seal(peer, item[2], item[3]))
+            else:
+                waiting.append(item)
+        self._outbox = waiting
+
+    def _receive(self, peer, inner, may_wait):
+        if not self._ready(peer):
+            if may_wait:
+                if len(self._inbox) >= self._max_queue:
+                    self._inbox.pop(0)
+                    self._e2e.dropped += 1
+                self._inbox.append([peer, inner])
+            else:
+                self._e2e.dropped += 1
+            return
+        try:
+            dpacket_id, fields = self._e2e.open(peer, inner)
+        except ProtocolError:
+            return  # dropped and counted, never answered (section 8)
+        if dpacket_id == codec.DATA:
+            self._events.append(Message(peer, fields[0]))
+        elif dpacket_id == codec.PING:
+            if self.online:
+                self._conn.send_proxy(peer, 0, self._e2e.seal(peer, codec.PONG, fields[0]))
+        else:
+            self._events.append(Pong(peer, fields[0]))
+
+    def _learn_key(self, peer, key):
+        pinned = self._pins.get(peer)
+        if key is None or (pinned is not None and key != pinned):
+            if key is not None:
+                self._events.append(PeerKeyChanged(peer, pinned, key))
+            status = codec.UNKNOWN_TARGET if key is None else codec.STATUS_DENIED
+            self._fail_waiting(peer, status)
+            return
+        if pinned is None:
+            self._pins[peer] = key
+            self._events.append(PeerPinned(peer, key))
+        self._flush(peer)
+        held = [item for item in self._inbox if item[0] == peer]
+        self._inbox = [item for item in self._inbox if item[0] != peer]
+        for item in held:
+            self._receive(peer, item[1], may_wait=False)
+
+    def _fail_waiting(self, peer, status):
+        for item in self._outbox:
+            if item[0] == peer:
+                self._events.append(Delivery(item[1], status))
+        self._outbox = [item for item in self._outbox if item[0] != peer]
+        dropped = len(self._inbox)
+        self._inbox = [item for item in self._inbox if item[0] != peer]
+        self._e2e.dropped += dropped - len(self._inbox)
+        if peer in self._asked:
+            self._asked.remove(peer)

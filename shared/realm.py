@@ -1,0 +1,142 @@
+# The realm side of a device connection (PROTOCOL.md sections 5 to 7), sans-IO.
+# Registry answers come from the shell: the bound_key callback during the handshake,
+# and accept_login()/refuse_login() in answer to a LoginRequest event.
+import hashlib
+
+from shared import codec, crypto
+from shared.compat import const, urandom
+from shared.connection import Connection, session_keys, HANDSHAKE_TIMEOUT_MS
+from shared.errors import ProtocolError, KEY_MISMATCH, KEY_CHECK_FAILED, UNEXPECTED
+from shared.events import LoginRequest, ProxyReceived, PeerKeyRequested
+
+_AWAIT_HELLO = const(0)
+_AWAIT_SEND_KEY = const(1)
+_AWAIT_RESPONSE = const(2)
+_AWAIT_LOGIN = const(3)
+_AWAIT_DECISION = const(4)  # LoginRequest handed to the shell
+_ESTABLISHED = const(5)
+
+
+class RealmConnection(Connection):
+    """The realm's end of one device link.
+
+    bound_key(device_id) -> the D_pub bound to that device, or None.
+    ephemeral, challenge: injectable for test vectors; made fresh otherwise.
+    """
+
+    def __init__(self, private, public, framer, now, bound_key,
+                 handshake_timeout_ms=HANDSHAKE_TIMEOUT_MS, ephemeral=None, challenge=None):
+        Connection.__init__(self, framer, now, handshake_timeout_ms)
+        self._private = private
+        self._public = public
+        self._bound_key = bound_key
+        self._ephemeral = ephemeral
+        self._challenge = challenge
+        self._state = _AWAIT_HELLO
+        self._th = None
+        self._device_eph = None
+        self.device_id = None
+        self.device_public = None
+
+    # -- the shell's answers ----------------------------------------------------
+    def accept_login(self, realm_name, heartbeat_s, max_packet):
+        if self._state != _AWAIT_DECISION or self.closed:
+            raise ProtocolError(UNEXPECTED, "no login to accept")
+        self._send(codec.encode(codec.PROTO_REALM, codec.WELCOME, heartbeat_s, max_packet,
+                                realm_name))
+        self._state = _ESTABLISHED
+        self._start_session(heartbeat_s, max_packet)
+
+    def refuse_login(self, code, message=""):
+        if self._state != _AWAIT_DECISION:
+            raise ProtocolError(UNEXPECTED, "no login to refuse")
+        self.close(code, message)
+
+    def send_proxy(self, peer, msg_id, inner):
+        self._require_established()
+        self._send(codec.encode(codec.PROTO_REALM, codec.PROXY_PASS, peer, msg_id, inner))
+
+    def send_delivery(self, msg_id, status):
+        self._require_established()
+        self._send(codec.encode(codec.PROTO_REALM, codec.DELIVERY, msg_id, status))
+
+    def send_peer_key(self, peer, key):
+        self._require_established()
+        self._send(codec.encode(codec.PROTO_REALM, codec.PEER_KEY, peer, key))
+
+    # -- handshake --------------------------------------------------------------
+    def _on_clear(self, packet_id, fields, packet, events):
+        if packet_id == codec.HELLO and self._state == _AWAIT_HELLO:
+            _version, self.device_id, pin, self._device_eph = fields
+            self._th = hashlib.sha256(packet)
+            bound = self._bound_key(self.device_id)
+            if pin is not None and bound is not None and pin == crypto.fingerprint(self._public):
+                self.device_public = bound
+                self._send_key_check()
+            else:
+                reply = codec.encode(codec.PROTO_REALM, codec.SEND_KEY, self._public)
+                self._th.update(reply)
+                self._send(reply)
+                self._state = _AWAIT_SEND_KEY
+        elif packet_id == codec.SEND_KEY and self._state == _AWAIT_SEND_KEY:
+            device_public = fields[0]
+            bound = self._bound_key(self.device_id)
+            if bound is not None and bound != device_public:
+                raise ProtocolError(KEY_MISMATCH, "device key differs from the bound key")
+            self.device_public = device_public
+            self._th.update(packet)
+            self._send_key_check()
+        else:
+            self._unexpected(packet_id)
+
+    def _send_key_check(self):
+        if self._ephemeral is None:
+            self._ephemeral = crypto.generate_keypair()
+        eph_private, eph_public = self._ephemeral
+        self._ephemeral = None
+        clear = codec.encode(codec.PROTO_REALM, codec.KEY_CHECK, eph_public, bytes(32))[:34]
+        self._th.update(clear)
+        th = self._th.digest()
+        self._th = None
+        dh1 = crypto.x25519(eph_private, self._device_eph)
+        dh2 = crypto.x25519(self._private, self.device_public)
+        d2r_enc, d2r_mac, r2d_enc, r2d_mac = session_keys(th, dh1, dh2)
+        self._sealer = crypto.Sealer(r2d_enc, r2d_mac)
+        self._opener = crypto.Opener(d2r_enc, d2r_mac)
+        challenge = self._challenge or urandom(32)
+        self._challenge = challenge
+        # KeyCheck is sealed after its clear e_R, although the realm is still in clear mode.
+        self._out += self._framer.frame(clear + self._sealer.seal(clear, challenge))
+        self._last_sent = self._now
+        self._state = _AWAIT_RESPONSE
+
+    def _on_handshake_sealed(self, packet_id, packet, events):
+        if packet_id != codec.KEY_CHECK_RESPONSE or self._state != _AWAIT_RESPONSE:
+            self._unexpected(packet_id)
+        header = packet[:2]
+        try:
+            plain = self._opener.open(header, packet[2:])
+        except ProtocolError:
+            raise ProtocolError(KEY_CHECK_FAILED, "KeyCheckResponse did not open: the "
+                                                  "device does not hold its key")
+        self._sealed = True
+        _packet_id, fields = codec.decode(header + plain)
+        if not crypto.ct_equal(fields[0], self._challenge):
+            raise ProtocolError(KEY_CHECK_FAILED, "wrong challenge")
+        self._challenge = None
+        self._state = _AWAIT_LOGIN
+
+    # -- session ----------------------------------------------------------------
+    def _on_sealed(self, packet_id, fields, events):
+        if self._state == _AWAIT_LOGIN and packet_id == codec.DEVICE_LOGIN:
+            self._state = _AWAIT_DECISION
+            events.append(LoginRequest(self.device_id, fields[0], fields[1],
+                                       self.device_public))
+        elif self._state != _ESTABLISHED:
+            self._unexpected(packet_id)
+        elif packet_id == codec.PROXY_PASS:
+            events.append(ProxyReceived(fields[0], fields[1], fields[2]))
+        elif packet_id == codec.PEER_KEY_REQUEST:
+            events.append(PeerKeyRequested(fields[0]))
+        else:
+            self._unexpected(packet_id)
