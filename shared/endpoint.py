@@ -116,10 +116,13 @@ class Endpoint:
         if key is not None:
             self._e2e.add_peer(peer, key)  # one X25519 multiplication, then cached
             return True
+        self._ask(peer)
+        return False
+
+    def _ask(self, peer):
         if self.online and peer not in self._asked:
             self._asked.append(peer)
             self._conn.request_peer_key(peer)
-        return False
 
     def _flush(self, only=None):
         if not self.online:
@@ -146,7 +149,10 @@ class Endpoint:
         try:
             dpacket_id, fields = self._e2e.open(peer, inner)
         except ProtocolError:
-            return  # dropped and counted, never answered (section 8)
+            # Dropped and counted, never answered (section 8). Asking the realm once for
+            # the peer's key lets a changed key be reported instead of failing silently.
+            self._ask(peer)
+            return
         if dpacket_id == codec.DATA:
             self._events.append(Message(peer, fields[0]))
         elif dpacket_id == codec.PING:

@@ -4,7 +4,8 @@
 import sys
 import gc
 
-sys.path.insert(0, __file__.rsplit("/", 2)[0] if "/" in __file__ else "..")
+_parts = __file__.rsplit("/", 2)  # ROOT/tests/mprun.py
+sys.path.insert(0, _parts[0] if len(_parts) == 3 else ".")
 
 from tests.core import support
 

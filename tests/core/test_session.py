@@ -8,7 +8,7 @@ from shared.framing import StreamFramer
 from tests.core.linked import Link, keypair, device_id, sent_ids
 from tests.core.support import eq, check
 
-MP_HEAP = "96k"
+MP_HEAP = "160k"
 
 
 def _closed(events):
@@ -62,7 +62,7 @@ def test_bad_login_is_sealed_and_closes():
     err = _closed(link.device_events)
     eq(err.code, BAD_LOGIN, "refused")
     check(err.remote, "told by the realm")
-    eq(len(link.to_device[-1]), 2 + 8 + 24 + 16 + 2, "BAD_LOGIN Error is sealed")
+    eq(len(link.to_device[-1]), 2 + 8 + (8 + len("login refused")) + 16, "Error is sealed")
     eq(link.bound, {}, "nothing bound by a refused login")
 
 
