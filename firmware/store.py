@@ -1,0 +1,159 @@
+# The device's identity and what it has learnt, on flash, in one folder of small
+# binary files. Every write goes to a temporary file first and is then renamed over the
+# old one, so a power cut leaves the old file or the new one, never half of each.
+#
+#   identity   private(32) | public(32): made on first boot, kept for good
+#   realm      R_pub(32) | dh2(32): the pinned realm key (PROTOCOL.md section 5)
+#   refused    why the pinned realm refused us: set on a realm key change, cleared on re-pin
+#   boot       the boot count (section 8), decimal text
+#   peers      records of peer id(16) | key(32): trust on first use, oldest dropped first
+import os
+
+from shared import crypto
+from shared.compat import const
+
+MAX_PEERS = const(16)
+_KEY = const(32)
+_PEER = const(48)
+
+
+class StoreError(Exception):
+    pass
+
+
+class Store:
+    def __init__(self, folder):
+        self.folder = folder
+        _makedirs(folder)
+        self.private = self.public = None
+        self.realm_public = self.dh2 = None
+        self.refused = None
+        self.boot = 0
+        self.peers = {}
+        self._peer_order = []  # oldest first: dicts may not keep insertion order
+
+    def load(self):
+        """Read everything; make the device key pair on first boot."""
+        identity = self._read("identity", 2 * _KEY)
+        if identity is None:
+            self.private, self.public = crypto.generate_keypair()
+            self._write("identity", self.private + self.public)
+            # A new key pair makes any old pin useless (section 5, device rule 3).
+            self._remove("realm")
+        else:
+            self.private, self.public = identity[:_KEY], identity[_KEY:]
+        realm = self._read("realm", 2 * _KEY)
+        if realm is not None:
+            self.realm_public = realm[:_KEY]
+            self.dh2 = realm[_KEY:] if realm[_KEY:] != bytes(_KEY) else None
+        refused = self._read("refused")
+        self.refused = refused.decode() if refused is not None else None
+        boot = self._read("boot")
+        if boot is not None:
+            # Never guess: a boot count that went back would reuse e2e nonces.
+            if not boot.isdigit():
+                raise self._damaged("boot", len(boot))
+            self.boot = int(boot)
+        peers = self._read("peers") or b""
+        if len(peers) % _PEER:
+            raise self._damaged("peers", len(peers))
+        for i in range(0, len(peers), _PEER):
+            peer = peers[i:i + 16]
+            self.peers[peer] = peers[i + 16:i + _PEER]
+            self._peer_order.append(peer)
+        return self
+
+    # -- the boot count ---------------------------------------------------------
+    def next_boot(self):
+        """Count this boot and write it before any end-to-end packet uses it."""
+        self.set_boot(self.boot + 1)
+        return self.boot
+
+    def set_boot(self, boot):
+        self._write("boot", b"%d" % boot)
+        self.boot = boot
+
+    # -- the realm pin ----------------------------------------------------------
+    def pin_realm(self, realm_public, dh2=None):
+        """Keep the realm's key (after a Welcome, or given by the user) and dh2 for it."""
+        if realm_public == self.realm_public and dh2 == self.dh2:
+            return
+        self.realm_public, self.dh2 = realm_public, dh2
+        self._write("realm", realm_public + (dh2 or bytes(_KEY)))
+
+    def refuse_realm(self, why):
+        """The pinned realm offered another key: stay away until the user re-pins."""
+        self.refused = why
+        self._write("refused", why.encode())
+
+    def repin(self, realm_public=None):
+        """The user's explicit re-pin: trust realm_public, or the next realm (None)."""
+        if realm_public is None:
+            self._remove("realm")
+            self.realm_public = self.dh2 = None
+        else:
+            self.pin_realm(realm_public)
+        self._remove("refused")
+        self.refused = None
+
+    # -- peer keys --------------------------------------------------------------
+    def pin_peer(self, peer, key):
+        if peer in self.peers:
+            self._peer_order.remove(peer)
+        elif len(self._peer_order) >= MAX_PEERS:
+            del self.peers[self._peer_order.pop(0)]
+        self.peers[peer] = key
+        self._peer_order.append(peer)
+        self._write_peers()
+
+    def forget_peer(self, peer):
+        if peer in self.peers:
+            del self.peers[peer]
+            self._peer_order.remove(peer)
+            self._write_peers()
+
+    def _write_peers(self):
+        self._write("peers", b"".join(p + self.peers[p] for p in self._peer_order))
+
+    # -- files ------------------------------------------------------------------
+    def _path(self, name):
+        return self.folder + "/" + name
+
+    def _read(self, name, size=None):
+        try:
+            with open(self._path(name), "rb") as f:
+                data = f.read()
+        except OSError:
+            return None
+        if size is not None and len(data) != size:
+            raise self._damaged(name, len(data))
+        return data
+
+    def _damaged(self, name, size):
+        return StoreError("state file %s is damaged (%d bytes): delete it to start over "
+                          "(for identity, the realm's operator must then unbind the device)"
+                          % (self._path(name), size))
+
+    def _write(self, name, data):
+        path = self._path(name)
+        with open(path + ".tmp", "wb") as f:
+            f.write(data)
+        os.rename(path + ".tmp", path)
+
+    def _remove(self, name):
+        try:
+            os.remove(self._path(name))
+        except OSError:
+            pass
+
+
+def _makedirs(folder):
+    path = "/" if folder.startswith("/") else ""
+    for part in folder.split("/"):
+        if part:
+            path += part
+            try:
+                os.mkdir(path)
+            except OSError:
+                pass  # exists already
+            path += "/"
