@@ -226,10 +226,11 @@ def decode(packet, protocol=PROTO_REALM):
     return packet_id, fields
 
 
-def _prepare(kind, fmt, size, value):
+def _prepare(field, value):
     """-> the value as it is packed (byte strings as bytes, a str16 as its UTF-8), or
     ProtocolError(MALFORMED) for a value the field cannot carry: struct.pack on
     MicroPython would truncate an integer or pad a short byte string without a word."""
+    kind, fmt, size = field
     if kind == _OPT:
         if value is None:
             return None
@@ -267,8 +268,7 @@ def encode(protocol, packet_id, *fields):
     if len(fields) != len(kinds):
         raise _malformed("%s takes %d fields, not %d"
                          % (NAMES[protocol][packet_id], len(kinds), len(fields)))
-    values = [_prepare(kinds[i][0], kinds[i][1], kinds[i][2], fields[i])
-              for i in range(len(kinds))]
+    values = [_prepare(kinds[i], fields[i]) for i in range(len(kinds))]
     prefix = len(kinds) - len(tail)
     parts = [pack(fmt, protocol, packet_id, *values[:prefix])]
     for i in range(prefix, len(kinds)):
