@@ -7,8 +7,7 @@ write a temporary file beside the target, fsync it, rename it over, fsync the fo
 import json
 import os
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives import serialization
+from shared import crypto
 
 REALM_KEY_FILE = "realm.key"
 
@@ -41,18 +40,6 @@ def read_json(path):
         return json.load(f)
 
 
-def public_of(private):
-    raw = serialization.Encoding.Raw
-    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes(
-        raw, serialization.PublicFormat.Raw)
-
-
-def new_private():
-    return X25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-        serialization.NoEncryption())
-
-
 def load_or_create_realm_key(data_dir):
     """The realm's static key pair `(private, public)`, made on first use.
 
@@ -63,8 +50,8 @@ def load_or_create_realm_key(data_dir):
         with open(path) as f:
             private = bytes.fromhex(f.read().strip())
     except FileNotFoundError:
-        private = new_private()
+        private = crypto.generate_keypair()[0]
         write_private(path, private.hex().encode() + b"\n")
     if len(private) != 32:
         raise ValueError("%s does not hold a 32-byte key" % path)
-    return private, public_of(private)
+    return private, crypto.public_key(private)

@@ -1,0 +1,333 @@
+"""The `realm` command: the server, its admin commands, and a host-side device.
+
+Human output by default, `--json` for scripts; on failure one line on stderr
+(`realm: <cause>`) and a non-zero exit code.
+"""
+import argparse
+import asyncio
+import fcntl
+import json
+import os
+import sqlite3
+import sys
+import time
+import uuid
+
+from shared import codec, crypto
+from shared.errors import ProtocolError, KEY_MISMATCH
+from shared.events import Message, Delivery, PeerKeyChanged
+from host import keyfile, logs
+from host.registry import Registry, RegistryError, canonical_id
+
+DEFAULT_DATA = "./realm-data"
+DEFAULT_PORT = 7711
+STATUS_NAMES = {codec.DELIVERED: "DELIVERED", codec.QUEUED: "QUEUED",
+                codec.UNKNOWN_TARGET: "UNKNOWN_TARGET", codec.STATUS_DENIED: "DENIED",
+                codec.QUEUE_FULL: "QUEUE_FULL", codec.STATUS_TOO_LARGE: "TOO_LARGE"}
+
+
+class CliError(Exception):
+    """A failure to report as one line."""
+
+
+def host_port(text, default_host):
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, str(DEFAULT_PORT)
+    try:
+        port = int(port)
+        if not 0 <= port <= 65535:
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError("not HOST:PORT: %r" % text)
+    return (host.strip("[]") or default_host), port
+
+
+def positive(kind, low, high):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError("%r is not a number from %s to %s" % (text, low, high))
+        return value
+    return parse
+
+
+def fingerprint_hex(key):
+    return crypto.fingerprint(key).hex() if key is not None else None
+
+
+def emit(args, value, human):
+    print(json.dumps(value) if args.json else human)
+
+
+# -- serve -----------------------------------------------------------------------
+def cmd_serve(args):
+    from host.server import Config, serve
+    logs.setup(args.verbose)
+    config = Config(host=args.listen[0], port=args.listen[1], data_dir=args.data, name=args.name,
+                    serial=args.serial, baud=args.baud, open_enrolment=args.open_enrolment,
+                    heartbeat_s=args.heartbeat, handshake_timeout_s=args.handshake_timeout,
+                    max_packet=args.max_packet, max_handshakes=args.max_handshakes,
+                    summary_s=args.summary)
+    os.makedirs(args.data, mode=0o700, exist_ok=True)
+    lock = open(os.path.join(args.data, "realm.lock"), "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise CliError("another realm is already serving %s" % args.data)
+    keypair = keyfile.load_or_create_realm_key(args.data)
+    registry = Registry(args.data)
+    try:
+        asyncio.run(serve(config, registry, keypair))
+    except OSError as e:
+        raise CliError("cannot listen on %s:%d: %s" % (args.listen[0], args.listen[1],
+                                                         e.strerror or e))
+    finally:
+        registry.close()
+        lock.close()
+
+
+# -- key and device admin ----------------------------------------------------------
+def cmd_key(args):
+    _private, public = keyfile.load_or_create_realm_key(args.data)
+    emit(args, {"public_key": public.hex(), "fingerprint": fingerprint_hex(public)},
+         "public key   %s\nfingerprint  %s" % (public.hex(), fingerprint_hex(public)))
+
+
+def cmd_device_add(args):
+    with _registry(args) as registry:
+        device_id, token = registry.add_device(time.time(), args.id, args.name)
+    emit(args, {"id": device_id, "token": token},
+         "id     %s\ntoken  %s\n(the token is shown only now: give it to the device)"
+         % (device_id, token))
+
+
+def cmd_device_list(args):
+    with _registry(args) as registry:
+        devices = registry.list_devices()
+    rows = [{"id": d.id, "name": d.name, "fingerprint": fingerprint_hex(d.bound_key),
+             "online": d.online, "queued": d.queued, "last_seen": d.last_seen}
+            for d in devices]
+    if args.json:
+        print(json.dumps(rows))
+        return
+    if not rows:
+        print("no devices")
+        return
+    print("%-36s  %-12s  %-16s  %-7s  %6s  %s" % ("id", "name", "key", "online", "queued",
+                                                   "last seen"))
+    for r in rows:
+        seen = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["last_seen"])) \
+            if r["last_seen"] else "never"
+        print("%-36s  %-12s  %-16s  %-7s  %6d  %s" % (
+            r["id"], r["name"] or "-", (r["fingerprint"] or "unbound")[:16],
+            "yes" if r["online"] else "no", r["queued"], seen))
+
+
+def cmd_device_remove(args):
+    with _registry(args) as registry:
+        registry.remove_device(args.device)
+    emit(args, {"removed": canonical_id(args.device)}, "removed %s" % canonical_id(args.device))
+
+
+def cmd_device_reset_key(args):
+    with _registry(args) as registry:
+        registry.reset_key(args.device)
+    emit(args, {"unbound": canonical_id(args.device)},
+         "%s unbound: its next first contact binds its new key" % canonical_id(args.device))
+
+
+class _registry:
+    def __init__(self, args):
+        self.args = args
+
+    def __enter__(self):
+        self.registry = Registry(self.args.data)
+        return self.registry
+
+    def __exit__(self, *exc):
+        self.registry.close()
+        return False
+
+
+# -- the host-side device -----------------------------------------------------------
+def _device(args):
+    from host.client import DeviceState, HostDevice, default_state_path
+    device_id = canonical_id(args.as_id)
+    if not args.token:
+        raise CliError("a token is needed: --token or REALM_TOKEN")
+    path = args.state or default_state_path(device_id)
+    state = DeviceState.load(path, uuid.UUID(device_id).bytes)
+    return HostDevice(state, args.token, handshake_timeout_s=args.timeout, repin=args.repin)
+
+
+async def _connect(device, args):
+    try:
+        if args.serial:
+            welcome = await asyncio.wait_for(device.connect_serial(args.serial, args.baud),
+                                             args.timeout)
+        else:
+            welcome = await asyncio.wait_for(device.connect_tcp(*args.realm), args.timeout)
+    except asyncio.TimeoutError:
+        raise CliError("no answer from the realm in %s s" % args.timeout)
+    except ProtocolError as e:
+        if e.code == KEY_MISMATCH and device.conn is not None and device.conn.realm_key_changed:
+            raise CliError("%s; if the realm's key really changed, run again with --repin" % e)
+        raise
+    return welcome
+
+
+async def _send(args):
+    device = _device(args)
+    peer = uuid.UUID(canonical_id(args.to)).bytes
+    try:
+        await _connect(device, args)
+        msg_id = device.send(peer, args.message.encode())
+        event = await device.wait_for(
+            (Delivery, PeerKeyChanged), args.timeout,
+            lambda e: isinstance(e, PeerKeyChanged) or e.msg_id == msg_id)
+    finally:
+        device.close()
+    if isinstance(event, PeerKeyChanged):
+        raise CliError("the realm offers another key for %s than the one pinned" % args.to)
+    status = STATUS_NAMES.get(event.status, str(event.status))
+    emit(args, {"to": canonical_id(args.to), "msg_id": msg_id, "status": status},
+         "%s to %s" % (status.lower(), canonical_id(args.to)))
+    if event.status not in (codec.DELIVERED, codec.QUEUED):
+        raise CliError("not delivered: %s" % status)
+
+
+async def _listen(args):
+    device = _device(args)
+    try:
+        welcome = await _connect(device, args)
+        if not args.json:
+            print("listening as %s on realm %s" % (canonical_id(args.as_id), welcome.realm_name),
+                  flush=True)
+        received = 0
+        while args.count is None or received < args.count:
+            event = await device.wait_for(Message, args.wait)
+            received += 1
+            sender = str(uuid.UUID(bytes=event.peer))
+            text = event.data.decode("utf-8", "replace")
+            emit(args, {"from": sender, "text": text, "hex": event.data.hex()},
+                 "%s: %s" % (sender, text))
+            sys.stdout.flush()
+    finally:
+        device.close()
+
+
+def cmd_send(args):
+    asyncio.run(_send(args))
+
+
+def cmd_listen(args):
+    asyncio.run(_listen(args))
+
+
+# -- parsing ---------------------------------------------------------------------
+def parser():
+    p = argparse.ArgumentParser(prog="realm", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(parent, name, func, help):
+        cmd = parent.add_parser(name, help=help, description=help)
+        cmd.set_defaults(func=func)
+        return cmd
+
+    def data_and_json(cmd, json_flag=True):
+        cmd.add_argument("--data", default=DEFAULT_DATA, metavar="DIR",
+                         help="the realm's data folder (default %s)" % DEFAULT_DATA)
+        if json_flag:
+            cmd.add_argument("--json", action="store_true", help="print JSON")
+
+    s = add(sub, "serve", cmd_serve, "run the realm server until SIGINT or SIGTERM")
+    s.add_argument("--listen", type=lambda t: host_port(t, "0.0.0.0"),
+                   default=("0.0.0.0", DEFAULT_PORT), metavar="HOST:PORT",
+                   help="TCP address (default 0.0.0.0:%d)" % DEFAULT_PORT)
+    data_and_json(s, json_flag=False)
+    s.add_argument("--name", default="realm", help="the realm name sent in Welcome")
+    s.add_argument("--serial", action="append", default=[], metavar="PORT",
+                   help="also serve one device on this serial port (repeatable)")
+    s.add_argument("--baud", type=positive(int, 1, 10 ** 8), default=115200)
+    s.add_argument("--open-enrolment", action="store_true",
+                   help="register unknown devices at their first login (method NONE)")
+    s.add_argument("--heartbeat", type=positive(int, 1, 65535), default=30, metavar="SECONDS")
+    s.add_argument("--handshake-timeout", type=positive(float, 0.01, 3600), default=30.0,
+                   metavar="SECONDS")
+    s.add_argument("--max-packet", type=positive(int, 256, 65535), default=4096)
+    s.add_argument("--max-handshakes", type=positive(int, 1, 10 ** 6), default=256,
+                   help="connections allowed in the handshake at once")
+    s.add_argument("--summary", type=positive(float, 0.1, 86400), default=60.0,
+                   metavar="SECONDS", help="period of the summary log line")
+    s.add_argument("-v", "--verbose", action="store_true")
+
+    k = add(sub, "key", cmd_key, "show the realm's public key and fingerprint")
+    data_and_json(k)
+
+    d = sub.add_parser("device", help="manage the registered devices")
+    dsub = d.add_subparsers(dest="device_command", metavar="ACTION", required=True)
+    a = add(dsub, "add", cmd_device_add, "register a device and print its one-time token")
+    a.add_argument("--id", help="the device's UUID (default: a new one)")
+    a.add_argument("--name", default="")
+    data_and_json(a)
+    data_and_json(add(dsub, "list", cmd_device_list, "list the devices"))
+    for name, func, help in (("remove", cmd_device_remove, "remove a device and its queue"),
+                             ("reset-key", cmd_device_reset_key,
+                              "unbind a device's key: its next first contact binds a new one")):
+        r = add(dsub, name, func, help)
+        r.add_argument("device", metavar="ID")
+        data_and_json(r)
+
+    for name, func, help in (("send", cmd_send, "send one message as a device"),
+                             ("listen", cmd_listen, "print the messages a device receives")):
+        c = add(sub, name, func, help)
+        c.add_argument("--as", dest="as_id", required=True, metavar="ID")
+        c.add_argument("--token", default=os.environ.get("REALM_TOKEN"),
+                       help="the device's token (default: $REALM_TOKEN)")
+        c.add_argument("--realm", type=lambda t: host_port(t, "127.0.0.1"),
+                       default=("127.0.0.1", DEFAULT_PORT), metavar="HOST:PORT")
+        c.add_argument("--serial", metavar="PORT", help="reach the realm over a serial port")
+        c.add_argument("--baud", type=positive(int, 1, 10 ** 8), default=115200)
+        c.add_argument("--state", metavar="FILE",
+                       help="the device's keys and pins (default ~/.realm/devices/ID.json)")
+        c.add_argument("--repin", action="store_true",
+                       help="trust the realm's key even if it differs from the pinned one")
+        c.add_argument("--timeout", type=positive(float, 0.01, 86400), default=10.0,
+                       metavar="SECONDS", help="for the connection and the delivery")
+        c.add_argument("--json", action="store_true", help="print JSON")
+        if name == "send":
+            c.add_argument("--to", required=True, metavar="PEER")
+            c.add_argument("message")
+        else:
+            c.add_argument("--count", type=positive(int, 1, 10 ** 9), metavar="N",
+                           help="exit after N messages")
+            c.add_argument("--wait", type=positive(float, 0.01, 10 ** 9), metavar="SECONDS",
+                           help="exit with an error after this long without a message")
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except (CliError, RegistryError, ProtocolError) as e:
+        return fail(e)
+    except (OSError, ValueError, sqlite3.Error) as e:
+        return fail(e.strerror if isinstance(e, OSError) and e.strerror and not e.filename
+                    else e)
+    return 0
+
+
+def fail(cause):
+    print("realm: %s" % cause, file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

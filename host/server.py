@@ -1,0 +1,366 @@
+"""The realm server: every link (TCP or serial) drives one RealmConnection from the core.
+
+The core decides the protocol; this module only moves bytes, keeps time, answers the
+registry questions, and routes ProxyPass between the sessions. One event loop, one
+thread (plus the token-check pool): a link's events are handled to the end before the
+next link runs, so the queue flush after Welcome can never be overtaken by a live packet.
+"""
+import asyncio
+import signal
+import time
+
+from shared import codec
+from shared.errors import DENIED, INTERNAL, SESSION_REPLACED
+from shared.framing import StreamFramer
+from shared.realm import RealmConnection
+from shared.events import Closed, LoginRequest, ProxyReceived, PeerKeyRequested
+from host import logs, registry as reg
+from host.login import Decision, LoginDecider
+from host.ratelimit import LoginLimiter
+from host.registry import id_text
+
+log = logs.get()
+
+_STATUS = {reg.QUEUED: codec.QUEUED, reg.QUEUE_FULL: codec.QUEUE_FULL,
+           reg.UNKNOWN_TARGET: codec.UNKNOWN_TARGET}
+
+
+class Config:
+    """`realm serve` settings; the defaults are the documented ones."""
+
+    def __init__(self, **settings):
+        self.host = "0.0.0.0"
+        self.port = 7711
+        self.data_dir = "./realm-data"
+        self.name = "realm"
+        self.serial = []
+        self.baud = 115200
+        self.open_enrolment = False
+        self.heartbeat_s = 30
+        self.handshake_timeout_s = 30.0
+        self.max_packet = 4096
+        self.max_handshakes = 256      # links not yet logged in; more are refused (DENIED)
+        self.send_limit = 256 * 1024   # bytes waiting to be written; past it a link is dropped
+        self.summary_s = 60.0
+        for key, value in settings.items():
+            if not hasattr(self, key):
+                raise TypeError("unknown setting %s" % key)
+            setattr(self, key, value)
+
+
+class Stats:
+    def __init__(self):
+        self.connects = 0
+        self.logins = 0
+        self.relayed = 0
+        self.queued = 0
+        self.refusals = 0
+
+
+class Realm:
+    """What all links share: keys, registry, sessions, limits, counters."""
+
+    def __init__(self, config, registry, keypair):
+        self.config = config
+        self.registry = registry
+        self.private, self.public = keypair
+        self.loop = asyncio.get_running_loop()
+        self.decider = LoginDecider(registry, LoginLimiter(), config.open_enrolment)
+        self.sessions = {}      # device id text -> Link
+        self.handshaking = set()
+        self.links = set()
+        self.stats = Stats()
+        self.stopping = False
+        self._tasks = set()
+
+    def now_ms(self):
+        return int(self.loop.time() * 1000)
+
+    def spawn(self, coro):
+        """Run a coroutine as a task that is kept referenced until it ends."""
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def open_link(self, transport, address, framer):
+        link = Link(self, transport, address, framer)
+        if len(self.handshaking) > self.config.max_handshakes:
+            link.conn.close(DENIED, "too many handshakes in progress; try again later")
+        link.flush()
+        return link
+
+    # -- routing ----------------------------------------------------------------
+    def relay(self, sender, proxy):
+        """Hand a ProxyPass to its target, or store it; returns the Delivery status."""
+        target = id_text(proxy.peer)
+        link = self.sessions.get(target)
+        if link is None:
+            result = self.registry.enqueue(target, sender, proxy.msg_id, proxy.inner, time.time())
+            if result == reg.QUEUED:
+                self.stats.queued += 1
+            return _STATUS[result]
+        if len(proxy.inner) > link.conn.max_inner:
+            return codec.STATUS_TOO_LARGE
+        link.conn.send_proxy(sender, proxy.msg_id, proxy.inner)
+        self.stats.relayed += 1
+        link.flush()
+        return codec.DELIVERED
+
+    def start_session(self, link, decision):
+        device = id_text(link.conn.device_id)
+        old = self.sessions.get(device)
+        if old is not None:
+            old.conn.close(SESSION_REPLACED, "the device logged in on a newer connection")
+            old.flush()
+        link.conn.accept_login(self.config.name, self.config.heartbeat_s, self.config.max_packet)
+        self.handshaking.discard(link)
+        self.sessions[device] = link
+        link.device = device
+        self.stats.logins += 1
+        now = time.time()
+        self.registry.set_online(device, True, now)
+        how = " (enrolled)" if decision.enrolled else " (key bound)" if decision.bound_now else ""
+        log.info("login %s from %s%s", device, link.address, how)
+        for item in self.registry.take_queue(device, now):
+            if len(item.inner) <= link.conn.max_inner:
+                link.conn.send_proxy(item.sender, item.msg_id, item.inner)
+                self.stats.relayed += 1
+            else:
+                log.warning("dropped a stored packet for %s: larger than its max_packet", device)
+
+    def link_ended(self, link):
+        self.links.discard(link)
+        self.handshaking.discard(link)
+        if link.device is not None and self.sessions.get(link.device) is link:
+            del self.sessions[link.device]
+            self.registry.set_online(link.device, False, time.time())
+
+    # -- housekeeping -----------------------------------------------------------
+    async def housekeeping(self):
+        version = self.registry.data_version()
+        last_summary = last_prune = self.loop.time()
+        while True:
+            await asyncio.sleep(min(1.0, self.config.summary_s))
+            now = self.loop.time()
+            current = self.registry.data_version()
+            if current != version:  # an admin command changed the registry
+                version = current
+                self.drop_removed_devices()
+            if now - last_prune >= 60:
+                last_prune = now
+                self.decider.limiter.prune(time.monotonic())
+                self.registry.expire(time.time())
+            if now - last_summary >= self.config.summary_s:
+                last_summary = now
+                self.log_summary()
+
+    def drop_removed_devices(self):
+        known = self.registry.device_ids()
+        for device, link in list(self.sessions.items()):
+            if device not in known:
+                link.conn.close(DENIED, "device removed from the realm")
+                link.flush()
+
+    def log_summary(self):
+        s = self.stats
+        log.info("summary: %d sessions, %d in handshake, %d connects, %d logins, "
+                 "%d packets relayed, %d queued, %d refusals",
+                 len(self.sessions), len(self.handshaking), s.connects, s.logins,
+                 s.relayed, s.queued, s.refusals)
+
+    async def shutdown(self):
+        self.stopping = True
+        for link in list(self.links):
+            link.conn.close(INTERNAL, "realm shutting down")
+            link.flush()
+        await asyncio.sleep(0.1)  # let the Error packets reach the sockets
+        self.registry.clear_online()
+        self.decider.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+
+class Link:
+    """One transport link and the RealmConnection on it.
+
+    `transport` has asyncio's write/get_write_buffer_size/close/abort.
+    """
+
+    def __init__(self, realm, transport, address, framer):
+        self.realm = realm
+        self.transport = transport
+        self.address = address
+        self.device = None  # its id text once logged in
+        self.ended = False
+        self._timer = None
+        self._timer_at = None
+        self.conn = RealmConnection(
+            realm.private, realm.public, framer, realm.now_ms(), self._bound_key,
+            handshake_timeout_ms=int(realm.config.handshake_timeout_s * 1000))
+        realm.links.add(self)
+        realm.handshaking.add(self)
+        realm.stats.connects += 1
+        log.info("connect %s", address)
+
+    def _bound_key(self, device_id):
+        return self.realm.registry.bound_key(id_text(device_id))
+
+    def data_received(self, data):
+        if not self.ended:
+            self._handle(self.conn.receive_data(data, self.realm.now_ms()))
+            self.flush()
+
+    def transport_lost(self, why):
+        if not self.ended:
+            self._end("connection lost: %s" % why if why else "connection closed by the peer")
+
+    def _on_timer(self):
+        self._timer = None
+        if not self.ended:
+            self._handle(self.conn.tick(self.realm.now_ms()))
+            self.flush()
+
+    def _handle(self, events):
+        for event in events:
+            if self.conn.closed and not isinstance(event, Closed):
+                continue
+            try:
+                self._dispatch(event)
+            except Exception:  # a realm bug or a registry failure, never the peer's doing
+                log.exception("internal error on the link from %s", self.address)
+                self.conn.close(INTERNAL, "internal error")
+
+    def _dispatch(self, event):
+        conn = self.conn
+        if isinstance(event, ProxyReceived):
+            status = self.realm.relay(conn.device_id, event)
+            if event.msg_id and not conn.closed:
+                conn.send_delivery(event.msg_id, status)
+        elif isinstance(event, PeerKeyRequested):
+            conn.send_peer_key(event.peer, self.realm.registry.bound_key(id_text(event.peer)))
+        elif isinstance(event, LoginRequest):
+            self.realm.spawn(self._login(event))
+        # Closed: flush() sees conn.closed and ends the link.
+
+    async def _login(self, request):
+        try:
+            decision = await self.realm.decider.decide(request, self.address)
+        except Exception:
+            log.exception("login check failed for %s", self.address)
+            decision = Decision(INTERNAL, "login check failed")
+        if self.ended or self.conn.closed:
+            return
+        try:
+            if decision.code is None:
+                self.realm.start_session(self, decision)
+            else:
+                self.conn.refuse_login(decision.code, decision.message)
+        except Exception:
+            log.exception("internal error at login from %s", self.address)
+            self.conn.close(INTERNAL, "internal error")
+        self.flush()
+
+    def flush(self):
+        """Write what the connection has queued; end the link if it closed or lags."""
+        if self.ended:
+            return
+        data = self.conn.data_to_send()
+        if data:
+            self.transport.write(data)
+            if self.transport.get_write_buffer_size() > self.realm.config.send_limit:
+                self._end("slow reader: over %d bytes unsent" % self.realm.config.send_limit,
+                          abort=True)
+                return
+        if self.conn.closed:
+            self._end()
+        else:
+            self._schedule()
+
+    def _schedule(self):
+        deadline = self.conn.next_deadline()
+        if deadline is None:
+            return
+        when = (deadline + 1) / 1000.0
+        if self._timer is not None:
+            if self._timer_at <= when:
+                return  # fires earlier; it re-arms then
+            self._timer.cancel()
+        self._timer = self.realm.loop.call_at(when, self._on_timer)
+        self._timer_at = when
+
+    def _end(self, why=None, abort=False):
+        self.ended = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        established = self.device is not None
+        self.realm.link_ended(self)
+        self._log_end(why, established)
+        if abort:
+            self.transport.abort()
+        else:
+            self.transport.close()
+
+    def _log_end(self, why, established):
+        error = self.conn.error
+        who = self.device or (id_text(self.conn.device_id) if self.conn.device_id else "-")
+        if why is not None or error is None:
+            log.info("disconnect %s device %s: %s", self.address, who, why or "closed")
+        elif error.remote:
+            log.info("disconnect %s device %s: peer sent %s%s", self.address, who, error.name,
+                     (" (%s)" % error.message) if error.message else "")
+        elif established:
+            log.info("disconnect %s device %s: %s %s", self.address, who, error.name,
+                     error.message)
+        else:
+            self.realm.stats.refusals += 1
+            log.info("refused %s device %s: %s %s", self.address, who, error.name,
+                     error.message)
+
+
+class _TcpProtocol(asyncio.Protocol):
+    def __init__(self, realm):
+        self.realm = realm
+        self.link = None
+
+    def connection_made(self, transport):
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        self.link = self.realm.open_link(
+            transport, "%s:%d" % (peer[0], peer[1]), StreamFramer())
+
+    def data_received(self, data):
+        self.link.data_received(data)
+
+    def connection_lost(self, exc):
+        self.link.transport_lost(exc)
+
+
+async def serve(config, registry, keypair, ready=None):
+    """Run until SIGINT or SIGTERM. `ready(realm)` is called once listening."""
+    from host.serial_link import SerialPort
+    realm = Realm(config, registry, keypair)
+    registry.clear_online()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        realm.loop.add_signal_handler(sig, stop.set)
+    server = await realm.loop.create_server(
+        lambda: _TcpProtocol(realm), config.host, config.port)
+    ports = [SerialPort(realm, path, config.baud) for path in config.serial]
+    for port in ports:
+        realm.spawn(port.run())
+    realm.spawn(realm.housekeeping())
+    bound = server.sockets[0].getsockname()
+    log.info("realm %s listening on %s:%d, data in %s, heartbeat %d s%s", config.name,
+             bound[0], bound[1], config.data_dir, config.heartbeat_s,
+             ", open enrolment" if config.open_enrolment else "")
+    if ready is not None:
+        ready(realm)
+    await stop.wait()
+    log.info("shutting down: telling %d links", len(realm.links))
+    server.close()
+    for port in ports:
+        port.stop()
+    await realm.shutdown()
+    realm.log_summary()
+    log.info("stopped")
