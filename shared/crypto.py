@@ -44,36 +44,38 @@ def _hmac_pads(key):
     return (k ^ _IPAD).to_bytes(64, "big"), (k ^ _OPAD).to_bytes(64, "big")
 
 
-def _hmac(pads, *parts):
-    """HMAC-SHA256 over the concatenation of parts, without concatenating them."""
+def _hmac(pads, a, b, c):
+    """HMAC-SHA256 of a | b | c, without concatenating them. Three parts, because
+    both users (the tag, HKDF-Expand) have three; a varargs loop costs twice as much
+    on MicroPython."""
     inner = hashlib.sha256(pads[0])
-    for part in parts:
-        inner.update(part)
+    inner.update(a)
+    inner.update(b)
+    inner.update(c)
     outer = hashlib.sha256(pads[1])
     outer.update(inner.digest())
     return outer.digest()
 
 
 def hmac_sha256(key, data):
-    return _hmac(_hmac_pads(key), data)
+    return _hmac(_hmac_pads(key), data, b"", b"")
 
 
 def hkdf_extract(salt, ikm):
-    return _hmac(_hmac_pads(salt), ikm)
+    return hmac_sha256(salt, ikm)
 
 
 def hkdf_expand(prk, info, length):
     if not 0 <= length <= 255 * 32:
         raise ValueError("HKDF-Expand length out of range")
     pads = _hmac_pads(prk)
-    okm = b""
+    count = (length + 31) // 32
+    okm = bytearray(32 * count)  # one buffer first: kept blocks would fragment the heap
     block = b""
-    i = 1
-    while len(okm) < length:
-        block = _hmac(pads, block, info, bytes((i,)))
-        okm += block
-        i += 1
-    return okm[:length]
+    for i in range(count):
+        block = _hmac(pads, block, info, bytes((i + 1,)))
+        okm[32 * i:32 * i + 32] = block
+    return bytes(memoryview(okm)[:length])
 
 
 def ctr_from_ecb(ecb, iv, data):
@@ -113,8 +115,8 @@ def _ct_equal(a, b):
     if len(a) != len(b):
         return False
     diff = 0
-    for x, y in zip(a, b):
-        diff |= x ^ y
+    for i in range(len(a)):  # indexing is twice as fast as zip on MicroPython
+        diff |= a[i] ^ b[i]
     return diff == 0
 
 
