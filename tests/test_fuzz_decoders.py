@@ -63,7 +63,7 @@ def chunked(draw, data):
 
 @FUZZ
 @given(PACKETS)
-def test_decode_raises_only_protocol_error_and_accepts_only_canonical_packets(packet):
+def test_codec_decode_raises_only_protocol_error_and_accepts_only_canonical_packets(packet):
     for protocol in (PROTO_DEVICE, PROTO_REALM):
         try:
             packet_id, fields = decode(packet, protocol)
@@ -76,7 +76,7 @@ def test_decode_raises_only_protocol_error_and_accepts_only_canonical_packets(pa
 @FUZZ
 @given(st.data(), st.one_of(st.binary(max_size=600), st.lists(PACKETS, max_size=6).map(
     lambda ps: b"".join(len(p).to_bytes(2, "big") + p for p in ps))))
-def test_stream_framer_raises_only_protocol_error(data, stream):
+def test_framing_stream_raises_only_protocol_error(data, stream):
     framer = StreamFramer(max_packet=data.draw(st.sampled_from((256, 4096))))
     try:
         for chunk in chunked(data.draw, stream):
@@ -103,7 +103,7 @@ def mutated_frame(draw, frame):
 
 @FUZZ
 @given(st.data(), st.binary(max_size=600))
-def test_serial_framer_never_raises_and_recovers_after_garbage(data, garbage):
+def test_framing_serial_never_raises_and_recovers_after_garbage(data, garbage):
     packets = data.draw(st.lists(PACKETS.filter(lambda p: len(p) >= 2), max_size=4))
     sender = SerialFramer()
     receiver = SerialFramer(max_packet=data.draw(st.sampled_from((256, 4096))))
@@ -120,7 +120,7 @@ def test_serial_framer_never_raises_and_recovers_after_garbage(data, garbage):
 @FUZZ
 @given(st.data(), st.lists(st.binary(min_size=2, max_size=700), max_size=6),
        st.sampled_from(("stream", "serial")))
-def test_framed_packets_come_back_exactly_in_any_chunking(data, packets, kind):
+def test_framing_packets_come_back_exactly_in_any_chunking(data, packets, kind):
     framer_type = StreamFramer if kind == "stream" else SerialFramer
     max_packet = data.draw(st.sampled_from((700, 4096)))
     sender, receiver = framer_type(max_packet), framer_type(max_packet)
@@ -135,7 +135,7 @@ def test_framed_packets_come_back_exactly_in_any_chunking(data, packets, kind):
 
 @FUZZ
 @given(st.data(), st.binary(min_size=2, max_size=300))
-def test_serial_drops_a_corrupted_packet_and_keeps_the_next(data, packet):
+def test_framing_serial_drops_a_corrupted_packet_and_keeps_the_next(data, packet):
     # One flipped bit in the packet under its original CRC: CRC-16 catches every
     # single-bit error, so this frame is always dropped, and the next one survives.
     damaged = bytearray(packet)
