@@ -4,8 +4,9 @@
 # refuses, UNSUPPORTED for another protocol byte or Hello.version != 1.
 # encode() refuses, with ProtocolError(MALFORMED) (a local error, remote=False), whatever
 # decode() would call MALFORMED: a wrong field count, an integer out of range, a key that
-# is not 32 bytes, a str16 over 65535 bytes, a Ping over MAX_PING bytes... It accepts a
-# Hello of another version: that is well formed, only unsupported.
+# is not 32 bytes, a str16 over 65535 bytes, a Ping over MAX_PING bytes... (and an unknown
+# protocol with UNSUPPORTED). It accepts a Hello of another version: that is well formed,
+# only unsupported.
 from binascii import hexlify, unhexlify
 from struct import calcsize, pack, unpack_from
 
@@ -81,7 +82,7 @@ _OPT = const(3)
 _REST = const(4)
 _FORMATS = {"u8": "B", "u16": "H", "u32": "I", "u64": "Q", "uuid": "16s",
             "key": "32s", "hash": "32s", "bytes32": "32s"}
-_NO_LIMIT = const(0x7FFFFFFF)
+_NO_LIMIT = const(0x3FFFFFFF)  # over any packet, and a small int on 32-bit ports
 
 
 def _kind(type_name):

@@ -163,7 +163,8 @@ class SerialFramer:
 
     def frame(self, packet):
         _check_packet(packet, self.max_packet)
-        return cobs_encode(packet + crc16_ccitt_false(packet).to_bytes(2, "big")) + b"\x00"
+        crc = crc16_ccitt_false(packet).to_bytes(2, "big")
+        return cobs_encode(bytes(packet) + crc) + b"\x00"
 
     def feed(self, data):
         if not isinstance(data, (bytes, bytearray)):

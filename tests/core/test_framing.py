@@ -194,6 +194,14 @@ def test_serial_drops_and_resyncs():
         eq(receiver.dropped, 3)  # bad CRC, bad COBS, nothing decoded (under 2 + 2 bytes)
 
 
+def test_frame_takes_any_byte_string():
+    for framer in (StreamFramer(), SerialFramer()):
+        frame = framer.frame(b"\x02\x07\x00")
+        eq(framer.frame(bytearray(b"\x02\x07\x00")), frame)
+        eq(framer.frame(memoryview(b"\x02\x07\x00")), frame)
+        check(type(frame) is bytes, "frames are bytes")
+
+
 def test_serial_takes_bytearray_and_memoryview():
     stream = b"\x00" + SerialFramer().frame(b"\x02\x00") * 2
     eq(SerialFramer().feed(bytearray(stream)), [b"\x02\x00"] * 2)
