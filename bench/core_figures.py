@@ -1,0 +1,102 @@
+# Protocol-core figures, the same script on CPython and on MicroPython.
+# Prints one line per figure: "name<TAB>value<TAB>unit". Run by bench/core.py.
+# usage: python|micropython bench/core_figures.py ROOT
+import gc
+import sys
+
+sys.path.insert(0, sys.argv[1])
+
+from shared import codec, crypto  # noqa: E402
+from shared.device import DeviceConnection  # noqa: E402
+from shared.events import LoginRequest  # noqa: E402
+from shared.framing import StreamFramer  # noqa: E402
+from shared.realm import RealmConnection  # noqa: E402
+
+try:
+    from time import ticks_us, ticks_diff
+
+    def now_us():
+        return ticks_us()
+
+    def since_us(start):
+        return ticks_diff(ticks_us(), start)
+except ImportError:  # CPython
+    from time import perf_counter_ns
+
+    def now_us():
+        return perf_counter_ns() // 1000
+
+    def since_us(start):
+        return now_us() - start
+
+
+def timed(fn, repeat):
+    """Mean µs per call, over `repeat` calls after one warm-up."""
+    fn()
+    gc.collect()
+    start = now_us()
+    for _ in range(repeat):
+        fn()
+    return since_us(start) / repeat
+
+
+def report(name, value, unit):
+    print("%s\t%.1f\t%s" % (name, value, unit))
+
+
+SLOW = sys.implementation.name == "micropython"
+REALM_KEYS = (bytes([7]) * 32, crypto.public_key(bytes([7]) * 32))
+DEVICE_KEYS = (bytes([8]) * 32, crypto.public_key(bytes([8]) * 32))
+DEVICE_ID = bytes(range(16))
+
+
+def handshake(pinned, dh2, bound):
+    """One handshake; returns the µs spent in the device's machine only."""
+    eph = crypto.generate_keypair()  # made ahead of time by the firmware, so not timed
+    realm = RealmConnection(REALM_KEYS[0], REALM_KEYS[1], StreamFramer(), 0, bound.get)
+    start = now_us()
+    device = DeviceConnection(DEVICE_ID, DEVICE_KEYS[0], DEVICE_KEYS[1], "bench-token-0123",
+                              StreamFramer(), 0, realm_public=pinned, dh2=dh2, ephemeral=eph)
+    out = device.data_to_send()
+    spent = since_us(start)
+    welcomed = None
+    while out:
+        for ev in realm.receive_data(out, 0):
+            if isinstance(ev, LoginRequest):
+                bound[ev.device_id] = ev.device_public
+                realm.accept_login("bench", 30, 4096)
+        back = realm.data_to_send()
+        start = now_us()
+        events = device.receive_data(back, 0)
+        out = device.data_to_send()
+        spent += since_us(start)
+        welcomed = welcomed or [e for e in events if hasattr(e, "dh2")]
+    return spent, welcomed[0]
+
+
+def main():
+    scalar, point = bytes([5]) * 32, REALM_KEYS[1]
+    report("x25519", timed(lambda: crypto.x25519(scalar, point), 3 if SLOW else 50) / 1000, "ms")
+    bound = {}
+    first, welcomed = handshake(None, None, bound)
+    report("handshake_first_contact", first / 1000, "ms")
+    runs = 3
+    total = 0
+    for _ in range(runs):
+        total += handshake(welcomed.realm_public, welcomed.dh2, bound)[0]
+    report("handshake_pinned", total / runs / 1000, "ms")
+    enc, mac = bytes([1]) * 32, bytes([2]) * 32
+    for size in (64, 1024):
+        payload = bytes(size)
+        sealer, opener = crypto.Sealer(enc, mac), crypto.Opener(enc, mac)
+        report("seal_open_%d" % size,
+               timed(lambda: opener.open(b"\x02\x07", sealer.seal(b"\x02\x07", payload)), 200),
+               "us")
+    inner = bytes(64)
+
+    def proxy():
+        codec.decode(codec.encode(codec.PROTO_REALM, codec.PROXY_PASS, DEVICE_ID, 7, inner))
+    report("proxy_encode_decode", timed(proxy, 500), "us")
+
+
+main()
