@@ -71,7 +71,7 @@ def cmd_serve(args):
                     serial=args.serial, baud=args.baud, open_enrolment=args.open_enrolment,
                     heartbeat_s=args.heartbeat, handshake_timeout_s=args.handshake_timeout,
                     max_packet=args.max_packet, max_handshakes=args.max_handshakes,
-                    summary_s=args.summary)
+                    send_limit=args.send_limit, summary_s=args.summary)
     os.makedirs(args.data, mode=0o700, exist_ok=True)
     lock = open(os.path.join(args.data, "realm.lock"), "w")
     try:
@@ -261,6 +261,9 @@ def parser():
     s.add_argument("--max-packet", type=positive(int, 256, 65535), default=4096)
     s.add_argument("--max-handshakes", type=positive(int, 1, 10 ** 6), default=256,
                    help="connections allowed in the handshake at once")
+    s.add_argument("--send-limit", type=positive(int, 1024, 2 ** 31), default=256 * 1024,
+                   metavar="BYTES", help="unsent bytes allowed per link; a slower reader is "
+                   "disconnected")
     s.add_argument("--summary", type=positive(float, 0.1, 86400), default=60.0,
                    metavar="SECONDS", help="period of the summary log line")
     s.add_argument("-v", "--verbose", action="store_true")

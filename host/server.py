@@ -83,8 +83,10 @@ class Realm:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def open_link(self, transport, address, framer):
-        link = Link(self, transport, address, framer)
+    def open_link(self, transport, address, framer, source=None):
+        """`address` names the link in the logs; `source` is what the rate limit counts
+        per address (the IP address for TCP), `address` itself if None."""
+        link = Link(self, transport, address, framer, source or address)
         if len(self.handshaking) > self.config.max_handshakes:
             link.conn.close(DENIED, "too many handshakes in progress; try again later")
         link.flush()
@@ -187,10 +189,11 @@ class Link:
     `transport` has asyncio's write/get_write_buffer_size/close/abort.
     """
 
-    def __init__(self, realm, transport, address, framer):
+    def __init__(self, realm, transport, address, framer, source):
         self.realm = realm
         self.transport = transport
         self.address = address
+        self.source = source
         self.device = None  # its id text once logged in
         self.ended = False
         self._timer = None
@@ -245,7 +248,7 @@ class Link:
 
     async def _login(self, request):
         try:
-            decision = await self.realm.decider.decide(request, self.address)
+            decision = await self.realm.decider.decide(request, self.source)
         except Exception:
             log.exception("login check failed for %s", self.address)
             decision = Decision(INTERNAL, "login check failed")
@@ -327,7 +330,7 @@ class _TcpProtocol(asyncio.Protocol):
     def connection_made(self, transport):
         peer = transport.get_extra_info("peername") or ("?", 0)
         self.link = self.realm.open_link(
-            transport, "%s:%d" % (peer[0], peer[1]), StreamFramer())
+            transport, "%s:%d" % (peer[0], peer[1]), StreamFramer(), source=peer[0])
 
     def data_received(self, data):
         self.link.data_received(data)

@@ -1,0 +1,206 @@
+"""Helpers for the realm tests: a real `realm serve` process, and a raw device that
+drives the core's DeviceConnection over a blocking socket (for the attack cases)."""
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+from shared import codec, crypto
+from shared.device import DeviceConnection
+from shared.errors import ProtocolError
+from shared.events import Closed, Welcomed
+from shared.framing import StreamFramer
+from host.registry import Registry
+
+BIN = os.path.dirname(sys.executable)
+REALM = os.path.join(BIN, "realm")
+
+
+def realm_command():
+    return [REALM] if os.path.exists(REALM) else [sys.executable, "-m", "host.cli"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cli(*args, env=None, timeout=30):
+    """`realm ARGS...` as a subprocess: (exit code, stdout, stderr)."""
+    p = subprocess.run(realm_command() + [str(a) for a in args], capture_output=True,
+                       text=True, timeout=timeout, env=env)
+    return p.returncode, p.stdout, p.stderr
+
+
+class RealmProcess:
+    """`realm serve` on a free loopback port with its data in `data_dir`."""
+
+    def __init__(self, data_dir, *extra):
+        self.data_dir = str(data_dir)
+        self.extra = [str(a) for a in extra]
+        self.port = free_port()
+        self.log_path = os.path.join(self.data_dir, "..", "realm-%d.log" % self.port)
+        self.proc = None
+        self.start()
+
+    def start(self):
+        os.makedirs(self.data_dir, exist_ok=True)
+        self._log = open(self.log_path, "a")
+        started_before = self.log().count("listening on")
+        self.proc = subprocess.Popen(
+            realm_command() + ["serve", "--listen", "127.0.0.1:%d" % self.port,
+                               "--data", self.data_dir] + self.extra,
+            stdout=self._log, stderr=subprocess.STDOUT)
+        self.wait_log("listening on", count=started_before + 1)
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def wait_log(self, text, timeout=10, count=1):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = self.log()
+            if log.count(text) >= count:
+                return log
+            if self.proc.poll() is not None:
+                raise AssertionError("realm exited %s:\n%s" % (self.proc.returncode, log))
+            time.sleep(0.02)
+        raise AssertionError("%r not in the realm's log after %s s:\n%s" % (text, timeout, log))
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def restart(self):
+        assert self.stop() == 0
+        self.start()
+
+    def assert_clean_log(self):
+        log = self.log()
+        assert "Traceback" not in log, log
+        assert " ERROR " not in log and "CRITICAL" not in log, log
+
+    def add_device(self, name=""):
+        """Register a device from this process while the server runs (as an admin would)."""
+        registry = Registry(self.data_dir)
+        try:
+            device_id, token = registry.add_device(time.time(), name=name)
+        finally:
+            registry.close()
+        return uuid.UUID(device_id).bytes, token
+
+
+def read_frames(sock, timeout=5):
+    """Every packet the realm sends until it closes the socket (clear packets only)."""
+    sock.settimeout(timeout)
+    framer = StreamFramer(65535)
+    packets = []
+    while True:
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        packets.extend(framer.feed(data))
+    return [codec.decode(p) for p in packets]
+
+
+class RawDevice:
+    """A device on a blocking socket, driving the core's DeviceConnection by hand, so a
+    test can also send bytes the core would never send."""
+
+    def __init__(self, port, device_id, token, private=None, realm_public=None, dh2=None,
+                 rcvbuf=None):
+        self.device_id = device_id
+        self.private = private or crypto.generate_keypair()[0]
+        self.public = crypto.public_key(self.private)
+        self.sock = socket.socket()
+        if rcvbuf:  # a small window, for a reader that lags
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(5)
+        self.sock.connect(("127.0.0.1", port))
+        self.conn = DeviceConnection(device_id, self.private, self.public, token,
+                                     StreamFramer(), self.now(), realm_public=realm_public,
+                                     dh2=dh2)
+        self.sent = []  # every chunk written, in order
+        self.flush()
+
+    @staticmethod
+    def now():
+        return int(time.monotonic() * 1000)
+
+    def flush(self):
+        data = self.conn.data_to_send()
+        if data:
+            self.sent.append(data)
+            self.sock.sendall(data)
+        return data
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def pump(self, until, timeout=5, tick=True):
+        """Read until `until(event)` holds for an event (returned) or the socket ends (the
+        Closed event, or None). With `tick`, timers run: heartbeats are sent."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(0.05)
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                data = None
+            except ConnectionResetError:
+                data = b""
+            events = self.conn.tick(self.now()) if tick else []
+            if data:
+                events += self.conn.receive_data(data, self.now())
+            self.flush()
+            for event in events:
+                if until(event) or isinstance(event, Closed):
+                    return event
+            if data == b"":
+                return None
+        raise AssertionError("nothing awaited came in %s s" % timeout)
+
+    def handshake(self):
+        event = self.pump(lambda e: isinstance(e, Welcomed))
+        if not isinstance(event, Welcomed):
+            raise event.error if event is not None else AssertionError("realm closed")
+        return event
+
+    def expect_closed(self, timeout=5, tick=True):
+        """The error the realm closed the connection with (a ProtocolError, remote=True)."""
+        event = self.pump(lambda e: False, timeout, tick)
+        assert isinstance(event, Closed), event
+        return event.error
+
+    def close(self):
+        self.sock.close()
+
+
+def run(coro, timeout=30):
+    """Run an asyncio test body with an overall limit."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def expect_protocol_error(code, fn, *args):
+    try:
+        fn(*args)
+    except ProtocolError as e:
+        assert e.code == code, "%s, expected code %d" % (e, code)
+        return e
+    raise AssertionError("no ProtocolError")

@@ -1,0 +1,381 @@
+"""A real `realm serve` process on a loopback port, talked to over real sockets: the
+host-side device (the core's Endpoint over asyncio) and raw sockets for the attacks."""
+import json
+import os
+import socket
+import sqlite3
+import uuid
+
+import pytest
+
+from shared import codec
+from shared.errors import (BAD_LOGIN, DENIED, INTERNAL, KEY_MISMATCH, MALFORMED,
+                           RATE_LIMITED, SESSION_REPLACED, TIMEOUT, TOO_LARGE, UNEXPECTED)
+from shared.events import DeliveryReport, Message, Delivery, PeerKeyReceived, Welcomed
+from shared.framing import StreamFramer
+from host import keyfile
+from host.client import DeviceState, HostDevice
+from host.registry import Registry
+from tests.realm_helpers import RawDevice, RealmProcess, read_frames, run, run_cli
+
+WRONG_TOKEN = "x" * 43
+
+
+@pytest.fixture(scope="module")
+def realm(tmp_path_factory):
+    """One realm shared by the tests that neither restart it nor trip the rate limit."""
+    process = RealmProcess(tmp_path_factory.mktemp("shared") / "data",
+                           "--handshake-timeout", "1.5", "--summary", "0.5")
+    yield process
+    assert process.stop() == 0
+    process.assert_clean_log()
+    check_registry(process.data_dir)
+
+
+@pytest.fixture
+def own_realm(tmp_path):
+    """A realm for one test; call it with the extra `realm serve` arguments."""
+    started = []
+
+    def start(*extra):
+        started.append(RealmProcess(tmp_path / ("data%d" % len(started)), *extra))
+        return started[-1]
+    yield start
+    for process in started:
+        assert process.stop() == 0
+        process.assert_clean_log()
+        check_registry(process.data_dir)
+
+
+def check_registry(data_dir):
+    db = sqlite3.connect(os.path.join(data_dir, "realm.db"))
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert db.execute("SELECT count(*) FROM devices WHERE online != 0").fetchone()[0] == 0
+    finally:
+        db.close()
+
+
+def realm_public(realm):
+    return keyfile.load_or_create_realm_key(realm.data_dir)[1]
+
+
+async def host_device(realm, device_id, token, state=None):
+    device = HostDevice(state or DeviceState(device_id), token)
+    await device.connect_tcp("127.0.0.1", realm.port)
+    return device
+
+
+# -- handshake and session ------------------------------------------------------------
+def test_first_contact_binds_the_key_then_the_pinned_path_is_taken(realm):
+    device_id, token = realm.add_device("first")
+    state = DeviceState(device_id)
+
+    async def body():
+        first = await host_device(realm, device_id, token, state)
+        assert not first.welcome.pinned_path
+        assert first.welcome.realm_public == realm_public(realm)
+        assert first.welcome.realm_name == "realm"
+        first.close()
+        again = await host_device(realm, device_id, token, state)
+        assert again.welcome.pinned_path
+        again.close()
+    run(body())
+    registry = Registry(realm.data_dir)
+    assert registry.bound_key(str(uuid.UUID(bytes=device_id))) == state.public
+    registry.close()
+    realm.wait_log("login %s from 127.0.0.1" % uuid.UUID(bytes=device_id))
+
+
+def test_proxy_is_relayed_end_to_end_with_delivery_delivered(realm):
+    a_id, a_token = realm.add_device("a")
+    b_id, b_token = realm.add_device("b")
+
+    async def body():
+        a = await host_device(realm, a_id, a_token)
+        b = await host_device(realm, b_id, b_token)
+        msg_id = a.send(b_id, b"hello b")
+        delivery = await a.wait_for(Delivery, 5, lambda e: e.msg_id == msg_id)
+        assert delivery.status == codec.DELIVERED
+        message = await b.wait_for(Message, 5)
+        assert (message.peer, message.data) == (a_id, b"hello b")
+        b.send(a_id, b"hello a")
+        message = await a.wait_for(Message, 5)
+        assert (message.peer, message.data) == (b_id, b"hello a")
+        a.close()
+        b.close()
+    run(body())
+
+
+def test_unknown_target_is_reported(realm):
+    device_id, token = realm.add_device()
+    raw = RawDevice(realm.port, device_id, token)
+    raw.handshake()
+    raw.conn.send_proxy(uuid.uuid4().bytes, 7, b"\x01\x00" + bytes(30))
+    raw.flush()
+    report = raw.pump(lambda e: isinstance(e, DeliveryReport))
+    assert (report.msg_id, report.status) == (7, codec.UNKNOWN_TARGET)
+    raw.close()
+
+
+def test_peer_key_answers_the_bound_key_or_absent(realm):
+    asker_id, asker_token = realm.add_device()
+    bound_id, bound_token = realm.add_device()
+    unbound_id, _ = realm.add_device()
+    bound = RawDevice(realm.port, bound_id, bound_token)
+    bound.handshake()
+    asker = RawDevice(realm.port, asker_id, asker_token)
+    asker.handshake()
+    for peer, key in ((bound_id, bound.public), (unbound_id, None), (uuid.uuid4().bytes, None)):
+        asker.conn.request_peer_key(peer)
+        asker.flush()
+        answer = asker.pump(lambda e: isinstance(e, PeerKeyReceived))
+        assert (answer.peer, answer.key) == (peer, key)
+    bound.close()
+    asker.close()
+
+
+def test_key_mismatch_for_a_bound_device_with_another_key(realm):
+    device_id, token = realm.add_device()
+    first = RawDevice(realm.port, device_id, token)
+    first.handshake()
+    first.close()
+    other = RawDevice(realm.port, device_id, token)  # a new key pair, no pin
+    assert other.expect_closed().code == KEY_MISMATCH
+    realm.wait_log("KEY_MISMATCH")
+
+
+def test_session_replaced_by_a_newer_login(realm):
+    device_id, token = realm.add_device()
+    old = RawDevice(realm.port, device_id, token)
+    welcome = old.handshake()
+    new = RawDevice(realm.port, device_id, token, private=old.private,
+                    realm_public=welcome.realm_public, dh2=welcome.dh2)
+    assert new.handshake().pinned_path
+    assert old.expect_closed().code == SESSION_REPLACED
+    new.conn.request_peer_key(device_id)  # the new session goes on
+    new.flush()
+    assert new.pump(lambda e: isinstance(e, PeerKeyReceived)).key == old.public
+    new.close()
+
+
+# -- attacks ----------------------------------------------------------------------------
+def test_replayed_and_bit_flipped_sealed_packets_close_only_that_connection(realm):
+    witness_id, witness_token = realm.add_device()
+    witness = RawDevice(realm.port, witness_id, witness_token)
+    witness.handshake()
+
+    def established():
+        device_id, token = realm.add_device()
+        raw = RawDevice(realm.port, device_id, token)
+        raw.handshake()
+        return raw
+
+    replayer = established()
+    replayer.conn.request_peer_key(witness_id)
+    frame = replayer.flush()
+    assert replayer.pump(lambda e: isinstance(e, PeerKeyReceived)).key == witness.public
+    replayer.send_raw(frame)
+    assert replayer.expect_closed().code == MALFORMED
+
+    for position in (12, -1):  # a ciphertext byte, a tag byte
+        flipper = established()
+        flipper.conn.request_peer_key(witness_id)
+        frame = bytearray(flipper.conn.data_to_send())
+        frame[position] ^= 0x10
+        flipper.send_raw(bytes(frame))
+        assert flipper.expect_closed().code == MALFORMED
+
+    witness.conn.request_peer_key(witness_id)  # the realm still serves the others
+    witness.flush()
+    assert witness.pump(lambda e: isinstance(e, PeerKeyReceived)).key == witness.public
+    witness.close()
+
+
+@pytest.mark.parametrize("length", [4097, 65535])
+def test_oversized_length_prefix_is_refused_before_the_body(realm, length):
+    with socket.create_connection(("127.0.0.1", realm.port)) as sock:
+        sock.sendall(length.to_bytes(2, "big"))  # and no body at all
+        packets = read_frames(sock)
+    assert [(p, f[0]) for p, f in packets] == [(codec.ERROR, TOO_LARGE)]
+
+
+def test_unauthenticated_proxy_pass_is_unexpected(realm):
+    packet = codec.encode(codec.PROTO_REALM, codec.PROXY_PASS, uuid.uuid4().bytes, 1, b"\x01\x00")
+    with socket.create_connection(("127.0.0.1", realm.port)) as sock:
+        sock.sendall(StreamFramer().frame(packet))
+        packets = read_frames(sock)
+    assert [(p, f[0]) for p, f in packets] == [(codec.ERROR, UNEXPECTED)]
+
+
+def test_silent_connection_is_dropped_at_the_handshake_timeout(realm):
+    with socket.create_connection(("127.0.0.1", realm.port)) as sock:
+        packets = read_frames(sock, timeout=10)
+    assert [(p, f[0]) for p, f in packets] == [(codec.ERROR, TIMEOUT)]
+    realm.wait_log("TIMEOUT handshake not finished in time")
+
+
+def test_admin_removal_ends_the_session(realm):
+    device_id, token = realm.add_device()
+    raw = RawDevice(realm.port, device_id, token)
+    raw.handshake()
+    code, out, err = run_cli("device", "remove", str(uuid.UUID(bytes=device_id)),
+                             "--data", realm.data_dir)
+    assert code == 0, err
+    assert raw.expect_closed().code == DENIED
+    code, out, err = run_cli("device", "list", "--json", "--data", realm.data_dir)
+    assert str(uuid.UUID(bytes=device_id)) not in out
+
+
+def test_reset_key_lets_a_new_key_bind(realm):
+    device_id, token = realm.add_device()
+    old = RawDevice(realm.port, device_id, token)
+    old.handshake()
+    old.close()
+    code, _, err = run_cli("device", "reset-key", str(uuid.UUID(bytes=device_id)),
+                           "--data", realm.data_dir)
+    assert code == 0, err
+    new = RawDevice(realm.port, device_id, token)
+    new.handshake()
+    new.close()
+    registry = Registry(realm.data_dir)
+    assert registry.bound_key(str(uuid.UUID(bytes=device_id))) == new.public
+    registry.close()
+
+
+def test_summary_lines_are_logged(realm):
+    realm.wait_log("summary: ")
+
+
+# -- tests with a realm of their own --------------------------------------------------
+def test_offline_queue_survives_a_restart_and_is_delivered_in_order(own_realm):
+    realm = own_realm()
+    a_id, a_token = realm.add_device("a")
+    b_id, b_token = realm.add_device("b")
+    b_state = DeviceState(b_id)
+
+    async def queue_three():
+        b = await host_device(realm, b_id, b_token, b_state)  # binds b's key, then leaves
+        b.close()
+        a = await host_device(realm, a_id, a_token)
+        for text in (b"one", b"two", b"three"):
+            msg_id = a.send(b_id, text)
+            delivery = await a.wait_for(Delivery, 5, lambda e: e.msg_id == msg_id)
+            assert delivery.status == codec.QUEUED
+        a.close()
+    run(queue_three())
+    code, out, _ = run_cli("device", "list", "--json", "--data", realm.data_dir)
+    queued = {d["id"]: d["queued"] for d in json.loads(out)}
+    assert queued[str(uuid.UUID(bytes=b_id))] == 3
+
+    realm.restart()
+
+    async def receive():
+        b = await host_device(realm, b_id, b_token, b_state)
+        texts = [(await b.wait_for(Message, 5)).data for _ in range(3)]
+        b.close()
+        return texts
+    assert run(receive()) == [b"one", b"two", b"three"]
+    registry = Registry(realm.data_dir)
+    assert registry.queued_count(str(uuid.UUID(bytes=b_id))) == 0
+    registry.close()
+
+
+def test_bad_logins_then_rate_limited_even_with_the_right_token(own_realm):
+    realm = own_realm()
+    device_id, token = realm.add_device()
+    for _ in range(5):
+        assert RawDevice(realm.port, device_id, WRONG_TOKEN).expect_closed().code == BAD_LOGIN
+    assert RawDevice(realm.port, device_id, token).expect_closed().code == RATE_LIMITED
+    realm.wait_log("RATE_LIMITED")
+
+
+def test_twenty_bad_logins_from_one_address_rate_limit_it(own_realm):
+    realm = own_realm()
+    device_id, token = realm.add_device()
+    for _ in range(20):  # twenty unknown devices, one failure each
+        raw = RawDevice(realm.port, uuid.uuid4().bytes, WRONG_TOKEN)
+        assert raw.expect_closed().code == BAD_LOGIN
+    assert RawDevice(realm.port, device_id, token).expect_closed().code == RATE_LIMITED
+
+
+def test_heartbeats_keep_a_session_and_silence_ends_it(own_realm):
+    realm = own_realm("--heartbeat", "1")
+    device_id, token = realm.add_device()
+    lively = RawDevice(realm.port, device_id, token)
+    assert lively.handshake().heartbeat_s == 1
+    # The device closes on 3 s without a packet: still open after 4 s means the realm
+    # sent heartbeats, and the realm kept it because the device sent its own.
+    with pytest.raises(AssertionError, match="nothing awaited"):
+        lively.pump(lambda e: False, timeout=4)
+    assert not lively.conn.closed
+    lively.close()
+
+    other_id, other_token = realm.add_device()
+    silent = RawDevice(realm.port, other_id, other_token)
+    silent.handshake()
+    assert silent.expect_closed(timeout=10, tick=False).code == TIMEOUT
+
+
+def test_handshake_cap_refuses_more_connections(own_realm):
+    realm = own_realm("--max-handshakes", "2", "--handshake-timeout", "5")
+    held = [socket.create_connection(("127.0.0.1", realm.port)) for _ in range(2)]
+    realm.wait_log("connect 127.0.0.1", count=2)
+    with socket.create_connection(("127.0.0.1", realm.port)) as sock:
+        packets = read_frames(sock)
+    assert [(p, f[0]) for p, f in packets] == [(codec.ERROR, DENIED)]
+    for sock in held:
+        sock.close()
+
+
+def test_a_slow_reader_is_disconnected_and_others_go_on(own_realm):
+    realm = own_realm("--send-limit", "65536")
+    sender_id, sender_token = realm.add_device()
+    slow_id, slow_token = realm.add_device()
+    slow = RawDevice(realm.port, slow_id, slow_token, rcvbuf=4096)
+    slow.handshake()  # and never reads again
+    sender = RawDevice(realm.port, sender_id, sender_token)
+    sender.handshake()
+    inner = bytes(sender.conn.max_inner)
+    for _ in range(5000):
+        sender.conn.send_proxy(slow_id, 0, inner)
+        sender.flush()
+        if "slow reader" in realm.log():
+            break
+    realm.wait_log("slow reader")
+    sender.conn.request_peer_key(slow_id)
+    sender.flush()
+    assert sender.pump(lambda e: isinstance(e, PeerKeyReceived)).key == slow.public
+    sender.close()
+    slow.close()
+
+
+def test_shutdown_tells_the_sessions(own_realm):
+    realm = own_realm()
+    device_id, token = realm.add_device()
+    raw = RawDevice(realm.port, device_id, token)
+    raw.handshake()
+    assert realm.stop() == 0
+    error = raw.expect_closed()
+    assert error.code == INTERNAL and "shutting down" in error.message
+
+
+def test_open_enrolment_registers_unknown_devices(own_realm):
+    realm = own_realm("--open-enrolment")
+    device_id = uuid.uuid4().bytes
+    first = RawDevice(realm.port, device_id, None)
+    first.handshake()
+    first.close()
+    again = RawDevice(realm.port, device_id, None, private=first.private)
+    again.handshake()
+    again.close()
+    listed = {d["id"] for d in json.loads(run_cli("device", "list", "--json", "--data",
+                                                  realm.data_dir)[1])}
+    assert str(uuid.UUID(bytes=device_id)) in listed
+    tokened_id, _ = realm.add_device()  # a device given a token must use it
+    assert RawDevice(realm.port, tokened_id, None).expect_closed().code == BAD_LOGIN
+
+
+def test_login_method_none_is_refused_without_open_enrolment(realm):
+    device_id, _ = realm.add_device()
+    assert RawDevice(realm.port, device_id, None).expect_closed().code == BAD_LOGIN
