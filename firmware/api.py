@@ -1,0 +1,168 @@
+# The application API: what the user's app.py gets as `device`.
+#
+#   msg_id = device.send(peer, b"bytes")      # end to end encrypted; queued while offline
+#   device.on_message(lambda peer, data: ...)  # peer is the sender's UUID text
+#   status = await device.delivery(msg_id)     # "DELIVERED", "QUEUED", "UNKNOWN_TARGET"...
+#
+# Peers are UUIDs, as text ("8-4-4-4-12") or 16 bytes.
+import asyncio
+
+from shared import codec
+from shared.compat import const
+from shared.endpoint import SendQueueFull  # noqa: F401 (raised by send, for apps to catch)
+from shared.events import Message, Pong, Delivery
+
+STATUS_NAMES = ("DELIVERED", "QUEUED", "UNKNOWN_TARGET", "DENIED", "QUEUE_FULL", "TOO_LARGE")
+_KEPT_STATUSES = const(16)  # Delivery results remembered for delivery()/delivery_status()
+
+
+def status_name(status):
+    return STATUS_NAMES[status] if 0 <= status < len(STATUS_NAMES) else "STATUS_%d" % status
+
+
+def _peer_bytes(peer):
+    return codec.uuid_from_str(peer) if isinstance(peer, str) else bytes(peer)
+
+
+class Device:
+    def __init__(self, runtime):
+        self._runtime = runtime
+        runtime.listener = self
+        self.config = runtime.config
+        self.device_id = runtime.config.device_id_str
+        self.name = runtime.config.name
+        self._on_message = None
+        self._on_delivery = None
+        self._on_status = None
+        self._statuses = []  # [msg_id, status name], oldest first
+        self._pongs = []  # [peer, data] not yet claimed by ping()
+        self._changed = asyncio.Event()
+
+    # -- sending ----------------------------------------------------------------
+    def send(self, peer, data):
+        """Send bytes to a peer; returns the msg_id that delivery() reports on.
+        Raises SendQueueFull when too many sends wait (offline, or a key being fetched),
+        ValueError when data is over the realm's size limit."""
+        msg_id = self._runtime.endpoint.send(_peer_bytes(peer), bytes(data))
+        self._after_call()
+        return msg_id
+
+    def delivery_status(self, msg_id):
+        """The Delivery status name of msg_id, or None while it is not known yet."""
+        for item in self._statuses:
+            if item[0] == msg_id:
+                return item[1]
+        return None
+
+    async def delivery(self, msg_id, timeout_ms=None):
+        """Wait for msg_id's Delivery status; None if timeout_ms passed first."""
+        return await self._until(lambda: self.delivery_status(msg_id), timeout_ms)
+
+    async def ping(self, peer, data=b"", timeout_ms=10000):
+        """Round trip to a peer's device (end-to-end Ping/Pong); its time in ms, or None."""
+        peer = _peer_bytes(peer)
+        clock = self._runtime.clock
+        started = clock.now()
+        self._runtime.endpoint.ping(peer, data)
+        self._after_call()
+
+        def answered():
+            for item in self._pongs:
+                if item[0] == peer and item[1] == data:
+                    self._pongs.remove(item)
+                    return True
+            return None
+
+        if await self._until(answered, timeout_ms) is None:
+            return None
+        return clock.now() - started
+
+    # -- receiving and status ---------------------------------------------------
+    def on_message(self, callback):
+        """callback(peer, data) for every message received; peer is UUID text."""
+        self._on_message = callback
+
+    def on_delivery(self, callback):
+        """callback(msg_id, status_name) for every Delivery report."""
+        self._on_delivery = callback
+
+    def on_status(self, callback):
+        """callback(status, detail): "connecting", "online", "offline", "error" (a
+        refusal: longer wait before the next try) or "refused" (the realm key changed)."""
+        self._on_status = callback
+
+    @property
+    def online(self):
+        return self._runtime.status == "online"
+
+    @property
+    def status(self):
+        return self._runtime.status
+
+    @property
+    def stats(self):
+        stats = dict(self._runtime.stats)
+        stats["dropped"] = self._runtime.endpoint.dropped
+        stats["queued"] = self._runtime.endpoint.queued()
+        return stats
+
+    async def wait_online(self, timeout_ms=None):
+        return await self._until(lambda: self.online or None, timeout_ms)
+
+    def repin(self, realm_key=None):
+        """Trust a new realm key (32 bytes), or the next realm that answers (None)."""
+        self._runtime.repin(realm_key)
+
+    def repin_peer(self, peer):
+        """Forget a peer's pinned key: its next key is trusted on first use."""
+        peer = _peer_bytes(peer)
+        self._runtime.endpoint.forget_peer(peer)
+        self._runtime.store.forget_peer(peer)
+
+    # -- from the runtime -------------------------------------------------------
+    def event(self, event):
+        if isinstance(event, Message):
+            if self._on_message is not None:
+                self._on_message(codec.uuid_to_str(event.peer), event.data)
+        elif isinstance(event, Delivery):
+            name = status_name(event.status)
+            if len(self._statuses) >= _KEPT_STATUSES:
+                self._statuses.pop(0)
+            self._statuses.append([event.msg_id, name])
+            if self._on_delivery is not None:
+                self._on_delivery(event.msg_id, name)
+        elif isinstance(event, Pong):
+            if len(self._pongs) >= _KEPT_STATUSES:
+                self._pongs.pop(0)
+            self._pongs.append([event.peer, event.data])
+        self._changed.set()
+
+    def status_changed(self, status, detail):
+        if self._on_status is not None:
+            self._on_status(status, detail)
+        self._changed.set()
+
+    # -- internals --------------------------------------------------------------
+    def _after_call(self):
+        self._runtime.dispatch_app_events()
+        self._runtime.kick()
+
+    async def _until(self, check, timeout_ms):
+        """Wait until check() returns something other than None, or timeout_ms passes."""
+        clock = self._runtime.clock
+        end = None if timeout_ms is None else clock.now() + timeout_ms
+        while True:
+            result = check()
+            if result is not None:
+                return result
+            if end is None:
+                await self._changed.wait()
+            else:
+                left = end - clock.now()
+                if left <= 0:
+                    return None
+                try:
+                    await asyncio.wait_for_ms(self._changed.wait(), left)
+                except asyncio.TimeoutError:
+                    pass
+            self._changed.clear()

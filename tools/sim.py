@@ -1,0 +1,45 @@
+# A simulated device: the firmware under the MicroPython unix port, as on a board.
+# usage: micropython -X heapsize=64k tools/sim.py CONFIG [--app APP.py] [--repin]
+# It runs build/unix/ (`python tools/build.py unix`, which `make sim` does first): the
+# same compiled modules a board gets. The device's state lives beside its config:
+# path/alice.json -> path/alice.state/
+import os
+import sys
+
+_root = __file__.rsplit("/", 2)[0] if __file__.count("/") >= 2 else "."
+_build = _root + "/build/unix"
+try:
+    os.stat(_build + "/lib")
+    sys.path[:0] = [_build + "/lib", _build]
+except OSError:  # not built: run the sources (compiling them needs a larger heap)
+    sys.path[:0] = [_root, _root + "/boards/unix"]
+
+
+def main(argv):
+    if not argv or argv[0].startswith("-"):
+        print("usage: tools/sim.py CONFIG [--app APP.py] [--repin]")
+        return 2
+    config, app, repin = argv[0], None, False
+    i = 1
+    while i < len(argv):
+        if argv[i] == "--app" and i + 1 < len(argv):
+            app = _load_app(argv[i + 1])
+            i += 1
+        elif argv[i] == "--repin":
+            repin = True
+        else:
+            print("tools/sim.py: unknown argument %r" % argv[i])
+            return 2
+        i += 1
+    state = (config[:-5] if config.endswith(".json") else config) + ".state"
+    from firmware.launch import start
+    return start(config, state, app, repin)
+
+
+def _load_app(path):
+    folder, _, name = path.rpartition("/")
+    sys.path.insert(0, folder or ".")
+    return __import__(name[:-3] if name.endswith(".py") else name)
+
+
+sys.exit(main(sys.argv[1:]) or 0)
