@@ -1,0 +1,81 @@
+"""Whatever a client sends, the realm answers or closes: no traceback in its log, no
+harm to the registry, and the other devices go on being served."""
+import socket
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from shared import crypto
+from shared.device import DeviceConnection
+from shared.events import PeerKeyReceived
+from shared.framing import StreamFramer
+from tests.realm_helpers import RawDevice, RealmProcess
+from tests.test_realm_server import check_registry
+
+FUZZ = settings(max_examples=60, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def realm(tmp_path_factory):
+    process = RealmProcess(tmp_path_factory.mktemp("fuzz") / "data", "--handshake-timeout", "1")
+    yield process
+    assert process.stop() == 0
+    process.assert_clean_log()
+    check_registry(process.data_dir)
+
+
+def hello_bytes():
+    private, public = crypto.generate_keypair()
+    conn = DeviceConnection(uuid.uuid4().bytes, private, public, "t" * 20, StreamFramer(), 0)
+    return conn.data_to_send()
+
+
+def send_and_drain(realm, data):
+    with socket.create_connection(("127.0.0.1", realm.port)) as sock:
+        sock.settimeout(3)
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(65536):
+                pass
+        except (ConnectionResetError, BrokenPipeError, socket.timeout):
+            pass
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_random_bytes(realm, data):
+    send_and_drain(realm, data)
+
+
+@FUZZ
+@given(st.data())
+def test_mutated_hello(realm, data):
+    hello = bytearray(hello_bytes())
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(0, len(hello) - 1))
+        hello[position] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(hello)))
+    send_and_drain(realm, bytes(hello[:cut]) + data.draw(st.binary(max_size=40)))
+
+
+@FUZZ
+@given(st.binary(min_size=1, max_size=200))
+def test_garbage_after_login(realm, garbage):
+    device_id, token = realm.add_device()
+    raw = RawDevice(realm.port, device_id, token)
+    raw.handshake()
+    raw.send_raw(garbage)
+    raw.close()
+
+
+def test_the_realm_still_serves_after_the_fuzzing(realm):
+    device_id, token = realm.add_device()
+    raw = RawDevice(realm.port, device_id, token)
+    raw.handshake()
+    raw.conn.request_peer_key(device_id)
+    raw.flush()
+    assert raw.pump(lambda e: isinstance(e, PeerKeyReceived)).key == raw.public
+    raw.close()

@@ -1,0 +1,148 @@
+"""The registry, the token hashes and the login rate limit, with the clock passed in."""
+import os
+import stat
+import uuid
+
+import pytest
+
+from host import keyfile, tokens
+from host.ratelimit import LoginLimiter
+from host.registry import (QUEUE_FULL, QUEUED, UNKNOWN_TARGET, Registry, RegistryError)
+
+SENDER = uuid.uuid4().bytes
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+def registry(tmp_path):
+    r = Registry(str(tmp_path))
+    yield r
+    r.close()
+
+
+def test_tokens_are_stored_as_salted_scrypt_and_checked(registry):
+    device_id, token = registry.add_device(T0, name="a")
+    stored = registry.device(device_id).token_hash
+    assert stored.startswith("scrypt$16384$8$1$") and token not in stored
+    assert tokens.verify_token(token, stored)
+    assert not tokens.verify_token(token[:-1] + ("A" if token[-1] != "A" else "B"), stored)
+    assert not tokens.verify_token("short", stored)
+    assert not tokens.verify_token("x" * 65, stored)
+    assert not tokens.verify_token(token, "garbage")
+    other_id, other_token = registry.add_device(T0)
+    assert registry.device(other_id).token_hash != stored  # salted: no two alike
+
+
+def test_queue_keeps_order_and_survives_reopening(tmp_path):
+    registry = Registry(str(tmp_path))
+    target, _ = registry.add_device(T0)
+    for i in range(3):
+        assert registry.enqueue(target, SENDER, i, b"packet %d" % i, T0 + i) == QUEUED
+    registry.close()
+    registry = Registry(str(tmp_path))
+    assert [(q.msg_id, q.inner) for q in registry.take_queue(target, T0 + 10)] == [
+        (0, b"packet 0"), (1, b"packet 1"), (2, b"packet 2")]
+    assert registry.take_queue(target, T0 + 10) == []
+    registry.close()
+
+
+def test_queue_is_bounded_by_count_and_bytes_keeping_the_oldest(registry):
+    target, _ = registry.add_device(T0)
+    for i in range(64):
+        assert registry.enqueue(target, SENDER, i, b"x", T0) == QUEUED
+    assert registry.enqueue(target, SENDER, 64, b"x", T0) == QUEUE_FULL
+    assert [q.msg_id for q in registry.take_queue(target, T0)] == list(range(64))
+
+    big = bytes(16 * 1024)
+    for i in range(4):
+        assert registry.enqueue(target, SENDER, i, big, T0) == QUEUED
+    assert registry.enqueue(target, SENDER, 9, b"1", T0) == QUEUE_FULL  # 64 KiB of inner
+    assert registry.queued_count(target) == 4
+
+
+def test_queue_entries_expire_after_a_day(registry):
+    target, _ = registry.add_device(T0)
+    registry.enqueue(target, SENDER, 1, b"old", T0)
+    registry.enqueue(target, SENDER, 2, b"new", T0 + 23 * 3600)
+    assert [q.inner for q in registry.take_queue(target, T0 + 24 * 3600 + 1)] == [b"new"]
+    registry.enqueue(target, SENDER, 3, b"x", T0)
+    assert registry.expire(T0 + 25 * 3600) == 1
+
+
+def test_queue_refuses_unknown_targets_and_removal_drops_the_queue(registry):
+    assert registry.enqueue(str(uuid.uuid4()), SENDER, 1, b"x", T0) == UNKNOWN_TARGET
+    target, _ = registry.add_device(T0)
+    registry.enqueue(target, SENDER, 1, b"x", T0)
+    registry.remove_device(target)
+    assert registry.queued_count(target) == 0
+    with pytest.raises(RegistryError):
+        registry.remove_device(target)
+
+
+def test_a_key_binds_once_until_reset(registry):
+    device_id, _ = registry.add_device(T0)
+    assert registry.bind_key(device_id, b"k" * 32) == b"k" * 32
+    assert registry.bind_key(device_id, b"j" * 32) == b"k" * 32
+    registry.reset_key(device_id)
+    assert registry.bound_key(device_id) is None
+    assert registry.bind_key(device_id, b"j" * 32) == b"j" * 32
+
+
+def test_a_second_process_sees_the_changes(tmp_path):
+    server, admin = Registry(str(tmp_path)), Registry(str(tmp_path))
+    version = server.data_version()
+    device_id, _ = admin.add_device(T0)
+    assert server.data_version() != version
+    assert device_id in server.device_ids()
+    server.close()
+    admin.close()
+
+
+def test_realm_key_file_is_private_and_stable(tmp_path):
+    private, public = keyfile.load_or_create_realm_key(str(tmp_path))
+    path = tmp_path / keyfile.REALM_KEY_FILE
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert keyfile.load_or_create_realm_key(str(tmp_path)) == (private, public)
+    assert [p.name for p in tmp_path.iterdir()] == [keyfile.REALM_KEY_FILE]  # no temp left
+
+
+def test_rate_limit_per_device():
+    limiter = LoginLimiter()
+    for t in range(4):
+        limiter.failure("dev", "10.0.0.%d" % t, t)
+    assert not limiter.is_blocked("dev", "10.0.0.9", 4)
+    limiter.failure("dev", "10.0.0.4", 5)
+    assert limiter.is_blocked("dev", "10.0.0.9", 6)
+    assert limiter.is_blocked("dev", "10.0.0.9", 64.9)
+    assert not limiter.is_blocked("dev", "10.0.0.9", 65.1)
+    assert not limiter.is_blocked("other", "10.0.0.4", 6)
+
+
+def test_rate_limit_counts_only_failures_within_a_minute():
+    limiter = LoginLimiter()
+    for t in (0, 20, 40, 59):
+        limiter.failure("dev", "a", t)
+    limiter.failure("dev", "a", 61)  # the one at 0 has left the window
+    assert not limiter.is_blocked("dev", "a", 62)
+    limiter.failure("dev", "a", 62)
+    assert limiter.is_blocked("dev", "a", 63)
+
+
+def test_rate_limit_per_address():
+    limiter = LoginLimiter()
+    for i in range(19):
+        limiter.failure("dev%d" % i, "10.1.1.1", i)
+    assert not limiter.is_blocked("fresh", "10.1.1.1", 19)
+    limiter.failure("dev19", "10.1.1.1", 19)
+    assert limiter.is_blocked("fresh", "10.1.1.1", 20)
+    assert not limiter.is_blocked("fresh", "10.1.1.2", 20)
+    limiter.prune(200)
+    assert not limiter.is_blocked("fresh", "10.1.1.1", 200)
+    assert not limiter.devices.failures and not limiter.addresses.blocked
+
+
+def test_rate_limit_memory_is_bounded():
+    limiter = LoginLimiter(max_keys=100)
+    for i in range(1000):
+        limiter.failure("dev%d" % i, "10.0.%d.%d" % (i // 256, i % 256), 0)
+    assert len(limiter.devices.failures) == 100 and len(limiter.addresses.failures) == 100
