@@ -35,3 +35,10 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .hypothesis
+
+# The realm server (issue 3): `make realm` serves on 0.0.0.0:7711 with ./realm-data.
+realm: $(STAMP)
+	$(BIN)/realm serve
+
+bench-realm: $(STAMP)
+	$(PY) bench/realm.py

@@ -1,0 +1,327 @@
+"""Realm benchmark: many CPython devices on loopback through one `realm serve` process,
+and the same payload through mosquitto (QoS 0, one publisher to one subscriber, TLS off
+and on). Run by `make bench-realm`; `--quick` for a short smoke run.
+
+CPU figures are the server process's own user+system time from /proc/PID/stat, taken
+the same way for the realm and for the broker; the clients run in other processes.
+"""
+import argparse
+import asyncio
+import os
+import pwd
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench.realm_clients import BenchDevice, Identity, Pair, connect_many  # noqa: E402
+from host.registry import Registry  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+PAYLOAD = 64  # bytes of inner / MQTT payload
+
+
+# -- processes ------------------------------------------------------------------------
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+def rss_bytes(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def wait_port(port, proc, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("server exited with %s" % proc.returncode)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("server not listening on %d" % port)
+
+
+class Realm:
+    def __init__(self, workdir, *extra):
+        self.port = free_port()
+        self.data = os.path.join(workdir, "realm-%d" % self.port)
+        self.log = open(os.path.join(workdir, "realm-%d.log" % self.port), "w")
+        realm = os.path.join(os.path.dirname(sys.executable), "realm")
+        cmd = [realm] if os.path.exists(realm) else [sys.executable, "-m", "host.cli"]
+        self.proc = subprocess.Popen(
+            cmd + ["serve", "--listen", "127.0.0.1:%d" % self.port, "--data", self.data,
+                   "--heartbeat", "3600", "--handshake-timeout", "120",
+                   "--max-handshakes", "1000", "--summary", "3600"] + list(extra),
+            stdout=self.log, stderr=subprocess.STDOUT)
+        wait_port(self.port, self.proc)
+
+    def cpu(self):
+        return cpu_seconds(self.proc.pid)
+
+    def rss(self):
+        return rss_bytes(self.proc.pid)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+        self.log.close()
+
+
+# -- realm phases --------------------------------------------------------------------------
+async def measure(realm, work):
+    """(result of `work`, wall seconds, realm CPU seconds) around one awaitable."""
+    cpu0, t0 = realm.cpu(), time.perf_counter()
+    result = await work
+    return result, time.perf_counter() - t0, realm.cpu() - cpu0
+
+
+async def handshakes(realm, devices, rounds):
+    """First logins (the scrypt token check) and reconnects (pinned path, cached check)."""
+    identities = [Identity(*d) for d in devices]
+    _, first_s, first_cpu = await measure(realm, connect_many(realm.port, identities, 8, False))
+    await asyncio.sleep(0.2)
+    again = identities * rounds
+    _, again_s, again_cpu = await measure(realm, connect_many(realm.port, again, 16, False))
+    return [("handshakes/s, first login (scrypt check)", len(identities) / first_s,
+             1e6 * first_cpu / len(identities)),
+            ("handshakes/s, reconnect (pinned, cached check)", len(again) / again_s,
+             1e6 * again_cpu / len(again))]
+
+
+async def sessions_memory(realm, steps):
+    """Realm RSS per idle authenticated session, with the handshake rate of first contact."""
+    warm = await connect_many(realm.port, [Identity()], 1)
+    await asyncio.sleep(0.3)
+    base = realm.rss()
+    held, rows = warm, []
+    for total in steps:
+        fresh = [Identity() for _ in range(total - len(held))]
+        new, wall, cpu = await measure(realm, connect_many(realm.port, fresh, 64))
+        held += new
+        await asyncio.sleep(0.5)
+        rows.append((total, (realm.rss() - base) / total, len(fresh) / wall,
+                     1e6 * cpu / len(fresh)))
+    for device in held:
+        device.close()
+    return rows
+
+
+async def relay(realm, pairs, count, window):
+    """`pairs` senders each stream `count` packets to their own receiver."""
+    latencies = []
+    flows = []
+    for _ in range(pairs):
+        a, b = Identity(), Identity()
+        receiver = await BenchDevice.connect(realm.port, b)
+        sender = await BenchDevice.connect(realm.port, a)
+        flow = Pair(sender, b, count, window, PAYLOAD, latencies)
+        receiver.on_proxy = flow.on_proxy
+        flows.append((flow, sender, receiver))
+
+    async def run():
+        for flow, _, _ in flows:
+            flow.pump()
+        await asyncio.gather(*(flow.done for flow, _, _ in flows))
+    _, wall, cpu = await measure(realm, run())
+    for _, sender, receiver in flows:
+        sender.close()
+        receiver.close()
+    total = pairs * count
+    return total / wall, 1e6 * cpu / total, latencies
+
+
+async def latency(realm, count):
+    """One packet at a time, 1 to 1: the relay latency without queueing."""
+    latencies = []
+    a, b = Identity(), Identity()
+    receiver = await BenchDevice.connect(realm.port, b)
+    sender = await BenchDevice.connect(realm.port, a)
+    for _ in range(count):
+        flow = Pair(sender, b, 1, 1, PAYLOAD, latencies)
+        receiver.on_proxy = flow.on_proxy
+        flow.pump()
+        await flow.done
+    sender.close()
+    receiver.close()
+    return latencies
+
+
+def percentile(values, p):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+# -- mosquitto -------------------------------------------------------------------------------
+def ensure_mosquitto():
+    if shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto"):
+        if shutil.which("mosquitto_pub") and shutil.which("mosquitto_sub"):
+            return True
+    print("mosquitto not found: installing mosquitto and mosquitto-clients (apt-get)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    ok = subprocess.call(["apt-get", "install", "-y", "-q", "mosquitto", "mosquitto-clients"],
+                         env=env, stdout=subprocess.DEVNULL) == 0
+    if not ok:
+        ok = subprocess.call(["apt-get", "update", "-q"], stdout=subprocess.DEVNULL) == 0 and \
+            subprocess.call(["apt-get", "install", "-y", "-q", "mosquitto",
+                             "mosquitto-clients"], env=env, stdout=subprocess.DEVNULL) == 0
+    return ok
+
+
+def mosquitto(workdir, count, tls):
+    """Broker msgs/s and CPU us/msg for `count` QoS 0 messages, one publisher, one subscriber."""
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = free_port()
+    conf = os.path.join(workdir, "mosquitto-%d.conf" % port)
+    lines = ["listener %d 127.0.0.1" % port, "allow_anonymous true",
+             "max_queued_messages 0", "max_queued_bytes 0", "persistence false",
+             "user %s" % pwd.getpwuid(os.getuid()).pw_name]
+    client_tls = []
+    if tls:
+        key, cert = os.path.join(workdir, "key.pem"), os.path.join(workdir, "cert.pem")
+        if not os.path.exists(cert):
+            subprocess.check_call(
+                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                 "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+                 "-days", "1", "-subj", "/CN=localhost"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        lines += ["certfile %s" % cert, "keyfile %s" % key]
+        client_tls = ["--cafile", cert, "--insecure"]
+    with open(conf, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    broker = subprocess.Popen([binary, "-c", conf], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, broker)
+        address = ["-h", "127.0.0.1", "-p", str(port), "-t", "bench", "-q", "0"] + client_tls
+        sub = subprocess.Popen(["mosquitto_sub", "-C", str(count)] + address,
+                               stdout=subprocess.DEVNULL)
+        time.sleep(0.5)  # subscribed
+        message = b"m" * PAYLOAD + b"\n"
+        cpu0, t0 = cpu_seconds(broker.pid), time.perf_counter()
+        pub = subprocess.Popen(["mosquitto_pub", "-l"] + address, stdin=subprocess.PIPE)
+        pub.communicate(message * count, timeout=300)
+        sub.wait(300)
+        wall, cpu = time.perf_counter() - t0, cpu_seconds(broker.pid) - cpu0
+    finally:
+        broker.terminate()
+        broker.wait(10)
+    return count / wall, 1e6 * cpu / count
+
+
+# -- the run ------------------------------------------------------------------------------
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="small numbers, a smoke run")
+    p.add_argument("--no-mosquitto", action="store_true")
+    args = p.parse_args()
+    q = args.quick
+    sessions = (100, 300) if q else (1000, 5000)
+    token_devices, rounds = (4, 2) if q else (40, 5)
+    pairs, per_pair = (4, 500) if q else (16, 5000)
+    one_to_one = 2000 if q else 50000
+    pings = 200 if q else 2000
+
+    workdir = tempfile.mkdtemp(prefix="realm-bench-")
+    print("realm bench: %s, CPython %s, %d cores" % (
+        "quick" if q else "full", sys.version.split()[0], os.cpu_count()))
+    try:
+        figures = asyncio.run(realm_phases(workdir, sessions, token_devices, rounds, pairs,
+                                           per_pair, one_to_one, pings))
+        broker = []
+        if not args.no_mosquitto and ensure_mosquitto():
+            for tls in (False, True):
+                broker.append(("mosquitto QoS 0, TLS %s" % ("on" if tls else "off"),)
+                              + mosquitto(workdir, one_to_one, tls))
+        elif not args.no_mosquitto:
+            print("mosquitto unavailable: broker comparison skipped")
+        report(figures, broker, one_to_one)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def realm_phases(workdir, sessions, token_devices, rounds, pairs, per_pair, one_to_one,
+                       pings):
+    figures = {}
+    realm = Realm(workdir)
+    try:
+        registry = Registry(realm.data)
+        devices = [registry.add_device(time.time()) for _ in range(token_devices)]
+        registry.close()
+        import uuid
+        devices = [(uuid.UUID(i).bytes, t) for i, t in devices]
+        figures["handshakes"] = await handshakes(realm, devices, rounds)
+    finally:
+        realm.stop()
+    realm = Realm(workdir, "--open-enrolment")
+    try:
+        figures["sessions"] = await sessions_memory(realm, sessions)
+    finally:
+        realm.stop()
+    realm = Realm(workdir, "--open-enrolment")
+    try:
+        figures["relay"] = await relay(realm, pairs, per_pair, 256)
+        figures["one_to_one"] = await relay(realm, 1, one_to_one, 1024)
+        figures["latency"] = await latency(realm, pings)
+    finally:
+        realm.stop()
+    figures["pairs"] = pairs
+    return figures
+
+
+def report(f, broker, one_to_one):
+    print()
+    print("%-50s %12s %14s" % ("handshakes", "per second", "realm CPU us"))
+    for name, rate, cpu in f["handshakes"]:
+        print("%-50s %12.0f %14.0f" % (name, rate, cpu))
+    print()
+    print("%-50s %12s %14s %14s" % ("idle authenticated sessions", "RSS/session",
+                                    "handshakes/s", "realm CPU us"))
+    for total, per_session, rate, cpu in f["sessions"]:
+        print("%-50s %10.1f KiB %14.0f %14.0f" % ("%d sessions (first contact, open enrolment)"
+                                                 % total, per_session / 1024, rate, cpu))
+    rate, cpu, lat = f["relay"]
+    print()
+    print("%-50s %12s %14s %8s %8s" % ("relay (%d-byte inner, msg_id 0)" % PAYLOAD,
+                                       "packets/s", "realm CPU us", "p50 ms", "p99 ms"))
+    print("%-50s %12.0f %14.1f %8.2f %8.2f" % (
+        "%d pairs streaming, window 256" % f["pairs"], rate, cpu,
+        percentile(lat, 50) / 1e6, percentile(lat, 99) / 1e6))
+    lat = f["latency"]
+    print("%-50s %12s %14s %8.2f %8.2f" % ("1 pair, one packet at a time", "-", "-",
+                                           percentile(lat, 50) / 1e6,
+                                           percentile(lat, 99) / 1e6))
+    rate, cpu, _ = f["one_to_one"]
+    print()
+    print("%-50s %12s %14s %10s" % ("1 publisher -> 1 subscriber, %d messages of %d B"
+                                    % (one_to_one, PAYLOAD), "msgs/s", "server CPU us",
+                                    "CPU ratio"))
+    print("%-50s %12.0f %14.1f %10s" % ("realm (hops sealed, e2e inner opaque)", rate, cpu,
+                                        "1.00"))
+    for name, b_rate, b_cpu in broker:
+        print("%-50s %12.0f %14.1f %10.2f" % (name, b_rate, b_cpu, cpu / b_cpu))
+    print("\nCPU ratio = realm CPU per message / broker CPU per message.")
+
+
+if __name__ == "__main__":
+    main()

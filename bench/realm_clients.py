@@ -1,0 +1,124 @@
+"""Bench clients for bench/realm.py: many devices in one asyncio process, each the core's
+DeviceConnection over a TCP socket, with no end-to-end layer (the realm relays `inner`
+without looking at it, so the bench spends its own CPU on the hop only)."""
+import asyncio
+import time
+import uuid
+
+from shared import crypto
+from shared.device import DeviceConnection
+from shared.events import Closed, ProxyReceived, Welcomed
+from shared.framing import StreamFramer
+
+
+def now_ms():
+    return int(time.monotonic() * 1000)
+
+
+class Identity:
+    def __init__(self, device_id=None, token=None):
+        self.device_id = device_id or uuid.uuid4().bytes
+        self.private, self.public = crypto.generate_keypair()
+        self.token = token  # None: method NONE (open enrolment)
+        self.realm_public = None  # pinned after the first Welcome
+        self.dh2 = None
+
+
+class BenchDevice(asyncio.Protocol):
+    """One device connection; `on_proxy(event)` gets each relayed packet."""
+
+    def __init__(self, identity, on_proxy=None):
+        self.identity = identity
+        self.on_proxy = on_proxy
+        self.welcomed = asyncio.get_running_loop().create_future()
+        self.transport = None
+        self.conn = None
+
+    @classmethod
+    async def connect(cls, port, identity, on_proxy=None):
+        loop = asyncio.get_running_loop()
+        _, device = await loop.create_connection(lambda: cls(identity, on_proxy),
+                                                 "127.0.0.1", port)
+        await device.welcomed
+        return device
+
+    def connection_made(self, transport):
+        self.transport = transport
+        i = self.identity
+        self.conn = DeviceConnection(i.device_id, i.private, i.public, i.token, StreamFramer(),
+                                     now_ms(), realm_public=i.realm_public, dh2=i.dh2)
+        self.flush()
+
+    def data_received(self, data):
+        for event in self.conn.receive_data(data, now_ms()):
+            if isinstance(event, ProxyReceived):
+                self.on_proxy(event)
+            elif isinstance(event, Welcomed):
+                self.identity.realm_public, self.identity.dh2 = event.realm_public, event.dh2
+                self.welcomed.set_result(event)
+            elif isinstance(event, Closed) and not self.welcomed.done():
+                self.welcomed.set_exception(event.error)
+        self.flush()
+
+    def connection_lost(self, exc):
+        if not self.welcomed.done():
+            self.welcomed.set_exception(ConnectionError("realm closed the connection"))
+
+    def send(self, peer, inner):
+        self.conn.send_proxy(peer, 0, inner)
+
+    def flush(self):
+        data = self.conn.data_to_send()
+        if data:
+            self.transport.write(data)
+
+    def close(self):
+        self.transport.close()
+
+
+async def connect_many(port, identities, concurrency, keep=True):
+    """Connect every identity (at most `concurrency` handshakes at once); returns the
+    devices (closed again at once unless `keep`)."""
+    gate = asyncio.Semaphore(concurrency)
+    devices = []
+
+    async def one(identity):
+        async with gate:
+            device = await BenchDevice.connect(port, identity)
+            if keep:
+                devices.append(device)
+            else:
+                device.close()
+    await asyncio.gather(*(one(i) for i in identities))
+    return devices
+
+
+class Pair:
+    """A sender streaming `count` packets to a receiver, at most `window` in flight, each
+    carrying its send time so the receiver can measure the relay latency."""
+
+    def __init__(self, sender, receiver_identity, count, window, payload_size, latencies):
+        self.sender = sender
+        self.target = receiver_identity.device_id
+        self.count = count
+        self.window = window
+        self.pad = bytes(max(0, payload_size - 8))
+        self.sent = 0
+        self.received = 0
+        self.latencies = latencies
+        self.done = asyncio.get_running_loop().create_future()
+
+    def on_proxy(self, event):
+        sent_at = int.from_bytes(event.inner[:8], "big")
+        self.latencies.append(time.perf_counter_ns() - sent_at)
+        self.received += 1
+        if self.received == self.count:
+            self.done.set_result(None)
+        elif self.sent - self.received <= self.window // 2:
+            self.pump()  # refill in batches: fewer, larger writes
+
+    def pump(self):
+        while self.sent < self.count and self.sent - self.received < self.window:
+            self.sender.send(self.target, time.perf_counter_ns().to_bytes(8, "big") + self.pad)
+            self.sent += 1
+        self.sender.flush()
