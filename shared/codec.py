@@ -8,7 +8,6 @@
 # protocol with UNSUPPORTED). It accepts a Hello of another version: that is well formed,
 # only unsupported.
 from binascii import hexlify, unhexlify
-from struct import calcsize, pack, unpack_from
 
 from shared.compat import const
 from shared.errors import MALFORMED, UNSUPPORTED, ProtocolError
@@ -50,79 +49,85 @@ LOGIN_TOKEN = const(1)
 
 HELLO_VERSION = const(1)
 
-# The layouts, as the spec writes them. KeyCheck is its plaintext view: the connection
-# seals the challenge. Pong carries "the Ping's bytes", so it has Ping's limit too: a
-# Pong over MAX_PING bytes answers no Ping we could have sent, and is MALFORMED.
-_REALM = (
-    ("Heartbeat", ()),
-    ("Error", (("code", "u16"), ("ref", "u32"), ("message", "str16"))),
-    ("Hello", (("version", "u8"), ("device_id", "uuid"), ("pin", "opt<hash>"),
-               ("eph", "key"))),
-    ("SendKey", (("static", "key"),)),
-    ("KeyCheck", (("eph", "key"), ("challenge", "bytes32"))),
-    ("KeyCheckResponse", (("challenge", "bytes32"),)),
-    ("DeviceLogin", (("method", "u8"), ("details", "bytes16"))),
-    ("ProxyPass", (("peer", "uuid"), ("msg_id", "u32"), ("inner", "rest"))),
-    ("Welcome", (("heartbeat_s", "u16"), ("max_packet", "u16"), ("realm_name", "str16"))),
-    ("Delivery", (("msg_id", "u32"), ("status", "u8"))),
-    ("PeerKeyRequest", (("peer", "uuid"),)),
-    ("PeerKey", (("peer", "uuid"), ("static", "opt<key>"))),
-)
-_DEVICE = (
-    ("Data", (("data", "rest"),)),
-    ("Ping", (("data", "rest<=32"),)),
-    ("Pong", (("data", "rest<=32"),)),
-)
+# The layouts as the spec writes them, one packet a line, in packet id order. KeyCheck is
+# its plaintext view: the connection seals the challenge. Pong carries "the Ping's bytes",
+# so it has Ping's limit too: a Pong over MAX_PING bytes answers no Ping we could have
+# sent, and is MALFORMED.
+_REALM = """
+Heartbeat
+Error code:u16 ref:u32 message:str16
+Hello version:u8 device_id:uuid pin:opt<hash> eph:key
+SendKey static:key
+KeyCheck eph:key challenge:bytes32
+KeyCheckResponse challenge:bytes32
+DeviceLogin method:u8 details:bytes16
+ProxyPass peer:uuid msg_id:u32 inner:rest
+Welcome heartbeat_s:u16 max_packet:u16 realm_name:str16
+Delivery msg_id:u32 status:u8
+PeerKeyRequest peer:uuid
+PeerKey peer:uuid static:opt<key>
+"""
+_DEVICE = """
+Data data:rest
+Ping data:rest<=32
+Pong data:rest<=32
+"""
+_TEXT = {PROTO_DEVICE: _DEVICE, PROTO_REALM: _REALM}
 
-# Field kinds: a struct format of fixed size, or one of the variable-size kinds.
-_FIXED = const(0)
-_BYTES16 = const(1)
-_STR16 = const(2)
-_OPT = const(3)
-_REST = const(4)
-_FORMATS = {"u8": "B", "u16": "H", "u32": "I", "u64": "Q", "uuid": "16s",
-            "key": "32s", "hash": "32s", "bytes32": "32s"}
+# Field kinds, one small int each: a fixed-size field is its size in bytes (u8..u64 are
+# 1, 2, 4 and 8 and decode to ints; uuid, key, hash and bytes32 are 16 or 32 and decode to
+# bytes), and opt<T> is T's kind plus _OPT. Decoders keep a tuple of kinds per packet:
+# a table of objects per field would cost a device several KB of heap.
+_OPT = const(0x40)
+_BYTES16 = const(0x80)
+_STR16 = const(0x81)
+_REST = const(0x82)
+_REST_PING = const(0x83)  # rest<=MAX_PING
 _NO_LIMIT = const(0x3FFFFFFF)  # over any packet, and a small int on 32-bit ports
 
 
-def _kind(type_name):
-    """-> (kind, struct format or None, size or length limit)."""
-    if type_name in _FORMATS:
-        fmt = ">" + _FORMATS[type_name]
-        return _FIXED, fmt, calcsize(fmt)
-    if type_name.startswith("opt<"):
-        _, fmt, size = _kind(type_name[4:-1])
-        return _OPT, fmt, size
-    if type_name == "bytes16":
-        return _BYTES16, None, 0xFFFF
-    if type_name == "str16":
-        return _STR16, None, 0xFFFF
-    if type_name == "rest":
-        return _REST, None, _NO_LIMIT
-    return _REST, None, int(type_name[6:])  # "rest<=N"
+def _packets(protocol):
+    """-> [[name, "field:type", ...] per packet id] from the text above."""
+    return [line.split() for line in _TEXT[protocol].strip().split("\n")]
 
 
-def _compile(packets):
-    """Split each layout into a fixed-size prefix, read or written with one struct call,
-    and the tail (the fields from the first variable-size one on), taken one by one.
-    -> per packet id (prefix format, prefix size, tail kinds, all kinds, header and
-    prefix format for encoding)."""
-    compiled = []
-    for _, fields in packets:
-        kinds = tuple(_kind(t) for _, t in fields)
-        prefix = 0
-        while prefix < len(kinds) and kinds[prefix][0] == _FIXED:
-            prefix += 1
-        fmt = "".join(k[1][1:] for k in kinds[:prefix])
-        compiled.append((">" + fmt, calcsize(">" + fmt), kinds[prefix:], kinds, ">BB" + fmt))
-    return tuple(compiled)
+def _kinds(protocol):
+    kinds = {"u8": 1, "u16": 2, "u32": 4, "u64": 8, "uuid": 16, "key": 32, "hash": 32,
+             "bytes32": 32, "bytes16": _BYTES16, "str16": _STR16, "rest": _REST,
+             "rest<=32": _REST_PING}
+    layouts = []
+    for words in _packets(protocol):
+        layout = []
+        for field in words[1:]:
+            type_name = field.split(":")[1]
+            if type_name.startswith("opt<"):
+                layout.append(_OPT + kinds[type_name[4:-1]])
+            else:
+                layout.append(kinds[type_name])
+        layouts.append(tuple(layout))
+    return tuple(layouts)
 
 
-FIELDS = {PROTO_DEVICE: tuple(tuple(n for n, _ in f) for _, f in _DEVICE),
-          PROTO_REALM: tuple(tuple(n for n, _ in f) for _, f in _REALM)}
-NAMES = {PROTO_DEVICE: tuple(name for name, _ in _DEVICE),
-         PROTO_REALM: tuple(name for name, _ in _REALM)}
-_LAYOUTS = {PROTO_DEVICE: _compile(_DEVICE), PROTO_REALM: _compile(_REALM)}
+_LAYOUTS = {PROTO_DEVICE: _kinds(PROTO_DEVICE), PROTO_REALM: _kinds(PROTO_REALM)}
+
+
+class _Column:
+    """FIELDS and NAMES: [protocol][packet_id], read from the text above when asked. Only
+    tests and error messages ask; kept as tables they would cost a device more heap than
+    this code does."""
+
+    def __init__(self, fields):
+        self._fields = fields
+
+    def __getitem__(self, protocol):
+        if self._fields:
+            return tuple(tuple(f.split(":")[0] for f in words[1:])
+                         for words in _packets(protocol))
+        return tuple(words[0] for words in _packets(protocol))
+
+
+FIELDS = _Column(True)  # FIELDS[protocol][packet_id] -> the field names, in order
+NAMES = _Column(False)  # NAMES[protocol][packet_id] -> the packet's name
 _FLAG = (b"\x00", b"\x01")
 
 
@@ -172,90 +177,101 @@ def decode(packet, protocol=PROTO_REALM):
     end = len(packet)
     if end < 2:
         raise _malformed("packet under 2 bytes")
-    if packet[0] != protocol:
+    layouts = _LAYOUTS.get(packet[0]) if packet[0] == protocol else None
+    if layouts is None:
         raise ProtocolError(UNSUPPORTED, "protocol %d" % packet[0])
-    layouts = _LAYOUTS[protocol]
     packet_id = packet[1]
     if packet_id >= len(layouts):
         raise _malformed("unknown packet id %d" % packet_id)
     if packet_id == HELLO and protocol == PROTO_REALM and end > 2 and packet[2] != HELLO_VERSION:
         # Checked before the layout: another version may lay its Hello out otherwise.
         raise ProtocolError(UNSUPPORTED, "Hello version %d" % packet[2])
-    fmt, pos, tail, _, _ = layouts[packet_id]
-    pos += 2
-    if pos > end:
-        raise _malformed("short body")
-    fields = unpack_from(fmt, packet, 2)
-    if tail:
-        fields = list(fields)
-        for kind, fmt, size in tail:
-            if kind == _REST:
-                if end - pos > size:
-                    raise _malformed("body over %d bytes" % size)
-                fields.append(packet[pos:])
-                pos = end
+    fields = []
+    pos = 2
+    for kind in layouts[packet_id]:
+        if kind >= _REST:
+            limit = MAX_PING if kind == _REST_PING else _NO_LIMIT
+            if end - pos > limit:
+                raise _malformed("body over %d bytes" % limit)
+            fields.append(packet[pos:])
+            pos = end
+            continue
+        if kind & _OPT:
+            if pos >= end:
+                raise _malformed("short body")
+            flag = packet[pos]
+            pos += 1
+            if flag == 0:
+                fields.append(None)
                 continue
-            if kind == _OPT:
-                if pos >= end:
-                    raise _malformed("short body")
-                flag = packet[pos]
-                pos += 1
-                if flag == 0:
-                    fields.append(None)
-                    continue
-                if flag != 1:
-                    raise _malformed("opt flag %d" % flag)
-            if kind == _FIXED or kind == _OPT:
-                if pos + size > end:
-                    raise _malformed("short body")
-                fields.append(unpack_from(fmt, packet, pos)[0])
-                pos += size
-                continue
+            if flag != 1:
+                raise _malformed("opt flag %d" % flag)
+            kind -= _OPT
+        if kind < _BYTES16:  # fixed size
+            stop = pos + kind
+            if stop > end:
+                raise _malformed("short body")
+            value = packet[pos:stop]
+            fields.append(int.from_bytes(value, "big") if kind <= 8 else value)
+        else:  # a u16 length, then that many bytes
             if pos + 2 > end:
                 raise _malformed("short body")
-            stop = pos + 2 + ((packet[pos] << 8) | packet[pos + 1])
+            start = pos + 2
+            stop = start + ((packet[pos] << 8) | packet[pos + 1])
             if stop > end:
                 raise _malformed("length past the end")
             if kind == _STR16:  # decoded from a view: no intermediate copy
-                fields.append(_utf8(memoryview(packet)[pos + 2:stop]))
+                fields.append(_utf8(memoryview(packet)[start:stop]))
             else:
-                fields.append(packet[pos + 2:stop])
-            pos = stop
-        fields = tuple(fields)
+                fields.append(packet[start:stop])
+        pos = stop
     if pos != end:
         raise _malformed("trailing bytes")
-    return packet_id, fields
+    return packet_id, tuple(fields)
 
 
-def _prepare(field, value):
-    """-> the value as it is packed (byte strings as bytes, a str16 as its UTF-8), or
-    ProtocolError(MALFORMED) for a value the field cannot carry: struct.pack on
-    MicroPython would truncate an integer or pad a short byte string without a word."""
-    kind, fmt, size = field
-    if kind == _OPT:
+def _put(out, kind, value):
+    """Append a field's bytes to `out`, or raise ProtocolError(MALFORMED) for a value the
+    field cannot carry (whatever decode() would refuse)."""
+    if kind >= _REST or kind == _BYTES16:
+        if isinstance(value, (bytearray, memoryview)):
+            value = bytes(value)
+        elif not isinstance(value, bytes):
+            raise _malformed("bytes needed, not %s" % (type(value).__name__,))
+    if kind >= _REST:
+        limit = MAX_PING if kind == _REST_PING else _NO_LIMIT
+        if len(value) > limit:
+            raise _malformed("%d bytes over the limit of %d" % (len(value), limit))
+        out += value
+        return
+    if kind >= _BYTES16:
+        if kind == _STR16:
+            if not isinstance(value, str):
+                raise _malformed("str16 needs a str, not %s" % (type(value).__name__,))
+            try:
+                value = value.encode()
+            except UnicodeError:
+                raise _malformed("str16 not encodable as UTF-8") from None
+        if len(value) > 0xFFFF:
+            raise _malformed("%d bytes over the limit of 65535" % len(value))
+        out += len(value).to_bytes(2, "big")
+        out += value
+        return
+    if kind & _OPT:
+        out += _FLAG[value is not None]
         if value is None:
-            return None
-        kind = _FIXED
-    if kind == _FIXED and fmt[-1] != "s":
-        if not isinstance(value, int) or not 0 <= value < (1 << (8 * size)):
-            raise _malformed("u%d out of range: %r" % (8 * size, value))
-        return value
-    if kind == _STR16:
-        if not isinstance(value, str):
-            raise _malformed("str16 needs a str, not %s" % (type(value).__name__,))
-        try:
-            value = value.encode()
-        except UnicodeError:
-            raise _malformed("str16 not encodable as UTF-8") from None
-    elif isinstance(value, (bytearray, memoryview)):
-        value = bytes(value)
-    elif not isinstance(value, bytes):
+            return
+        kind -= _OPT
+    if kind <= 8:
+        if not isinstance(value, int) or not 0 <= value < (1 << (8 * kind)):
+            raise _malformed("u%d out of range: %r" % (8 * kind, value))
+        out += value.to_bytes(kind, "big")
+        return
+    if not isinstance(value, (bytes, bytearray, memoryview)):
         raise _malformed("bytes needed, not %s" % (type(value).__name__,))
-    if kind == _FIXED and len(value) != size:
-        raise _malformed("%d bytes needed, not %d" % (size, len(value)))
-    if len(value) > size:
-        raise _malformed("%d bytes over the limit of %d" % (len(value), size))
-    return value
+    if len(value) != kind:
+        raise _malformed("%d bytes needed, not %d" % (kind, len(value)))
+    out += value
 
 
 def encode(protocol, packet_id, *fields):
@@ -265,24 +281,14 @@ def encode(protocol, packet_id, *fields):
         raise ProtocolError(UNSUPPORTED, "cannot encode protocol %r" % (protocol,))
     if not isinstance(packet_id, int) or not 0 <= packet_id < len(layouts):
         raise _malformed("cannot encode packet id %r" % (packet_id,))
-    _, _, tail, kinds, fmt = layouts[packet_id]
+    kinds = layouts[packet_id]
     if len(fields) != len(kinds):
         raise _malformed("%s takes %d fields, not %d"
                          % (NAMES[protocol][packet_id], len(kinds), len(fields)))
-    values = [_prepare(kinds[i], fields[i]) for i in range(len(kinds))]
-    prefix = len(kinds) - len(tail)
-    parts = [pack(fmt, protocol, packet_id, *values[:prefix])]
-    for i in range(prefix, len(kinds)):
-        kind = kinds[i][0]
-        value = values[i]
-        if kind == _OPT:
-            parts.append(_FLAG[value is not None])
-            if value is None:
-                continue
-        elif kind == _BYTES16 or kind == _STR16:
-            parts.append(pack(">H", len(value)))
-        parts.append(value)
-    return b"".join(parts)
+    out = bytearray((protocol, packet_id))
+    for i in range(len(kinds)):
+        _put(out, kinds[i], fields[i])
+    return bytes(out)
 
 
 def uuid_to_str(raw):
