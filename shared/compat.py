@@ -70,6 +70,17 @@ else:
     aes256_ctr = None
 
 
+# CRC-16/CCITT-FALSE in C where binascii has it (crc_hqx with init 0xFFFF is exactly that
+# CRC), else None and shared/framing.py computes it from a table.
+try:
+    from binascii import crc_hqx
+except ImportError:  # MicroPython
+    crc16_ccitt_false = None
+else:
+    def crc16_ccitt_false(data):
+        return crc_hqx(data, 0xFFFF)
+
+
 # Constant-time comparison: the C one where the stdlib has it.
 try:
     from hmac import compare_digest
