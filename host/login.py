@@ -92,9 +92,9 @@ class LoginDecider:
 
     def _bind(self, device_id, device_public, decision):
         before = self.registry.bound_key(device_id)
-        bound = self.registry.bind_key(device_id, device_public)
+        bound = before if before is not None else self.registry.bind_key(device_id, device_public)
         if bound is None:
-            return Decision(BAD_LOGIN, "device removed")
+            return Decision(BAD_LOGIN, "device removed")  # between the check and now
         if bound != bytes(device_public):
             return Decision(KEY_MISMATCH, "device key differs from the bound key")
         decision.bound_now = before is None

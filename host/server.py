@@ -72,6 +72,7 @@ class Realm:
         self.stats = Stats()
         self.stopping = False
         self._tasks = set()
+        self._unflushed = set()  # links given packets since the loop last wrote them
 
     def now_ms(self):
         return int(self.loop.time() * 1000)
@@ -106,8 +107,20 @@ class Realm:
             return codec.STATUS_TOO_LARGE
         link.conn.send_proxy(sender, proxy.msg_id, proxy.inner)
         self.stats.relayed += 1
-        link.flush()
+        self.flush_soon(link)
         return codec.DELIVERED
+
+    def flush_soon(self, link):
+        """Write to `link` once this loop iteration is done: a burst of packets from
+        many senders becomes one write, not one per packet."""
+        if not self._unflushed:
+            self.loop.call_soon(self._flush_all)
+        self._unflushed.add(link)
+
+    def _flush_all(self):
+        links, self._unflushed = self._unflushed, set()
+        for link in links:
+            link.flush()
 
     def start_session(self, link, decision):
         device = id_text(link.conn.device_id)

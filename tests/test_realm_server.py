@@ -25,7 +25,7 @@ WRONG_TOKEN = "x" * 43
 def realm(tmp_path_factory):
     """One realm shared by the tests that neither restart it nor trip the rate limit."""
     process = RealmProcess(tmp_path_factory.mktemp("shared") / "data",
-                           "--handshake-timeout", "1.5", "--summary", "0.5")
+                           "--handshake-timeout", "3", "--summary", "0.5")
     yield process
     assert process.stop() == 0
     process.assert_clean_log()
