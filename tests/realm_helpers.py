@@ -11,7 +11,6 @@ import uuid
 
 from shared import codec, crypto
 from shared.device import DeviceConnection
-from shared.errors import ProtocolError
 from shared.events import Closed, Welcomed
 from shared.framing import StreamFramer
 from host.registry import Registry
@@ -196,11 +195,3 @@ def run(coro, timeout=30):
     """Run an asyncio test body with an overall limit."""
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
-
-def expect_protocol_error(code, fn, *args):
-    try:
-        fn(*args)
-    except ProtocolError as e:
-        assert e.code == code, "%s, expected code %d" % (e, code)
-        return e
-    raise AssertionError("no ProtocolError")

@@ -11,7 +11,7 @@ import pytest
 from shared import codec
 from shared.errors import (BAD_LOGIN, DENIED, INTERNAL, KEY_MISMATCH, MALFORMED,
                            RATE_LIMITED, SESSION_REPLACED, TIMEOUT, TOO_LARGE, UNEXPECTED)
-from shared.events import DeliveryReport, Message, Delivery, PeerKeyReceived, Welcomed
+from shared.events import DeliveryReport, Message, Delivery, PeerKeyReceived
 from shared.framing import StreamFramer
 from host import keyfile
 from host.client import DeviceState, HostDevice

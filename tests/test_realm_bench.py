@@ -1,0 +1,15 @@
+"""The realm bench still runs (a short smoke run; its figures are not checked here)."""
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_bench_realm_quick_run_prints_its_table():
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "realm.py"), "--quick",
+                          "--no-mosquitto"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    for heading in ("handshakes/s, reconnect", "300 sessions", "pairs streaming",
+                    "realm (hops sealed"):
+        assert heading in run.stdout, run.stdout
