@@ -49,5 +49,6 @@ clean:
 realm: $(STAMP)
 	$(BIN)/realm serve
 
+.PHONY: bench-realm
 bench-realm: $(STAMP)
 	$(PY) bench/realm.py

@@ -7,6 +7,7 @@ next link runs, so the queue flush after Welcome can never be overtaken by a liv
 """
 import asyncio
 import signal
+import sqlite3
 import time
 
 from shared import codec
@@ -70,7 +71,6 @@ class Realm:
         self.handshaking = set()
         self.links = set()
         self.stats = Stats()
-        self.stopping = False
         self._tasks = set()
         self._unflushed = set()  # links given packets since the loop last wrote them
 
@@ -158,14 +158,17 @@ class Realm:
         while True:
             await asyncio.sleep(min(1.0, self.config.summary_s))
             now = self.loop.time()
-            current = self.registry.data_version()
-            if current != version:  # an admin command changed the registry
-                version = current
-                self.drop_removed_devices()
-            if now - last_prune >= 60:
-                last_prune = now
-                self.decider.limiter.prune(time.monotonic())
-                self.registry.expire(time.time())
+            try:
+                current = self.registry.data_version()
+                if current != version:  # an admin command changed the registry
+                    version = current
+                    self.drop_removed_devices()
+                if now - last_prune >= 60:
+                    last_prune = now
+                    self.decider.limiter.prune(time.monotonic())
+                    self.registry.expire(time.time())
+            except sqlite3.Error as e:  # e.g. locked by an admin for too long: next time
+                log.warning("registry housekeeping postponed: %s", e)
             if now - last_summary >= self.config.summary_s:
                 last_summary = now
                 self.log_summary()
@@ -185,7 +188,6 @@ class Realm:
                  s.relayed, s.queued, s.refusals)
 
     async def shutdown(self):
-        self.stopping = True
         for link in list(self.links):
             link.conn.close(INTERNAL, "realm shutting down")
             link.flush()
