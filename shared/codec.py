@@ -47,7 +47,7 @@ STATUS_TOO_LARGE = const(5)
 LOGIN_NONE = const(0)
 LOGIN_TOKEN = const(1)
 
-HELLO_VERSION = const(1)
+_HELLO_VERSION = const(1)
 
 # The layouts as the spec writes them, one packet a line, in packet id order. KeyCheck is
 # its plaintext view: the connection seals the challenge. Pong carries "the Ping's bytes",
@@ -183,7 +183,7 @@ def decode(packet, protocol=PROTO_REALM):
     packet_id = packet[1]
     if packet_id >= len(layouts):
         raise _malformed("unknown packet id %d" % packet_id)
-    if packet_id == HELLO and protocol == PROTO_REALM and end > 2 and packet[2] != HELLO_VERSION:
+    if packet_id == HELLO and protocol == PROTO_REALM and end > 2 and packet[2] != _HELLO_VERSION:
         # Checked before the layout: another version may lay its Hello out otherwise.
         raise ProtocolError(UNSUPPORTED, "Hello version %d" % packet[2])
     fields = []

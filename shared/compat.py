@@ -13,14 +13,6 @@ except ImportError:  # some MicroPython ports keep it elsewhere
 
 import hashlib
 
-IS_MICROPYTHON = False
-try:
-    import sys
-    IS_MICROPYTHON = sys.implementation.name == "micropython"
-except AttributeError:
-    pass
-
-
 def sha256(data=b""):
     return hashlib.sha256(data).digest()
 

@@ -7,9 +7,8 @@ from shared.errors import ProtocolError, UNSUPPORTED, UNEXPECTED, KEY_CHECK_FAIL
 from shared.events import Closed
 
 HANDSHAKE_TIMEOUT_MS = const(30000)
-SILENCE_FACTOR = const(3)  # close after 3 heartbeat periods without a packet
-SEAL_OVERHEAD = const(24)  # n:u64 + tag16
-PROXY_OVERHEAD = const(46)  # header 2 + peer 16 + msg_id 4 + seal 24
+_SILENCE_FACTOR = const(3)  # close after 3 heartbeat periods without a packet
+_PROXY_OVERHEAD = const(46)  # header 2 + peer 16 + msg_id 4 + seal 24
 SESSION_INFO = b"realm/1 session"
 ZERO_KEY = bytes(32)
 
@@ -70,9 +69,9 @@ class Connection:
         if not self.established:
             if now >= self._deadline:
                 self._fail(ProtocolError(TIMEOUT, "handshake not finished in time"), events)
-        elif now - self._last_received >= SILENCE_FACTOR * self._heartbeat_ms:
+        elif now - self._last_received >= _SILENCE_FACTOR * self._heartbeat_ms:
             self._fail(ProtocolError(TIMEOUT, "peer silent for %d s" % (
-                SILENCE_FACTOR * self._heartbeat_ms // 1000)), events)
+                _SILENCE_FACTOR * self._heartbeat_ms // 1000)), events)
         elif now - self._last_sent >= self._heartbeat_ms:
             self._send(codec.encode(codec.PROTO_REALM, codec.HEARTBEAT))
         return events
@@ -83,7 +82,7 @@ class Connection:
         if not self.established:
             return self._deadline
         return min(self._last_sent + self._heartbeat_ms,
-                   self._last_received + SILENCE_FACTOR * self._heartbeat_ms)
+                   self._last_received + _SILENCE_FACTOR * self._heartbeat_ms)
 
     def data_to_send(self):
         out = self._out
@@ -98,7 +97,7 @@ class Connection:
     @property
     def max_inner(self):
         """The largest ProxyPass.inner that fits this link's max_packet once sealed."""
-        return self._framer.max_packet - PROXY_OVERHEAD
+        return self._framer.max_packet - _PROXY_OVERHEAD
 
     # -- for subclasses ---------------------------------------------------------
     def _receive_packet(self, packet, events):

@@ -4,15 +4,15 @@ import hashlib
 import struct
 
 from shared import compat
-from shared.compat import sha256, urandom
+from shared.compat import const, sha256, urandom
 from shared.errors import MALFORMED, ProtocolError
 
 _BASE_POINT = b"\x09" + bytes(31)
 _IPAD = int.from_bytes(b"\x36" * 64, "big")
 _OPAD = int.from_bytes(b"\x5c" * 64, "big")
 _ZERO8 = bytes(8)
-_TAG_SIZE = 16
-_MIN_BODY = 8 + _TAG_SIZE  # n:u64 and the tag
+_TAG_SIZE = const(16)
+_MIN_BODY = const(24)  # n:u64 and the tag
 _2_64 = 2**64
 
 

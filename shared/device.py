@@ -15,7 +15,7 @@ _LOGGING_IN = const(2)  # sent KeyCheckResponse and DeviceLogin, waiting for Wel
 _ESTABLISHED = const(3)
 
 _KEY_CHECK_LEN = const(90)  # header 2 + e_R 32 + sealed challenge (8 + 32 + 16)
-MIN_MAX_PACKET = const(256)
+_MIN_MAX_PACKET = const(256)
 
 
 class DeviceConnection(Connection):
@@ -117,7 +117,7 @@ class DeviceConnection(Connection):
             if packet_id != codec.WELCOME:
                 self._unexpected(packet_id)
             heartbeat_s, max_packet, realm_name = fields
-            if heartbeat_s < 1 or max_packet < MIN_MAX_PACKET:
+            if heartbeat_s < 1 or max_packet < _MIN_MAX_PACKET:
                 raise ProtocolError(MALFORMED, "Welcome out of range: heartbeat %d s, "
                                                "max_packet %d" % (heartbeat_s, max_packet))
             self._state = _ESTABLISHED

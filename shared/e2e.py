@@ -4,8 +4,8 @@ from shared.compat import const
 from shared.errors import ProtocolError, MALFORMED, KEY_CHECK_FAILED
 
 E2E_INFO = b"realm/1 e2e"
-MAX_COUNTER = const(0xFFFFFFFF)
-DEFAULT_MAX_PEERS = const(16)
+_MAX_COUNTER = const(0xFFFFFFFF)
+_DEFAULT_MAX_PEERS = const(16)
 
 
 def e2e_keys(my_id, my_private, peer_id, peer_public):
@@ -29,7 +29,7 @@ class E2E:
     increased boot count before the packet that uses it is sealed.
     """
 
-    def __init__(self, my_id, my_private, boot, on_new_boot=None, max_peers=DEFAULT_MAX_PEERS):
+    def __init__(self, my_id, my_private, boot, on_new_boot=None, max_peers=_DEFAULT_MAX_PEERS):
         self._id = my_id
         self._private = my_private
         self.boot = boot
@@ -61,7 +61,7 @@ class E2E:
 
     def seal(self, peer_id, dpacket_id, body):
         keys = self._peers[peer_id]
-        if self.counter > MAX_COUNTER:
+        if self.counter > _MAX_COUNTER:
             self.boot += 1
             self.counter = 0
             if self._on_new_boot is not None:

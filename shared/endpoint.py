@@ -11,10 +11,10 @@ from shared.errors import ProtocolError
 from shared.events import (Welcomed, Closed, ProxyReceived, DeliveryReport, PeerKeyReceived,
                            Message, Pong, Delivery, PeerPinned, PeerKeyChanged)
 
-DEFAULT_MAX_QUEUE = const(16)
-MAX_MSG_ID = const(0xFFFFFFFF)
-E2E_OVERHEAD = const(26)  # inner header 2 + n 8 + tag 16
-DEFAULT_MAX_INNER = const(4050)  # 4096 - 46: a ProxyPass before the realm's Welcome
+_DEFAULT_MAX_QUEUE = const(16)
+_MAX_MSG_ID = const(0xFFFFFFFF)
+_E2E_OVERHEAD = const(26)  # inner header 2 + n 8 + tag 16
+_DEFAULT_MAX_INNER = const(4050)  # 4096 - 46: a ProxyPass before the realm's Welcome
 
 
 class SendQueueFull(Exception):
@@ -31,7 +31,7 @@ class Endpoint:
     """
 
     def __init__(self, device_id, private, boot, peer_keys=None, on_new_boot=None,
-                 max_queue=DEFAULT_MAX_QUEUE):
+                 max_queue=_DEFAULT_MAX_QUEUE):
         self.device_id = device_id
         self._e2e = E2E(device_id, private, boot, on_new_boot)
         self._pins = dict(peer_keys or {})
@@ -42,7 +42,7 @@ class Endpoint:
         self._asked = []  # peers whose key was requested on this connection
         self._events = []
         self._last_id = 0
-        self.max_inner = DEFAULT_MAX_INNER
+        self.max_inner = _DEFAULT_MAX_INNER
 
     @property
     def dropped(self):
@@ -98,12 +98,12 @@ class Endpoint:
 
     # -- internals --------------------------------------------------------------
     def _queue(self, peer, dpacket_id, body):
-        if len(body) + E2E_OVERHEAD > self.max_inner:
+        if len(body) + _E2E_OVERHEAD > self.max_inner:
             raise ValueError("message of %d bytes is over this realm's limit of %d" % (
-                len(body), self.max_inner - E2E_OVERHEAD))
+                len(body), self.max_inner - _E2E_OVERHEAD))
         if len(self._outbox) >= self._max_queue:
             raise SendQueueFull("send queue full (%d messages)" % self._max_queue)
-        self._last_id = self._last_id % MAX_MSG_ID + 1
+        self._last_id = self._last_id % _MAX_MSG_ID + 1
         self._outbox.append([peer, self._last_id, dpacket_id, body])
         self._flush()
         return self._last_id

@@ -7,9 +7,10 @@
 from array import array
 
 from shared import compat
+from shared.compat import const
 from shared.errors import MALFORMED, TOO_LARGE, ProtocolError
 
-DEFAULT_MAX_PACKET = 4096
+_DEFAULT_MAX_PACKET = const(4096)
 
 
 def _crc_table():
@@ -107,7 +108,7 @@ class StreamFramer:
 
     preamble = b""
 
-    def __init__(self, max_packet=DEFAULT_MAX_PACKET):
+    def __init__(self, max_packet=_DEFAULT_MAX_PACKET):
         self.max_packet = max_packet
         self._buf = bytearray()  # the length bytes, then the body, of the frame in progress
         self._need = 0  # body length once the length is read; 0 while reading it
@@ -163,7 +164,7 @@ class SerialFramer:
 
     preamble = b"\x00"
 
-    def __init__(self, max_packet=DEFAULT_MAX_PACKET):
+    def __init__(self, max_packet=_DEFAULT_MAX_PACKET):
         self.max_packet = max_packet
         self.dropped = 0
         self._buf = bytearray()  # the encoded frame in progress
