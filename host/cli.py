@@ -14,7 +14,7 @@ import time
 import uuid
 
 from shared import codec, crypto
-from shared.errors import ProtocolError, KEY_MISMATCH
+from shared.errors import ProtocolError, INTERNAL, KEY_MISMATCH, TIMEOUT
 from shared.events import Message, Delivery, PeerKeyChanged
 from host import keyfile, logs
 from host.registry import Registry, RegistryError, canonical_id
@@ -28,6 +28,10 @@ STATUS_NAMES = {codec.DELIVERED: "DELIVERED", codec.QUEUED: "QUEUED",
 
 class CliError(Exception):
     """A failure to report as one line."""
+
+
+class NoAnswer(CliError):
+    """The realm did not finish the handshake in time."""
 
 
 def host_port(text, default_host):
@@ -172,7 +176,7 @@ async def _connect(device, args):
         else:
             welcome = await asyncio.wait_for(device.connect_tcp(*args.realm), args.timeout)
     except asyncio.TimeoutError:
-        raise CliError("no answer from the realm in %s s" % args.timeout)
+        raise NoAnswer("no answer from the realm in %s s" % args.timeout)
     except ProtocolError as e:
         if e.code == KEY_MISMATCH and device.conn is not None and device.conn.realm_key_changed:
             raise CliError("%s; if the realm's key really changed, run again with --repin" % e)
@@ -189,6 +193,8 @@ async def _send(args):
         event = await device.wait_for(
             (Delivery, PeerKeyChanged), args.timeout,
             lambda e: isinstance(e, PeerKeyChanged) or e.msg_id == msg_id)
+    except asyncio.TimeoutError:
+        raise CliError("no Delivery report in %s s" % args.timeout)
     finally:
         device.close()
     if isinstance(event, PeerKeyChanged):
@@ -200,16 +206,42 @@ async def _send(args):
         raise CliError("not delivered: %s" % status)
 
 
+# Once it has logged in, `listen` connects again when the link goes away, the realm stops
+# or times the session out, or does not answer; a refusal (bad token, key mismatch, rate
+# limit, another session of the same device) ends it.
+RECONNECT_MAX_S = 30.0
+
+
+def _transient(error):
+    if isinstance(error, ProtocolError):
+        return error.code in (TIMEOUT, INTERNAL)
+    return isinstance(error, (OSError, NoAnswer))
+
+
 async def _listen(args):
     device = _device(args)
+    received, backoff, welcomed = 0, 1.0, False
     try:
-        welcome = await _connect(device, args)
-        if not args.json:
-            print("listening as %s on realm %s" % (canonical_id(args.as_id), welcome.realm_name),
-                  flush=True)
-        received = 0
         while args.count is None or received < args.count:
-            event = await device.wait_for(Message, args.wait)
+            try:
+                if not device.endpoint.online:
+                    welcome = await _connect(device, args)
+                    backoff, welcomed = 1.0, True
+                    if not args.json:
+                        print("listening as %s on realm %s" % (
+                            canonical_id(args.as_id), welcome.realm_name), flush=True)
+                event = await device.wait_for(Message, args.wait)
+            except asyncio.TimeoutError:
+                raise CliError("no message in %s s" % args.wait)
+            except (CliError, ProtocolError, OSError) as e:
+                if not (args.reconnect and welcomed and _transient(e)):
+                    raise
+                device.close()
+                print("realm: %s; connecting again in %.0f s" % (e, backoff), file=sys.stderr,
+                      flush=True)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RECONNECT_MAX_S)
+                continue
             received += 1
             sender = str(uuid.UUID(bytes=event.peer))
             text = event.data.decode("utf-8", "replace")
@@ -310,6 +342,8 @@ def parser():
                            help="exit after N messages")
             c.add_argument("--wait", type=positive(float, 0.01, 10 ** 9), metavar="SECONDS",
                            help="exit with an error after this long without a message")
+            c.add_argument("--no-reconnect", dest="reconnect", action="store_false",
+                           help="exit when the connection ends instead of connecting again")
     return p
 
 

@@ -136,6 +136,7 @@ class HostDevice:
                                      dh2=self.state.dh2 if pinned else None,
                                      handshake_timeout_ms=self.handshake_timeout_ms)
         self._gone = False
+        self._queue = asyncio.Queue()  # nothing of an earlier connection is left to read
         self.endpoint.attach(self.conn)
         self._flush()
         while True:
@@ -167,10 +168,8 @@ class HostDevice:
         return msg_id
 
     async def next_event(self, timeout=None):
-        try:
-            return await asyncio.wait_for(self._queue.get(), timeout)
-        except asyncio.TimeoutError:
-            raise ProtocolError(TIMEOUT, "nothing from the realm in %s s" % timeout)
+        """The next event; asyncio.TimeoutError after `timeout` seconds without one."""
+        return await asyncio.wait_for(self._queue.get(), timeout)
 
     async def wait_for(self, kind, timeout=None, match=lambda event: True):
         """The next event of class `kind` that `match`es; others are dropped; a Closed raises."""

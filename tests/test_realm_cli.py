@@ -148,3 +148,28 @@ def test_admin_commands_on_a_corrupt_data_folder_fail_cleanly(tmp_path, args):
     (data / "realm.key").write_text("zz\n")
     code, _, err = run_cli(*args, "--data", str(data))
     assert code == 1 and err.startswith("realm: ") and "Traceback" not in err
+
+
+def test_listen_connects_again_after_a_realm_restart(tmp_path):
+    realm = RealmProcess(tmp_path / "data")
+    try:
+        a, b = add(realm.data_dir), add(realm.data_dir)
+        address = "127.0.0.1:%d" % realm.port
+        listener = subprocess.Popen(
+            realm_command() + ["listen", "--as", b["id"], "--token", b["token"], "--realm",
+                               address, "--json", "--count", "1",
+                               "--state", str(tmp_path / "b.json")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        realm.wait_log("login %s" % b["id"])
+        realm.restart()
+        realm.wait_log("login %s" % b["id"], count=2)
+        code, _, err = run_cli("send", "--as", a["id"], "--token", a["token"], "--to", b["id"],
+                               "--realm", address, "--state", str(tmp_path / "a.json"), "back")
+        assert code == 0, err
+        out, err = listener.communicate(timeout=20)
+        assert listener.returncode == 0, err
+        assert json.loads(out)["text"] == "back"
+        assert "realm shutting down; connecting again" in err
+    finally:
+        realm.stop()
+    realm.assert_clean_log()
