@@ -28,9 +28,9 @@ class Device:
     def __init__(self, runtime):
         self._runtime = runtime
         runtime.listener = self
-        self.config = runtime.config
-        self.device_id = runtime.config.device_id_str
-        self.name = runtime.config.name
+        self.config = runtime.config  # the checked config.json, as a dict
+        self.device_id = runtime.config["device_id_str"]
+        self.name = runtime.config["name"]
         self._on_message = None
         self._on_delivery = None
         self._on_status = None
@@ -90,6 +90,10 @@ class Device:
         """callback(status, detail): "connecting", "online", "offline", "error" (a
         refusal: longer wait before the next try) or "refused" (the realm key changed)."""
         self._on_status = callback
+
+    def now_ms(self):
+        """Milliseconds since boot (never wraps)."""
+        return self._runtime.clock.now()
 
     @property
     def online(self):

@@ -1,96 +1,23 @@
 # The device's one JSON config file, checked at boot: a bad field stops the device
 # with a message that names it, before anything touches the network or the flash.
+# The result is a plain dict, so this module can be unloaded once the device runs.
 import json
 from binascii import unhexlify
 
 from shared.codec import uuid_from_str
-from shared.compat import const
 
-DEFAULT_PORT = const(7711)
+DEFAULT_PORT = 7711
 # Reconnect delays (ms): capped exponential backoff with jitter; authentication and key
 # errors wait auth_ms. Tests shorten them through the config's "reconnect" object.
 DEFAULT_RECONNECT = {"min_ms": 1000, "max_ms": 60000, "auth_ms": 300000}
-DEFAULT_HANDSHAKE_MS = const(30000)
+DEFAULT_HANDSHAKE_MS = 30000
 _KNOWN = ("device_id", "token", "name", "realm", "realm_key", "wifi", "reconnect",
           "handshake_ms", "app")
+_SERIAL_KEYS = ("uart", "tx", "rx", "baud", "path")
 
 
 class ConfigError(Exception):
     pass
-
-
-class Config:
-    """The validated config. device_id and realm_key are raw bytes; `app` is the
-    free-form object the user's app.py may read."""
-
-    def __init__(self, raw, has_wifi):
-        _check_object(raw, "the config")
-        for key in raw:
-            if key not in _KNOWN:
-                raise ConfigError("%s: unknown field (known: %s)" % (key, ", ".join(_KNOWN)))
-        self.device_id_str = _text(raw, "device_id", "device_id")
-        try:
-            self.device_id = uuid_from_str(self.device_id_str)
-        except ValueError:
-            raise ConfigError("device_id: not a UUID (8-4-4-4-12 hex): %r" % self.device_id_str)
-        self.token = _text(raw, "token", "token")
-        if not 16 <= len(self.token.encode()) <= 64:
-            raise ConfigError("token: must be 16 to 64 bytes of UTF-8, got %d"
-                              % len(self.token.encode()))
-        self.name = _text(raw, "name", "name")
-        self._realm(raw.get("realm"))
-        self.realm_key = None
-        if raw.get("realm_key") is not None:
-            self.realm_key = _hex_key(raw["realm_key"], "realm_key")
-        self.wifi = None
-        if has_wifi and self.serial is None:
-            wifi = raw.get("wifi")
-            _check_object(wifi, "wifi")
-            self.wifi = {"ssid": _text(wifi, "ssid", "wifi.ssid"),
-                         "password": _text(wifi, "password", "wifi.password", empty=True)}
-        self.reconnect = dict(DEFAULT_RECONNECT)
-        if "reconnect" in raw:
-            self._reconnect(raw["reconnect"])
-        self.handshake_ms = _int(raw.get("handshake_ms", DEFAULT_HANDSHAKE_MS),
-                                 "handshake_ms", 100, 600000)
-        self.app = raw.get("app") or {}
-
-    def _realm(self, realm):
-        _check_object(realm, "realm")
-        self.host = self.port = self.serial = None
-        if "serial" in realm:
-            if "host" in realm or "port" in realm:
-                raise ConfigError("realm: give either host and port, or serial, not both")
-            self.serial = realm["serial"]
-            if isinstance(self.serial, dict):
-                for key in self.serial:
-                    if key not in ("uart", "tx", "rx", "baud", "path"):
-                        raise ConfigError("realm.serial.%s: unknown field" % key)
-                    if key == "path":
-                        _text(self.serial, "path", "realm.serial.path")
-                    else:
-                        _int(self.serial[key], "realm.serial." + key, 0, 4000000)
-            elif not isinstance(self.serial, str) or not self.serial:
-                raise ConfigError("realm.serial: a tty path, or an object with uart, tx, rx, "
-                                  "baud")
-        else:
-            self.host = _text(realm, "host", "realm.host")
-            self.port = _int(realm.get("port", DEFAULT_PORT), "realm.port", 1, 65535)
-
-    def _reconnect(self, reconnect):
-        _check_object(reconnect, "reconnect")
-        for key in reconnect:
-            if key not in DEFAULT_RECONNECT:
-                raise ConfigError("reconnect.%s: unknown field (known: min_ms, max_ms, "
-                                  "auth_ms)" % key)
-            self.reconnect[key] = _int(reconnect[key], "reconnect." + key, 10, 86400000)
-        if self.reconnect["max_ms"] < self.reconnect["min_ms"]:
-            raise ConfigError("reconnect.max_ms: must not be under reconnect.min_ms")
-
-    def link_name(self):
-        if self.serial is not None:
-            return "serial %s" % (self.serial,)
-        return "%s:%d" % (self.host, self.port)
 
 
 def load(path, has_wifi):
@@ -103,12 +30,83 @@ def load(path, has_wifi):
     except ValueError as e:
         raise ConfigError("%s: not valid JSON (%s)" % (path, e))
     try:
-        return Config(raw, has_wifi)
+        return validate(raw, has_wifi)
     except ConfigError as e:
         raise ConfigError("%s: %s" % (path, e))
 
 
-def _check_object(value, what):
+def validate(raw, has_wifi):
+    """The checked config: device_id and realm_key as raw bytes, every default filled
+    in, "host"/"port" or "serial" for the link, "wifi" only where it is needed, and
+    "app": the free-form object the user's app.py may read."""
+    _object(raw, "the config")
+    for key in raw:
+        if key not in _KNOWN:
+            raise ConfigError("%s: unknown field (known: %s)" % (key, ", ".join(_KNOWN)))
+    c = {"device_id_str": _text(raw, "device_id", "device_id")}
+    try:
+        c["device_id"] = uuid_from_str(c["device_id_str"])
+    except ValueError:
+        raise ConfigError("device_id: not a UUID (8-4-4-4-12 hex): %r" % c["device_id_str"])
+    c["token"] = _text(raw, "token", "token")
+    if not 16 <= len(c["token"].encode()) <= 64:
+        raise ConfigError("token: must be 16 to 64 bytes of UTF-8, got %d"
+                          % len(c["token"].encode()))
+    c["name"] = _text(raw, "name", "name")
+    _realm(raw.get("realm"), c)
+    c["realm_key"] = None
+    if raw.get("realm_key") is not None:
+        c["realm_key"] = _hex_key(raw["realm_key"], "realm_key")
+    c["wifi"] = None
+    if has_wifi and c["serial"] is None:
+        wifi = raw.get("wifi")
+        _object(wifi, "wifi")
+        c["wifi"] = {"ssid": _text(wifi, "ssid", "wifi.ssid"),
+                     "password": _text(wifi, "password", "wifi.password", empty=True)}
+    c["reconnect"] = _reconnect(raw.get("reconnect", {}))
+    c["handshake_ms"] = _int(raw.get("handshake_ms", DEFAULT_HANDSHAKE_MS), "handshake_ms",
+                             100, 600000)
+    c["app"] = raw.get("app") or {}
+    return c
+
+
+def _realm(realm, c):
+    _object(realm, "realm")
+    c["host"] = c["port"] = c["serial"] = None
+    if "serial" not in realm:
+        c["host"] = _text(realm, "host", "realm.host")
+        c["port"] = _int(realm.get("port", DEFAULT_PORT), "realm.port", 1, 65535)
+        return
+    if "host" in realm or "port" in realm:
+        raise ConfigError("realm: give either host and port, or serial, not both")
+    serial = c["serial"] = realm["serial"]
+    if isinstance(serial, dict):
+        for key in serial:
+            if key not in _SERIAL_KEYS:
+                raise ConfigError("realm.serial.%s: unknown field (known: %s)" % (
+                    key, ", ".join(_SERIAL_KEYS)))
+            if key == "path":
+                _text(serial, "path", "realm.serial.path")
+            else:
+                _int(serial[key], "realm.serial." + key, 0, 4000000)
+    elif not isinstance(serial, str) or not serial:
+        raise ConfigError("realm.serial: a tty path, or an object with uart, tx, rx, baud")
+
+
+def _reconnect(given):
+    _object(given, "reconnect")
+    r = dict(DEFAULT_RECONNECT)
+    for key in given:
+        if key not in DEFAULT_RECONNECT:
+            raise ConfigError("reconnect.%s: unknown field (known: min_ms, max_ms, auth_ms)"
+                              % key)
+        r[key] = _int(given[key], "reconnect." + key, 10, 86400000)
+    if r["max_ms"] < r["min_ms"]:
+        raise ConfigError("reconnect.max_ms: must not be under reconnect.min_ms")
+    return r
+
+
+def _object(value, what):
     if not isinstance(value, dict):
         raise ConfigError("%s: must be a JSON object" % what)
 

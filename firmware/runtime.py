@@ -51,7 +51,7 @@ class Runtime:
         self.board = board
         self.log = log
         self.clock = Clock()
-        self.endpoint = Endpoint(config.device_id, store.private, store.next_boot(),
+        self.endpoint = Endpoint(config["device_id"], store.private, store.next_boot(),
                                  store.peers, on_new_boot=store.set_boot)
         self.listener = None
         self.status = "booting"
@@ -93,11 +93,13 @@ class Runtime:
                 continue
             if self._ephemeral is None:
                 self._ephemeral = crypto.generate_keypair()
-            self._set_status("connecting", self.config.link_name())
+            self._set_status("connecting", self._link_name())
             try:
                 conn = await self._session()
             except OSError as e:
                 why, auth = "cannot reach the realm: %s" % (e,), False
+            except MemoryError:
+                why, auth = "out of memory", False
             else:
                 if conn.realm_key_changed:
                     self.store.refuse_realm(str(conn.error))
@@ -114,7 +116,7 @@ class Runtime:
 
     def _backoff(self, failures, auth):
         """Capped exponential backoff with jitter; refusals wait reconnect.auth_ms."""
-        r = self.config.reconnect
+        r = self.config["reconnect"]
         if auth:
             delay = r["auth_ms"]
         else:
@@ -129,10 +131,10 @@ class Runtime:
         stream, framer = await self._open_link()
         ephemeral, self._ephemeral = self._ephemeral, None
         store = self.store
-        conn = DeviceConnection(self.config.device_id, store.private, store.public,
-                                self.config.token, framer, self.clock.now(),
-                                realm_public=store.realm_public, dh2=store.dh2,
-                                ephemeral=ephemeral, handshake_timeout_ms=self.config.handshake_ms)
+        c = self.config
+        conn = DeviceConnection(c["device_id"], store.private, store.public, c["token"], framer,
+                                self.clock.now(), realm_public=store.realm_public, dh2=store.dh2,
+                                ephemeral=ephemeral, handshake_timeout_ms=c["handshake_ms"])
         self.stats["connects"] += 1
         self._conn = conn
         self._started = started
@@ -146,22 +148,28 @@ class Runtime:
             self._conn = None
             if not conn.closed:
                 self._handle([Closed(ProtocolError(INTERNAL, self._lost or "link closed"))])
-            if self.config.serial is None or self._lost is not None:
+            if self.config["serial"] is None or self._lost is not None:
                 await self._close_link(stream)
         return conn
 
+    def _link_name(self):
+        c = self.config
+        return "serial %s" % (c["serial"],) if c["serial"] is not None else "%s:%d" % (
+            c["host"], c["port"])
+
     async def _open_link(self):
-        if self.config.serial is not None:
+        c = self.config
+        if c["serial"] is not None:
             if self._serial is None:
-                port = self.board.open_serial(self.config.serial)
+                port = self.board.open_serial(c["serial"])
                 self._serial = asyncio.StreamReader(port)
             # The link stays open between sessions: closing a pty can end its far side.
             return self._serial, SerialFramer()
-        if self.config.wifi is not None:
-            await self.board.join_network(self.config.wifi, self.log)
+        if c["wifi"] is not None:
+            await self.board.join_network(c["wifi"], self.log)
         try:
             reader, writer = await asyncio.wait_for_ms(
-                asyncio.open_connection(self.config.host, self.config.port), CONNECT_TIMEOUT_MS)
+                asyncio.open_connection(c["host"], c["port"]), CONNECT_TIMEOUT_MS)
         except asyncio.TimeoutError:
             raise OSError("no TCP connection in %d s" % (CONNECT_TIMEOUT_MS // 1000))
         return writer, StreamFramer()
@@ -186,6 +194,8 @@ class Runtime:
                 self._wake.set()
         except OSError as e:
             self._lost = "link error: %s" % (e,)
+        except MemoryError:
+            self._lost = "out of memory"  # the connection's state is unknown: start over
         self._wake.set()
 
     async def _pump(self, conn, stream):

@@ -23,7 +23,7 @@ def main(argv):
     i = 1
     while i < len(argv):
         if argv[i] == "--app" and i + 1 < len(argv):
-            app = _load_app(argv[i + 1])
+            app = argv[i + 1]
             i += 1
         elif argv[i] == "--repin":
             repin = True
@@ -34,12 +34,6 @@ def main(argv):
     state = (config[:-5] if config.endswith(".json") else config) + ".state"
     from firmware.launch import start
     return start(config, state, app, repin)
-
-
-def _load_app(path):
-    folder, _, name = path.rpartition("/")
-    sys.path.insert(0, folder or ".")
-    return __import__(name[:-3] if name.endswith(".py") else name)
 
 
 sys.exit(main(sys.argv[1:]) or 0)

@@ -1,0 +1,182 @@
+"""Flash the firmware onto a board that already runs MicroPython.
+
+Compiles shared/ and firmware/ to .mpy for the board's architecture (tools/build.py),
+copies them with the board profile, main.py, the config (as config.json) and the
+optional app (as app.py), then resets the board so it boots into the firmware.
+mpremote skips files that are already up to date on the board.
+
+usage: python tools/flash.py --port PORT --board BOARD --config CONFIG [--app APP.py]
+                             [--tool mpremote|ampy]
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tools.build import BuildError, boards, build, profile  # noqa: E402
+from firmware.config import ConfigError, validate  # noqa: E402
+
+TOOLS = ("mpremote", "ampy")
+USAGE = "make flash PORT=/dev/ttyUSB0 BOARD=esp32 CONFIG=path/device.json [APP=app.py] " \
+        "[TOOL=ampy]"
+
+
+class FlashError(Exception):
+    pass
+
+
+def find_tool(name):
+    """The tool installed beside this Python (the venv), else on PATH."""
+    exe = os.path.join(os.path.dirname(sys.executable), name)
+    if os.path.exists(exe):
+        return exe
+    found = shutil.which(name)
+    if found:
+        return found
+    raise FlashError("%s not found: run `make install` (it installs the pinned %s into .venv)"
+                     % (name, "adafruit-ampy" if name == "ampy" else name))
+
+
+def serial_ports():
+    try:
+        from serial.tools import list_ports
+        return sorted(p.device for p in list_ports.comports())
+    except ImportError:
+        return []
+
+
+def check_port(port):
+    if not port:
+        found = serial_ports()
+        raise FlashError("PORT is missing (serial ports here: %s)" % (", ".join(found) or "none"))
+    if port.startswith("/") and not os.path.exists(port):
+        raise FlashError("no such port %s (is the board plugged in? serial ports here: %s)" % (
+            port, ", ".join(serial_ports()) or "none"))
+
+
+def check_config(path, prof):
+    """The config must pass the same checks the device makes at boot, before we flash."""
+    if not path:
+        raise FlashError("CONFIG is missing: the device's JSON config "
+                         "(`make provision` writes one)")
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except OSError as e:
+        raise FlashError("cannot read CONFIG %s: %s" % (path, e.strerror))
+    except ValueError as e:
+        raise FlashError("CONFIG %s is not valid JSON: %s" % (path, e))
+    try:
+        validate(raw, prof.get("HAS_WIFI", False))
+    except ConfigError as e:
+        raise FlashError("CONFIG %s: %s" % (path, e))
+
+
+def files_to_copy(build_dir, config, app):
+    """(local path, path on the board) for every file, folders first in their order."""
+    files = []
+    for folder, dirs, names in os.walk(build_dir):
+        dirs.sort()
+        for name in sorted(names):
+            local = os.path.join(folder, name)
+            files.append((local, os.path.relpath(local, build_dir).replace(os.sep, "/")))
+    files.append((config, "config.json"))
+    if app:
+        files.append((app, "app.py"))
+    return files
+
+
+def board_folders(files):
+    folders = []
+    for _, remote in files:
+        parts = remote.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            folder = "/".join(parts[:i])
+            if folder not in folders:
+                folders.append(folder)
+    return folders
+
+
+def mpremote_commands(exe, port, prof, files):
+    """One mpremote run: make the folders, copy every file (it prints each one), reset."""
+    cmd = [exe, "connect", port]
+    if prof.get("MPREMOTE_RESUME"):
+        cmd.append("resume")
+    mkdirs = "import os\nfor d in %r:\n try:\n  os.mkdir(d)\n except OSError:\n  pass" % (
+        board_folders(files),)
+    cmd += ["exec", mkdirs]
+    for local, remote in files:
+        cmd += ["+", "fs", "cp", local, ":" + remote]
+    if prof.get("RESET_AFTER_FLASH"):
+        cmd += ["+", "reset"]
+    return [cmd]
+
+
+def ampy_commands(exe, port, prof, files):
+    """ampy does one thing per run: a run per folder and per file, then the reset."""
+    base = [exe, "--port", port]
+    cmds = [base + ["mkdir", "--exists-okay", folder] for folder in board_folders(files)]
+    cmds += [base + ["put", local, remote] for local, remote in files]
+    if prof.get("RESET_AFTER_FLASH"):
+        cmds.append(base + ["reset", "--hard"])
+    return cmds
+
+
+def flash(port, board, config, app=None, tool="mpremote"):
+    if tool not in TOOLS:
+        raise FlashError("TOOL=%s: use mpremote (default) or ampy" % tool)
+    if not board:
+        raise FlashError("BOARD is missing: one of %s" % ", ".join(boards()))
+    try:
+        prof = profile(board)
+    except BuildError as e:
+        raise FlashError(str(e))
+    check_port(port)
+    check_config(config, prof)
+    if app and not os.path.isfile(app):
+        raise FlashError("APP %s: no such file" % app)
+    exe = find_tool(tool)
+    try:
+        build_dir = build(board)
+    except BuildError as e:
+        raise FlashError(str(e))
+    files = files_to_copy(build_dir, config, app)
+    size = sum(os.path.getsize(local) for local, _ in files)
+    print("flashing %s on %s with %s: %d files, %.1f KB (mpy-cross -march=%s)" % (
+        board, port, tool, len(files), size / 1024.0, prof["MPY_MARCH"]), flush=True)
+    commands = (mpremote_commands if tool == "mpremote" else ampy_commands)(
+        exe, port, prof, files)
+    for i, cmd in enumerate(commands):
+        if tool == "ampy":
+            print("[%d/%d] %s" % (i + 1, len(commands), " ".join(cmd[3:])), flush=True)
+        if subprocess.call(cmd) != 0:
+            raise FlashError("%s failed (is the port busy, e.g. a console still open?)" % tool)
+    if prof.get("RESET_AFTER_FLASH"):
+        print("done: the board was reset and runs the firmware (see it: make console PORT=%s)"
+              % port)
+    else:
+        print("done: the firmware is on the board; it starts at the next boot (main.py)")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], usage=USAGE)
+    p.add_argument("--port", default="")
+    p.add_argument("--board", default="")
+    p.add_argument("--config", default="")
+    p.add_argument("--app", default="")
+    p.add_argument("--tool", default="mpremote")
+    args = p.parse_args(argv)
+    try:
+        flash(args.port, args.board, args.config, args.app or None, args.tool or "mpremote")
+    except FlashError as e:
+        print("flash: %s\nusage: %s" % (e, USAGE), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

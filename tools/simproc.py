@@ -1,0 +1,122 @@
+"""Drive simulated devices from CPython: for `make demo`, `make bench-device` and the
+tests. A SimDevice is the firmware under the MicroPython unix port (tools/sim.py) running
+tools/remote_app.py, which takes commands on stdin and prints one line per event."""
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+MICROPYTHON = os.path.join(BIN, "micropython")
+REMOTE_APP = os.path.join(ROOT, "tools", "remote_app.py")
+# The heap the simulated devices get: the whole runtime, compiled, with room to work.
+HEAP = os.environ.get("SIM_HEAP", "128k")
+
+
+def write_config(path, device_id, token, name, port=None, serial=None, realm_key=None,
+                 reconnect=None, **extra):
+    config = {"device_id": device_id, "token": token, "name": name}
+    config["realm"] = {"serial": serial} if serial else {"host": "127.0.0.1", "port": port}
+    if realm_key:
+        config["realm_key"] = realm_key
+    if reconnect:
+        config["reconnect"] = reconnect
+    config.update(extra)
+    with open(path, "w") as f:
+        json.dump(config, f, indent=1)
+    return path
+
+
+class SimDevice:
+    """One simulated device process; its output lines are collected as they come."""
+
+    def __init__(self, config_path, heap=HEAP, app=REMOTE_APP):
+        self.config_path = str(config_path)
+        self.heap = heap
+        self.app = app
+        self.proc = None
+        self.lines = []
+        self._ended = False
+        self._cond = threading.Condition()
+
+    def start(self, *extra):
+        with self._cond:
+            self.lines = []
+            self._ended = False
+        self.proc = subprocess.Popen(
+            [MICROPYTHON, "-X", "heapsize=" + self.heap, os.path.join(ROOT, "tools", "sim.py"),
+             self.config_path, "--app", self.app] + list(extra),
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        threading.Thread(target=self._collect, args=(self.proc,), daemon=True).start()
+        return self
+
+    def _collect(self, proc):
+        for raw in proc.stdout:
+            with self._cond:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def command(self, line):
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def mark(self):
+        """The number of lines so far: wait(..., since=mark) looks only at later lines."""
+        with self._cond:
+            return len(self.lines)
+
+    def wait(self, pattern, timeout=15, since=0):
+        """The first match of regex pattern in a line after `since`; AssertionError on
+        timeout or if the process ends first."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines[since:]:
+                    m = regex.search(line)
+                    if m:
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0 or self._ended:
+                    raise AssertionError("no line matching %r from %s within %s s; output:\n%s"
+                                         % (pattern, self.config_path, timeout, self.output()))
+                self._cond.wait(min(left, 0.2))
+
+    def matches(self, pattern, since=0):
+        regex = re.compile(pattern)
+        with self._cond:
+            return [line for line in self.lines[since:] if regex.search(line)]
+
+    def output(self):
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.command("quit")
+                self.proc.wait(5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None:
+            self.proc.stdin.close()
+        return self.proc.returncode if self.proc is not None else None
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc is not None:
+            self.proc.stdin.close()
