@@ -159,12 +159,14 @@ class HostDevice:
     def send(self, peer, data):
         """Queue Data for `peer` (16 bytes); returns the msg_id its Delivery will carry."""
         msg_id = self.endpoint.send(peer, data)
-        self._after(self.endpoint.take_events())
+        self._deliver(self.endpoint.take_events())
+        self._flush()
         return msg_id
 
     def ping(self, peer, data=b""):
         msg_id = self.endpoint.ping(peer, data)
-        self._after(self.endpoint.take_events())
+        self._deliver(self.endpoint.take_events())
+        self._flush()
         return msg_id
 
     async def next_event(self, timeout=None):
@@ -206,14 +208,17 @@ class HostDevice:
         for event in events:
             if isinstance(event, Welcomed):
                 self._pin(event)
-            for app_event in self.endpoint.handle(event):
-                if isinstance(app_event, PeerPinned):
-                    self.state.peers[app_event.peer] = app_event.key
-                    self.state.save()
-                self._queue.put_nowait(app_event)
+            self._deliver(self.endpoint.handle(event))
             if isinstance(event, (Welcomed, Closed)):
                 self._queue.put_nowait(event)
         self._flush()
+
+    def _deliver(self, app_events):
+        for event in app_events:
+            if isinstance(event, PeerPinned):
+                self.state.peers[event.peer] = event.key
+                self.state.save()
+            self._queue.put_nowait(event)
 
     def _pin(self, welcome):
         if welcome.realm_public != self.state.realm_public or welcome.dh2 != self.state.dh2:
@@ -223,6 +228,8 @@ class HostDevice:
 
     def _flush(self):
         conn = self.conn
+        if conn is None:
+            return  # not connected yet: the Endpoint keeps what was sent
         data = conn.data_to_send()
         if data and self._write is not None:
             self._write(data)
