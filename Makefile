@@ -52,3 +52,36 @@ realm: $(STAMP)
 .PHONY: bench-realm
 bench-realm: $(STAMP)
 	$(PY) bench/realm.py
+
+# The firmware (issue 4): flashing, provisioning, simulated devices. docs/FIRMWARE.md.
+# Simulated devices get the heap of a small board: SIM_HEAP=128k by default.
+.PHONY: firmware flash provision sim demo console bench-device
+SIM_HEAP ?= 128k
+REALM_DATA ?= realm-data
+
+firmware: $(STAMP)
+	@$(PY) tools/build.py $(BOARD)
+
+flash: $(STAMP)
+	@$(PY) tools/flash.py --port "$(PORT)" --board "$(BOARD)" --config "$(CONFIG)" \
+	  --app "$(APP)" --tool "$(TOOL)"
+
+# WIFI_SSID and WIFI_PASSWORD are read from the environment (make passes them on), so
+# quotes and spaces in them survive.
+provision: $(STAMP)
+	@$(PY) tools/provision.py --port "$(PORT)" --board "$(BOARD)" --name "$(NAME)" \
+	  --realm "$(REALM)" --data "$(REALM_DATA)" --app "$(APP)" --tool "$(TOOL)"
+
+sim: $(STAMP)
+	@test -n "$(CONFIG)" || { echo "make sim: CONFIG is missing: make sim CONFIG=path/device.json [APP=app.py]" >&2; exit 2; }
+	@$(PY) tools/build.py unix >/dev/null
+	$(MICROPYTHON) -X heapsize=$(SIM_HEAP) tools/sim.py "$(CONFIG)" $(if $(APP),--app "$(APP)")
+
+demo: $(STAMP)
+	@$(PY) tools/demo.py
+
+console: $(STAMP)
+	@$(PY) tools/console.py "$(PORT)"
+
+bench-device: $(STAMP)
+	$(PY) bench/device.py

@@ -10,7 +10,7 @@ import pytest
 
 from tests.realm_helpers import RealmProcess
 from tools.build import build
-from tools.simproc import SimDevice, write_config
+from tools.simproc import HEAP, MICROPYTHON, ROOT, SimDevice, write_config
 
 # Short waits so the suite stays fast: the realm's heartbeat is 1 s in these tests.
 FAST_RECONNECT = {"min_ms": 100, "max_ms": 800, "auth_ms": 2500}
@@ -124,3 +124,50 @@ def wait_for_path(path, timeout=5):
         if time.monotonic() > deadline:
             raise AssertionError("%s did not appear" % path)
         time.sleep(0.02)
+
+
+class VirtualBoard:
+    """A board for flashing tests: the MicroPython unix port's REPL on a pty made by
+    socat, its working folder playing the board's filesystem. mpremote drives it with
+    `resume` (a soft reset would end the unix process)."""
+
+    def __init__(self, folder, heap=HEAP):
+        socat = shutil.which("socat")
+        if socat is None:
+            pytest.fail("socat is missing: apt-get install socat (make test installs it)")
+        self.files = os.path.join(str(folder), "board-fs")
+        os.makedirs(self.files)
+        self.port = os.path.join(str(folder), "ttyV")
+        self.proc = subprocess.Popen(
+            [socat, "PTY,link=%s,raw,echo=0" % self.port,
+             "EXEC:%s -X heapsize=%s,pty,stderr,setsid,ctty,raw,echo=0" % (MICROPYTHON, heap)],
+            cwd=self.files, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_path(self.port)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+
+    def boot(self):
+        """Run what was flashed, as the board does after a reset: its main.py."""
+        self.stop()
+        return BootedBoard(self.files)
+
+
+class BootedBoard(SimDevice):
+    """A virtual board running its main.py; output lines collected like a SimDevice's."""
+
+    def __init__(self, files):
+        SimDevice.__init__(self, os.path.join(files, "config.json"))
+        self.files = files
+
+    def command_line(self, extra):
+        return [MICROPYTHON, "-X", "heapsize=" + self.heap, "main.py"], self.files
+
+
+def make(*args, timeout=120):
+    """`make ARGS` in the repository: (exit code, stdout + stderr)."""
+    proc = subprocess.run(["make", "-s", "-C", ROOT] + list(args), capture_output=True,
+                          text=True, timeout=timeout)
+    return proc.returncode, proc.stdout + proc.stderr

@@ -43,14 +43,18 @@ class SimDevice:
         self._ended = False
         self._cond = threading.Condition()
 
+    def command_line(self, extra):
+        """The process to start, and its working folder."""
+        return ([MICROPYTHON, "-X", "heapsize=" + self.heap, os.path.join(ROOT, "tools", "sim.py"),
+                 self.config_path, "--app", self.app] + list(extra)), ROOT
+
     def start(self, *extra):
         with self._cond:
             self.lines = []
             self._ended = False
-        self.proc = subprocess.Popen(
-            [MICROPYTHON, "-X", "heapsize=" + self.heap, os.path.join(ROOT, "tools", "sim.py"),
-             self.config_path, "--app", self.app] + list(extra),
-            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        argv, cwd = self.command_line(extra)
+        self.proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         threading.Thread(target=self._collect, args=(self.proc,), daemon=True).start()
         return self
 

@@ -1,0 +1,130 @@
+"""Flashing with the real tools: `make flash` onto a virtual board (the MicroPython unix
+port's REPL on a pty, driven by mpremote), then what was flashed boots and reaches the
+realm; `make provision` does the same from a bare name. And each make target's message
+when a tool, port or argument is missing."""
+import json
+import os
+import uuid
+
+import pytest
+
+from tests.fw_helpers import (Fleet, VirtualBoard, make, online, received, send,
+                              start_realm, unix_build)  # noqa: F401 (fixture)
+from tests.realm_helpers import run_cli
+from tools.simproc import write_config
+
+
+@pytest.fixture
+def realm(tmp_path):
+    process = start_realm(tmp_path)
+    yield process
+    process.stop()
+    process.assert_clean_log()
+
+
+@pytest.fixture
+def board(tmp_path):
+    virtual = VirtualBoard(tmp_path)
+    yield virtual
+    virtual.stop()
+
+
+def test_make_flash_then_the_board_boots_into_the_firmware_and_reaches_the_realm(
+        tmp_path, realm, board, unix_build):
+    fleet = Fleet(tmp_path, realm)
+    device_id, token = realm.add_device("flashed")
+    flashed_id = str(uuid.UUID(bytes=device_id))
+    config = write_config(str(tmp_path / "flashed.json"), flashed_id, token, "flashed",
+                          port=realm.port, reconnect={"min_ms": 100, "max_ms": 800})
+    code, out = make("flash", "PORT=" + board.port, "BOARD=unix", "CONFIG=" + config)
+    assert code == 0, out
+    assert "flashing unix on %s with mpremote" % board.port in out
+    assert "cp " in out and ":lib/shared/device.mpy" in out  # mpremote's progress, per file
+    files = board.files
+    for path in ("main.py", "board.py", "config.json", "lib/shared/device.mpy",
+                 "lib/firmware/runtime.mpy"):
+        assert os.path.isfile(os.path.join(files, path)), path
+    assert not os.path.exists(os.path.join(files, "lib/shared/realm.mpy"))  # not for devices
+    with open(os.path.join(files, "config.json")) as f:
+        assert json.load(f)["device_id"] == flashed_id
+
+    # Flashing again copies only what changed.
+    code, out = make("flash", "PORT=" + board.port, "BOARD=unix", "CONFIG=" + config)
+    assert code == 0, out
+    assert "Up to date: lib/shared/device.mpy" in out or "Up to date" in out
+
+    booted = board.boot().start()
+    booted.id = flashed_id
+    try:
+        assert online(booted) == "first-contact"
+        realm.wait_log("login %s from" % flashed_id)
+        peer = fleet.add("peer")
+        online(peer)
+        # The default app prints each message it receives as a line.
+        assert send(peer, booted, "hello board") == "DELIVERED"
+        booted.wait(r"^%s: hello board$" % peer.id)
+    finally:
+        booted.kill()
+        fleet.stop()
+
+
+def test_make_provision_registers_pins_the_realm_and_flashes(realm, board, unix_build):
+    code, out = make("provision", "PORT=" + board.port, "BOARD=unix", "NAME=kitchen",
+                     "REALM=127.0.0.1:%d" % realm.port, "REALM_DATA=" + realm.data_dir)
+    assert code == 0, out
+    config_path = os.path.join(realm.data_dir, "provisioned", "kitchen.json")
+    with open(config_path) as f:
+        config = json.load(f)
+    assert oct(os.stat(config_path).st_mode & 0o777) == "0o600"
+    _code, key, _err = run_cli("key", "--data", realm.data_dir, "--json")
+    assert config["realm_key"] == json.loads(key)["public_key"]
+    _code, devices, _err = run_cli("device", "list", "--data", realm.data_dir, "--json")
+    assert config["device_id"] in [d["id"] for d in json.loads(devices)]
+
+    booted = board.boot().start()
+    try:
+        # Pre-pinned: its very first connection already checks the realm's key.
+        online(booted)
+        realm.wait_log("login %s from" % config["device_id"])
+    finally:
+        booted.kill()
+    # The same name again is refused: its token was shown once and is in that file.
+    code, out = make("provision", "PORT=/dev/null", "BOARD=unix", "NAME=kitchen",
+                     "REALM=127.0.0.1:%d" % realm.port, "REALM_DATA=" + realm.data_dir)
+    assert code != 0 and "is provisioned already" in out, out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["flash", "BOARD=unix", "CONFIG=x.json"], "PORT is missing"),
+    (["flash", "PORT=/dev/no-such-tty", "BOARD=unix", "CONFIG=x.json"],
+     "no such port /dev/no-such-tty"),
+    (["flash", "PORT=/dev/null", "CONFIG=x.json"], "BOARD is missing: one of esp32, esp32c3, "
+                                                    "esp32s3, unix"),
+    (["flash", "PORT=/dev/null", "BOARD=esp8266", "CONFIG=x.json"], "unknown board 'esp8266'"),
+    (["flash", "PORT=/dev/null", "BOARD=unix"], "CONFIG is missing"),
+    (["flash", "PORT=/dev/null", "BOARD=unix", "CONFIG=/no/such.json"], "cannot read CONFIG"),
+    (["flash", "PORT=/dev/null", "BOARD=unix", "CONFIG=x.json", "TOOL=picocom"],
+     "TOOL=picocom: use mpremote (default) or ampy"),
+    (["provision", "PORT=/dev/null", "BOARD=esp32", "NAME=n", "REALM=h:1"],
+     "WIFI_SSID is missing"),
+    (["provision", "PORT=/dev/null", "BOARD=unix", "NAME=n"], "REALM is missing"),
+    (["provision", "PORT=/dev/null", "BOARD=unix", "REALM=h:1"], "NAME is missing"),
+    (["sim"], "CONFIG is missing"),
+    (["console"], "PORT is missing"),
+])
+def test_make_targets_say_what_is_missing(args, message):
+    code, out = make(*args)
+    assert code != 0
+    assert message in out, out
+
+
+def test_flash_names_the_bad_config_field(tmp_path):
+    config = write_config(str(tmp_path / "bad.json"), "not-a-uuid", "t" * 20, "bad", port=1)
+    code, out = make("flash", "PORT=/dev/null", "BOARD=unix", "CONFIG=" + config)
+    assert code != 0
+    assert "device_id: not a UUID" in out, out
+    # A Wi-Fi board needs the network to join.
+    config = write_config(str(tmp_path / "nowifi.json"), "12345678-1234-1234-1234-123456789abc",
+                          "t" * 20, "w", port=1)
+    code, out = make("flash", "PORT=/dev/null", "BOARD=esp32", "CONFIG=" + config)
+    assert code != 0 and "wifi: must be a JSON object" in out, out
