@@ -87,8 +87,14 @@ _NO_LIMIT = const(0x3FFFFFFF)  # over any packet, and a small int on 32-bit port
 
 
 def _packets(protocol):
-    """-> [[name, "field:type", ...] per packet id] from the text above."""
-    return [line.split() for line in _TEXT[protocol].strip().split("\n")]
+    """-> [(name, ["field:type", ...]) per packet id] from the text above."""
+    packets = []
+    for word in _TEXT[protocol].split():
+        if ":" in word:
+            packets[-1][1].append(word)
+        else:
+            packets.append((word, []))
+    return packets
 
 
 def _kinds(protocol):
@@ -96,10 +102,10 @@ def _kinds(protocol):
              "bytes32": 32, "bytes16": _BYTES16, "str16": _STR16, "rest": _REST,
              "rest<=32": _REST_PING}
     layouts = []
-    for words in _packets(protocol):
+    for _, fields in _packets(protocol):
         layout = []
-        for field in words[1:]:
-            type_name = field.split(":")[1]
+        for field in fields:
+            type_name = field[field.find(":") + 1:]
             if type_name.startswith("opt<"):
                 layout.append(_OPT + kinds[type_name[4:-1]])
             else:
@@ -121,9 +127,9 @@ class _Column:
 
     def __getitem__(self, protocol):
         if self._fields:
-            return tuple(tuple(f.split(":")[0] for f in words[1:])
-                         for words in _packets(protocol))
-        return tuple(words[0] for words in _packets(protocol))
+            return tuple(tuple(f[:f.find(":")] for f in fields)
+                         for _, fields in _packets(protocol))
+        return tuple(name for name, _ in _packets(protocol))
 
 
 FIELDS = _Column(True)  # FIELDS[protocol][packet_id] -> the field names, in order
