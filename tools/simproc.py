@@ -4,6 +4,8 @@ tools/remote_app.py, which takes commands on stdin and prints one line per event
 import json
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +17,66 @@ MICROPYTHON = os.path.join(BIN, "micropython")
 REMOTE_APP = os.path.join(ROOT, "tools", "remote_app.py")
 # The heap the simulated devices get: the whole runtime, compiled, with room to work.
 HEAP = os.environ.get("SIM_HEAP", "128k")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def realm_command():
+    exe = os.path.join(BIN, "realm")
+    if os.path.exists(exe):
+        return exe
+    found = shutil.which("realm")
+    if found:
+        return found
+    raise RuntimeError("the realm command is missing: run `make install`")
+
+
+class RealmServer:
+    """`realm serve` on a free loopback port, its data and log in `folder`."""
+
+    def __init__(self, folder, *extra):
+        self.exe = realm_command()
+        self.data = os.path.join(folder, "realm-data")
+        self.log_path = os.path.join(folder, "realm.log")
+        self.port = free_port()  # the default 7711 may be taken by a realm already running
+        self.extra = list(extra)
+        self.proc = None
+
+    def start(self):
+        self._log = open(self.log_path, "a")
+        started = self.log().count("listening on")
+        self.proc = subprocess.Popen(
+            [self.exe, "serve", "--listen", "127.0.0.1:%d" % self.port, "--data", self.data]
+            + self.extra, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while self.log().count("listening on") <= started:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("the realm did not start:\n" + self.log())
+            time.sleep(0.05)
+        return self
+
+    def log(self):
+        try:
+            with open(self.log_path) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def admin(self, *args):
+        """`realm ARGS --data DATA --json`, parsed."""
+        out = subprocess.run([self.exe] + list(args) + ["--data", self.data, "--json"],
+                             check=True, capture_output=True, text=True).stdout
+        return json.loads(out)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self._log.close()
 
 
 def write_config(path, device_id, token, name, port=None, serial=None, realm_key=None,
@@ -34,10 +96,11 @@ def write_config(path, device_id, token, name, port=None, serial=None, realm_key
 class SimDevice:
     """One simulated device process; its output lines are collected as they come."""
 
-    def __init__(self, config_path, heap=HEAP, app=REMOTE_APP):
+    def __init__(self, config_path, heap=HEAP, app=REMOTE_APP, on_line=None):
         self.config_path = str(config_path)
         self.heap = heap
         self.app = app
+        self.on_line = on_line  # on_line(device, line), from the reading thread
         self.proc = None
         self.lines = []
         self._ended = False
@@ -60,8 +123,11 @@ class SimDevice:
 
     def _collect(self, proc):
         for raw in proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            if self.on_line is not None:
+                self.on_line(self, line)
             with self._cond:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self.lines.append(line)
                 self._cond.notify_all()
         with self._cond:
             self._ended = True
