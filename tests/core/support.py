@@ -57,11 +57,37 @@ def eq(a, b, what=""):
 
 
 def chunkings(data):
-    """The chunkings every decoder must accept: whole, byte at a time, and uneven splits."""
+    """The chunkings every decoder must accept: whole, byte at a time, and uneven splits.
+    Each but the whole is a Chunks, made chunk by chunk as it is read: as a list, an
+    8 KB frame byte at a time would take MicroPython ~0.5 MB."""
     yield [data]
-    yield [data[i:i + 1] for i in range(len(data))]
-    for size in (2, 3, 7, 64):
-        yield [data[i:i + size] for i in range(0, len(data), size)]
+    for size in (1, 2, 3, 7, 64):
+        yield Chunks(data, size)
+
+
+class Chunks:
+    """data in size-byte chunks (the last may be shorter): iterable, len(), and indexable
+    like a list (chunks[-1], chunks[:-1]), each chunk cut when it is asked for."""
+
+    def __init__(self, data, size):
+        self._data = data
+        self._size = size
+
+    def __len__(self):
+        return (len(self._data) + self._size - 1) // self._size
+
+    def __iter__(self):
+        for start in range(0, len(self._data), self._size):
+            yield self._data[start:start + self._size]
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return list(self)[index]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("chunk index out of range")
+        return self._data[index * self._size:(index + 1) * self._size]
 
 
 IS_MICROPYTHON = sys.implementation.name == "micropython"

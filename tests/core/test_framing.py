@@ -4,7 +4,7 @@ from shared.framing import (
     SerialFramer, StreamFramer, cobs_decode, cobs_encode, crc16_ccitt_false)
 from tests.core.support import chunkings, check, eq, expect_error, tohex, unhex, vectors
 
-MP_HEAP = "1m"  # framing.json (50 KB) and support.chunkings' byte-at-a-time lists of 8 KB frames
+MP_HEAP = "512k"  # the 64 KB frames of max_packet 65535 (support.chunkings no longer lists chunks)
 
 
 def feed_all(framer, chunks):
