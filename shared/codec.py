@@ -115,6 +115,7 @@ def _kinds(protocol):
 
 
 _LAYOUTS = {PROTO_DEVICE: _kinds(PROTO_DEVICE), PROTO_REALM: _kinds(PROTO_REALM)}
+del _kinds  # only needed to build _LAYOUTS
 
 
 class _Column:
