@@ -108,6 +108,7 @@ class Device:
         stats = dict(self._runtime.stats)
         stats["dropped"] = self._runtime.endpoint.dropped
         stats["queued"] = self._runtime.endpoint.queued()
+        stats["next_key_ready"] = self._runtime.next_key_ready
         return stats
 
     async def wait_online(self, timeout_ms=None):

@@ -27,6 +27,17 @@ _AUTH_ERRORS = (BAD_LOGIN, KEY_MISMATCH, KEY_CHECK_FAILED, RATE_LIMITED, DENIED,
                 SESSION_REPLACED, UNSUPPORTED)
 
 
+def backoff_ms(reconnect, failures, auth):
+    """The wait before the next attempt after `failures` failed ones in a row: capped
+    exponential backoff, half of it random so that devices that lost the realm together
+    spread out; a refusal (auth) waits reconnect["auth_ms"]."""
+    if auth:
+        delay = reconnect["auth_ms"]
+    else:
+        delay = min(reconnect["min_ms"] << min(failures - 1, 16), reconnect["max_ms"])
+    return delay // 2 + random.randint(0, delay // 2)
+
+
 class Clock:
     """Milliseconds since boot that never wrap (time.ticks_ms wraps after 2**30 ms)."""
 
@@ -59,6 +70,7 @@ class Runtime:
         self.stats = {"connects": 0, "welcome_ms": None, "pinned_path": None}
         self._ephemeral = None
         self._conn = None
+        self._stream = None
         self._serial = None
         self._lost = None
         self._wake = asyncio.Event()
@@ -68,8 +80,19 @@ class Runtime:
 
     # -- for the application API --------------------------------------------------
     def kick(self):
-        """Bytes were queued on the connection (or may be): have the pump send them."""
+        """Bytes were queued on the connection (or may be): write them now, so a burst of
+        sends never piles up in one large buffer, and let the pump drain the rest."""
+        conn, stream = self._conn, self._stream
+        if conn is not None and stream is not None:
+            data = conn.data_to_send()
+            if data:
+                stream.write(data)  # never blocks: what the link won't take now is buffered
         self._wake.set()
+
+    @property
+    def next_key_ready(self):
+        """The next connection's ephemeral key is made already."""
+        return self._ephemeral is not None
 
     def dispatch_app_events(self):
         for event in self.endpoint.take_events():
@@ -109,22 +132,10 @@ class Runtime:
                 if conn.established:
                     failures = 0
             failures += 1
-            delay = self._backoff(failures, auth)
+            delay = backoff_ms(self.config["reconnect"], failures, auth)
             self._set_status("error" if auth else "offline",
                              "%s; retrying in %d ms" % (why, delay))
             await asyncio.sleep_ms(delay)
-
-    def _backoff(self, failures, auth):
-        """Capped exponential backoff with jitter; refusals wait reconnect.auth_ms."""
-        r = self.config["reconnect"]
-        if auth:
-            delay = r["auth_ms"]
-        else:
-            delay = r["min_ms"] << min(failures - 1, 16)
-            if delay > r["max_ms"]:
-                delay = r["max_ms"]
-        # Half fixed, half random: devices that lost the realm together spread out.
-        return delay // 2 + random.randint(0, delay // 2)
 
     async def _session(self):
         started = self.clock.now()
@@ -136,7 +147,7 @@ class Runtime:
                                 self.clock.now(), realm_public=store.realm_public, dh2=store.dh2,
                                 ephemeral=ephemeral, handshake_timeout_ms=c["handshake_ms"])
         self.stats["connects"] += 1
-        self._conn = conn
+        self._conn, self._stream = conn, stream
         self._started = started
         self._lost = None
         self.endpoint.attach(conn)
@@ -145,7 +156,7 @@ class Runtime:
             await self._pump(conn, stream)
         finally:
             reader.cancel()
-            self._conn = None
+            self._conn = self._stream = None
             if not conn.closed:
                 self._handle([Closed(ProtocolError(INTERNAL, self._lost or "link closed"))])
             if self.config["serial"] is None or self._lost is not None:

@@ -41,6 +41,20 @@ def test_two_devices_exchange_messages_over_tcp_one_connection_each(fleet, realm
         assert tcp_connections(device.pid, realm.port) == 1
 
 
+def test_an_idle_device_stays_online_on_heartbeats_with_its_next_key_made(fleet, realm):
+    alice, bob = fleet.add("alice"), fleet.add("bob")
+    online(alice)
+    online(bob)
+    # The realm's heartbeat is 1 s: 3.5 s without traffic would close a silent link.
+    mark = alice.mark()
+    with pytest.raises(AssertionError):
+        alice.wait(r"realm: (offline|connecting)", timeout=3.5, since=mark)
+    alice.command("stats")
+    stats = alice.wait(r"^stats (.*)$", since=mark).group(1)
+    assert "connects=1 " in stats and "next_key_ready=True" in stats, stats
+    assert send(alice, bob, "still here") == "DELIVERED"
+
+
 def test_serial_device_talks_to_tcp_device(tmp_path, unix_build):
     pty = PtyPair(tmp_path)
     realm = start_realm(tmp_path, "--serial", pty.realm_end)

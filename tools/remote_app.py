@@ -2,8 +2,8 @@
 # `make bench-device`. It prints one line per thing that happens:
 #   send PEER TEXT        -> "sent MSG_ID PEER TEXT", later "delivery MSG_ID STATUS"
 #   ping PEER             -> "pong PEER RTT_MS" or "pong PEER timeout"
-#   flood PEER N          -> sends N messages, 8 in flight at most, then "flood N MS"
-#                            once every one has its Delivery
+#   flood PEER N [SIZE]   -> sends N messages (of SIZE bytes), 8 in flight at most, then
+#                            "flood N MS" once every one has its Delivery
 #   heap                  -> "heap USED FREE" after a collection
 #   stats                 -> "stats KEY=VALUE ..."
 #   repin                 -> trust whatever realm answers next
@@ -51,7 +51,8 @@ async def _command(device, words):
         rtt = await device.ping(words[1], b"ping")
         out("pong", words[1], "timeout" if rtt is None else rtt)
     elif cmd == "flood":
-        await _flood(device, words[1], int(words[2]))
+        count, _, size = words[2].partition(" ")
+        await _flood(device, words[1], int(count), int(size or 8))
     elif cmd == "heap":
         gc.collect()
         out("heap", gc.mem_alloc(), gc.mem_free())
@@ -70,16 +71,17 @@ async def _command(device, words):
         out("error", cmd, "unknown command")
 
 
-async def _flood(device, peer, count):
+async def _flood(device, peer, count, size):
     """Batches of _WINDOW sends, each batch waiting for its last Delivery: the realm
     answers in order, so the batch is through."""
     device.on_delivery(None)  # a line per message would be the bottleneck
+    payload = b"f" * size
     started = device.now_ms()
     sent = 0
     try:
         while sent < count:
             for _ in range(min(_WINDOW, count - sent)):
-                last = device.send(peer, b"flood %d" % sent)
+                last = device.send(peer, payload)
                 sent += 1
             if await device.delivery(last, 10000) is None:
                 out("flood", "timeout", sent)

@@ -1,0 +1,166 @@
+"""`make bench-device`: the firmware's figures, measured in the MicroPython unix port.
+
+Simulated devices (the firmware compiled as for a board, tools/sim.py) against a real
+`realm serve` on loopback. Every time is taken inside the device, by its own clock:
+  - connect-to-Welcome: TCP connect + handshake + login, first-contact and pinned paths
+  - round trip: an end-to-end Ping from one device answered by another, through the realm
+  - messages per second one device pushes through the realm (a Delivery back for each)
+  - heap: steady state after a collection, and the smallest -X heapsize the run fits in
+usage: python bench/device.py [--quick]
+"""
+import argparse
+import os
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tools.build import build  # noqa: E402
+from tools.simproc import HEAP, RealmServer, SimDevice, write_config  # noqa: E402
+
+ONLINE = r"realm: online: .* in (\d+) ms \((first-contact|pinned) path\)"
+FAILED = r"MemoryError.*|Traceback.*|out of memory.*|^error .*"
+
+
+class Bench:
+    def __init__(self, folder, heap):
+        self.folder = folder
+        self.heap = heap
+        self.realm = RealmServer(folder).start()
+        self.running = []
+
+    def device(self, name, heap=None):
+        added = self.realm.admin("device", "add", "--name", name)
+        path = write_config(os.path.join(self.folder, name + ".json"), added["id"],
+                            added["token"], name, port=self.realm.port)
+        sim = SimDevice(path, heap=heap or self.heap)
+        sim.id = added["id"]
+        return sim
+
+    def boot(self, sim, timeout=30):
+        """Start sim; (welcome ms, path)."""
+        sim.start()
+        self.running.append(sim)
+        m = sim.wait("%s|%s" % (ONLINE, FAILED), timeout)
+        if m.group(1) is None:
+            raise AssertionError("%s: %s" % (sim.config_path, m.group(0)))
+        return int(m.group(1)), m.group(2)
+
+    def stop(self):
+        for sim in self.running:
+            sim.kill()
+        self.realm.stop()
+
+
+def ask(sim, command, answer, timeout=60):
+    """Send a command to the remote app; the match of its answer (AssertionError if the
+    app reports an error instead)."""
+    mark = sim.mark()
+    sim.command(command)
+    m = sim.wait("(?:%s)|%s" % (answer, FAILED), timeout, mark)
+    if not re.match(answer, m.group(0)):
+        raise AssertionError("%s answered %s" % (command, m.group(0)))
+    return m
+
+
+def connect_times(bench, devices, reboots):
+    first, pinned = [], []
+    for i in range(devices):
+        sim = bench.device("connect-%d" % i)
+        ms, path = bench.boot(sim)
+        assert path == "first-contact", path
+        first.append(ms)
+        for _ in range(reboots):
+            sim.stop()
+            ms, path = bench.boot(sim)
+            assert path == "pinned", path
+            pinned.append(ms)
+        sim.stop()
+    return first, pinned
+
+
+def fits(bench, heap, count):
+    """Does a pair of devices with this heap connect, flood and ping without trouble?"""
+    a, b = bench.device("fit-a-" + heap, heap), bench.device("fit-b-" + heap, heap)
+    try:
+        bench.boot(a, 10)
+        bench.boot(b, 10)
+        ask(a, "flood %s %d 64" % (b.id, count), r"^flood %d \d+$" % count, 15)
+        ask(a, "ping %s" % b.id, r"^pong \S+ \d+$", 10)
+        return not (a.matches(FAILED) or b.matches(FAILED))
+    except AssertionError:
+        return False
+    finally:
+        a.kill()
+        b.kill()
+
+
+def smallest_heap(bench, count, low=64, high=192, step=8):
+    """Bisect the -X heapsize (KB) the run needs; None if even `high` is too small."""
+    if not fits(bench, "%dk" % high, count):
+        return None
+    while high - low > step:
+        mid = (low + high) // 2 // step * step
+        if fits(bench, "%dk" % mid, count):
+            high = mid
+        else:
+            low = mid
+    return high
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = p.parse_args(argv)
+    reps = 1 if args.quick else 3
+    pings = 10 if args.quick else 50
+    flood = 200 if args.quick else 1000
+    build("unix")
+    folder = tempfile.mkdtemp(prefix="realm-bench-device-")
+    bench = Bench(folder, HEAP)
+    try:
+        first, pinned = connect_times(bench, reps, reps)
+        a, b = bench.device("a"), bench.device("b")
+        bench.boot(a)
+        bench.boot(b)
+        rtts = [int(ask(a, "ping %s" % b.id, r"^pong \S+ (\d+)$").group(1)) for _ in range(pings)]
+        rates = {}
+        for size in (16, 256):
+            ms = int(ask(a, "flood %s %d %d" % (b.id, flood, size),
+                         r"^flood %d (\d+)$" % flood, 120).group(1))
+            rates[size] = flood * 1000.0 / max(ms, 1)
+        used, free = map(int, ask(a, "heap", r"^heap (\d+) (\d+)$").groups())
+        fit = smallest_heap(bench, 100 if args.quick else 300)
+    finally:
+        bench.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    print("Device runtime, MicroPython unix port (%s), simulated devices at -X heapsize=%s,"
+          % (sys.platform, HEAP))
+    print("realm on loopback; times measured by the device's own clock.\n")
+    rows = [
+        ("connect-to-Welcome, first-contact path", "%d ms median (%d runs)" % (
+            statistics.median(first), len(first))),
+        ("connect-to-Welcome, pinned path", "%d ms median (%d runs)" % (
+            statistics.median(pinned), len(pinned))),
+        ("end-to-end round trip (Ping -> Pong)", "%.1f ms median, %d ms max (%d pings)" % (
+            statistics.median(rtts), max(rtts), len(rtts))),
+        ("messages/s pushed, 16-byte payload", "%.0f (%d messages, 8 in flight)" % (
+            rates[16], flood)),
+        ("messages/s pushed, 256-byte payload", "%.0f" % rates[256]),
+        ("heap in use, steady state (after gc)", "%.1f KB of %.0f KB" % (
+            used / 1024.0, (used + free) / 1024.0)),
+        ("peak heap: smallest -X heapsize that runs", ("%d KB" % fit) if fit else "over 192 KB"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for name, value in rows:
+        print("  %-*s  %s" % (width, name, value))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

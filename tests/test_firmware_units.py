@@ -1,0 +1,221 @@
+"""The firmware's parts that need no realm: the config check (a bad field is named),
+the on-flash store (atomic, what survives a reboot), the reconnect backoff, and the
+commands the flash tool runs. Run under CPython: these modules are interpreter-neutral
+(the end-to-end tests run them under MicroPython)."""
+import json
+import os
+
+import pytest
+
+from firmware import store as store_module
+from firmware.config import ConfigError, load, validate
+from firmware.runtime import backoff_ms
+from firmware.store import MAX_PEERS, Store, StoreError
+from tools.build import build, profile
+from tools.flash import ampy_commands, files_to_copy, mpremote_commands
+
+DEVICE_ID = "12345678-1234-5678-9abc-def012345678"
+
+
+def config(**changes):
+    raw = {"device_id": DEVICE_ID, "token": "t" * 24, "name": "kitchen",
+           "realm": {"host": "192.168.1.10"}}
+    raw.update(changes)
+    return raw
+
+
+# -- config ---------------------------------------------------------------------------
+def test_a_minimal_config_gets_the_defaults():
+    c = validate(config(), has_wifi=False)
+    assert c["device_id"] == bytes.fromhex(DEVICE_ID.replace("-", ""))
+    assert (c["host"], c["port"], c["serial"]) == ("192.168.1.10", 7711, None)
+    assert c["reconnect"] == {"min_ms": 1000, "max_ms": 60000, "auth_ms": 300000}
+    assert c["realm_key"] is None and c["wifi"] is None and c["app"] == {}
+
+
+def test_wifi_is_needed_only_where_the_board_joins_the_realm_over_it():
+    with pytest.raises(ConfigError, match="^wifi: must be a JSON object"):
+        validate(config(), has_wifi=True)
+    c = validate(config(wifi={"ssid": "home", "password": ""}), has_wifi=True)
+    assert c["wifi"] == {"ssid": "home", "password": ""}
+    c = validate(config(realm={"serial": {"uart": 1, "baud": 115200}}), has_wifi=True)
+    assert c["wifi"] is None and c["serial"] == {"uart": 1, "baud": 115200}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"device_id": "kitchen"}, "device_id: not a UUID"),
+    ({"device_id": 7}, "device_id: must be a non-empty string"),
+    ({"token": "short"}, "token: must be 16 to 64 bytes of UTF-8, got 5"),
+    ({"token": "é" * 33}, "token: must be 16 to 64 bytes of UTF-8, got 66"),
+    ({"name": ""}, "name: must be a non-empty string"),
+    ({"realm": None}, "realm: must be a JSON object"),
+    ({"realm": {}}, "realm.host: missing"),
+    ({"realm": {"host": "h", "port": 0}}, "realm.port: must be an integer from 1 to 65535"),
+    ({"realm": {"host": "h", "port": "7711"}}, "realm.port: must be an integer"),
+    ({"realm": {"host": "h", "port": True}}, "realm.port: must be an integer"),
+    ({"realm": {"host": "h", "serial": "/dev/ttyUSB0"}}, "realm: give either host and port"),
+    ({"realm": {"serial": ""}}, "realm.serial: a tty path, or an object"),
+    ({"realm": {"serial": {"pins": 3}}}, "realm.serial.pins: unknown field"),
+    ({"realm": {"serial": {"baud": "fast"}}}, "realm.serial.baud: must be an integer"),
+    ({"realm_key": "ab" * 31}, "realm_key: must be 64 hex digits"),
+    ({"realm_key": "zz" * 32}, "realm_key: must be 64 hex digits"),
+    ({"reconnect": {"min_ms": 5}}, "reconnect.min_ms: must be an integer from 10"),
+    ({"reconnect": {"min_ms": 5000, "max_ms": 1000}}, "reconnect.max_ms: must not be under"),
+    ({"reconnect": {"every": 1}}, "reconnect.every: unknown field"),
+    ({"handshake_ms": 0}, "handshake_ms: must be an integer from 100"),
+    ({"realm_kye": "x"}, "realm_kye: unknown field"),
+])
+def test_a_bad_field_is_named(changes, message):
+    with pytest.raises(ConfigError) as e:
+        validate(config(**changes), has_wifi=False)
+    assert str(e.value).startswith(message), str(e.value)
+
+
+def test_load_names_the_file(tmp_path):
+    path = str(tmp_path / "config.json")
+    with pytest.raises(ConfigError, match="config.json: cannot read the config file"):
+        load(path, False)
+    with open(path, "w") as f:
+        f.write("{device_id: 1}")
+    with pytest.raises(ConfigError, match="config.json: not valid JSON"):
+        load(path, False)
+    with open(path, "w") as f:
+        json.dump(config(token="x"), f)
+    with pytest.raises(ConfigError, match="config.json: token: "):
+        load(path, False)
+
+
+# -- store ----------------------------------------------------------------------------
+def test_identity_is_made_once_and_kept(tmp_path):
+    first = Store(str(tmp_path / "state")).load()
+    again = Store(str(tmp_path / "state")).load()
+    assert len(first.private) == len(first.public) == 32
+    assert (again.private, again.public) == (first.private, first.public)
+
+
+def test_the_boot_count_grows_at_every_boot_and_is_never_guessed(tmp_path):
+    folder = str(tmp_path / "state")
+    assert Store(folder).load().next_boot() == 1
+    assert Store(folder).load().next_boot() == 2
+    s = Store(folder).load()
+    s.set_boot(41)  # the e2e counter ran out: the core asks for the next boot count
+    assert Store(folder).load().next_boot() == 42
+    with open(os.path.join(folder, "boot"), "w") as f:
+        f.write("4x")
+    with pytest.raises(StoreError, match="state file .*boot is damaged"):
+        Store(folder).load()
+
+
+def test_realm_pin_refusal_and_repin(tmp_path):
+    folder = str(tmp_path / "state")
+    s = Store(folder).load()
+    s.pin_realm(b"R" * 32, b"D" * 32)
+    s = Store(folder).load()
+    assert (s.realm_public, s.dh2) == (b"R" * 32, b"D" * 32)
+    s.refuse_realm("realm key changed")
+    assert Store(folder).load().refused == "realm key changed"  # held across reboots
+    s.repin(b"N" * 32)  # the user gives the new key: pinned, dh2 made at the next Welcome
+    s = Store(folder).load()
+    assert (s.realm_public, s.dh2, s.refused) == (b"N" * 32, None, None)
+    s.repin()  # or trusts the next realm that answers
+    assert Store(folder).load().realm_public is None
+
+
+def test_a_new_key_pair_forgets_the_realm_pin(tmp_path):
+    folder = str(tmp_path / "state")
+    s = Store(folder).load()
+    s.pin_realm(b"R" * 32, b"D" * 32)
+    os.remove(os.path.join(folder, "identity"))
+    s = Store(folder).load()
+    assert s.realm_public is None  # the old pin would take the pinned path with the old key
+
+
+def test_peer_pins_are_bounded_oldest_dropped_first(tmp_path):
+    folder = str(tmp_path / "state")
+    s = Store(folder).load()
+    peers = [bytes([i]) * 16 for i in range(MAX_PEERS + 2)]
+    for i, peer in enumerate(peers):
+        s.pin_peer(peer, bytes([i]) * 32)
+    s = Store(folder).load()
+    assert sorted(s.peers) == sorted(peers[2:])
+    assert s.peers[peers[5]] == bytes([5]) * 32
+    s.forget_peer(peers[5])
+    assert peers[5] not in Store(folder).load().peers
+
+
+def test_a_write_is_all_or_nothing(tmp_path, monkeypatch):
+    folder = str(tmp_path / "state")
+    s = Store(folder).load()
+    s.pin_realm(b"R" * 32, b"D" * 32)
+
+    def power_cut(src, dst):
+        raise OSError("power cut")
+    monkeypatch.setattr(store_module.os, "rename", power_cut)
+    with pytest.raises(OSError):
+        s.pin_realm(b"X" * 32, b"Y" * 32)
+    monkeypatch.undo()
+    s = Store(folder).load()
+    assert s.realm_public == b"R" * 32  # the old file, whole; the .tmp is ignored
+
+
+def test_a_damaged_identity_is_reported_not_replaced(tmp_path):
+    folder = str(tmp_path / "state")
+    Store(folder).load()
+    with open(os.path.join(folder, "identity"), "wb") as f:
+        f.write(b"short")
+    with pytest.raises(StoreError, match="identity is damaged \\(5 bytes\\)"):
+        Store(folder).load()
+
+
+# -- reconnect backoff ------------------------------------------------------------------
+def test_backoff_grows_exponentially_to_its_cap_with_jitter():
+    r = {"min_ms": 1000, "max_ms": 60000, "auth_ms": 300000}
+    for failures, full in ((1, 1000), (2, 2000), (3, 4000), (6, 32000), (7, 60000),
+                           (40, 60000)):
+        waits = [backoff_ms(r, failures, False) for _ in range(200)]
+        assert full // 2 <= min(waits) and max(waits) <= full
+        assert len(set(waits)) > 1  # jitter
+    waits = [backoff_ms(r, 1, True) for _ in range(50)]
+    assert min(waits) >= 150000  # a refusal waits far longer, from the first time
+
+
+# -- the flash tool's commands -----------------------------------------------------------
+def test_flash_copies_the_build_the_config_and_the_app(tmp_path):
+    app = tmp_path / "app.py"
+    app.write_text("def main(device): pass\n")
+    files = files_to_copy(build("esp32", str(tmp_path / "esp32")), "dev.json", str(app))
+    remote = [r for _, r in files]
+    assert {"main.py", "board.py", "config.json", "app.py", "lib/espressif.mpy",
+            "lib/shared/device.mpy", "lib/firmware/runtime.mpy"} <= set(remote)
+    assert not [r for r in remote if r.endswith(".py") and r.startswith("lib/")]
+
+    esp32 = mpremote_commands("mpremote", "/dev/ttyUSB0", profile("esp32"), files)
+    assert len(esp32) == 1 and esp32[0][-2:] == ["+", "reset"]
+    assert "resume" not in esp32[0]
+    unix = mpremote_commands("mpremote", "/tmp/ttyV", profile("unix"), files)
+    assert unix[0][:4] == ["mpremote", "connect", "/tmp/ttyV", "resume"]
+    assert "reset" not in unix[0]
+
+    ampy = ampy_commands("ampy", "/dev/ttyUSB0", profile("esp32"), files)
+    assert ampy[0] == ["ampy", "--port", "/dev/ttyUSB0", "mkdir", "--exists-okay", "lib"]
+    assert ["ampy", "--port", "/dev/ttyUSB0", "put", "dev.json", "config.json"] in ampy
+    assert ampy[-1] == ["ampy", "--port", "/dev/ttyUSB0", "reset", "--hard"]
+
+
+def test_each_board_profile_names_what_differs():
+    for board, march, wifi in (("esp32", "xtensawin", True), ("esp32s3", "xtensawin", True),
+                               ("esp32c3", "rv32imc", True), ("unix", "host", False)):
+        p = profile(board)
+        assert (p["MPY_MARCH"], p["HAS_WIFI"]) == (march, wifi)
+        assert p["STATE_DIR"] and set(p["SERIAL"]) >= {"baud"}
+
+
+def test_only_board_profiles_touch_the_hardware():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for package in ("firmware", "shared"):
+        for name in os.listdir(os.path.join(root, package)):
+            if name.endswith(".py"):
+                with open(os.path.join(root, package, name)) as f:
+                    source = f.read()
+                for module in ("machine", "network", "neopixel"):
+                    assert "import %s" % module not in source, (package, name)
