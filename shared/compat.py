@@ -13,6 +13,7 @@ except ImportError:  # some MicroPython ports keep it elsewhere
 
 import hashlib
 
+
 def sha256(data=b""):
     return hashlib.sha256(data).digest()
 
@@ -63,7 +64,7 @@ else:
 
 
 # CRC-16/CCITT-FALSE in C where binascii has it (crc_hqx with init 0xFFFF is exactly that
-# CRC), else None and shared/framing.py computes it from a table.
+# CRC), else None and shared/serial_framing.py computes it from a table.
 try:
     from binascii import crc_hqx
 except ImportError:  # MicroPython
