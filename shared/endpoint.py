@@ -173,18 +173,27 @@ class Endpoint:
             self._pins[peer] = key
             self._events.append(PeerPinned(peer, key))
         self._flush(peer)
-        held = [item for item in self._inbox if item[0] == peer]
-        self._inbox = [item for item in self._inbox if item[0] != peer]
+        held, self._inbox = _split(self._inbox, peer)
         for item in held:
             self._receive(peer, item[1], may_wait=False)
 
     def _fail_waiting(self, peer, status):
-        for item in self._outbox:
-            if item[0] == peer:
-                self._events.append(Delivery(item[1], status))
-        self._outbox = [item for item in self._outbox if item[0] != peer]
-        dropped = len(self._inbox)
-        self._inbox = [item for item in self._inbox if item[0] != peer]
-        self._e2e.dropped += dropped - len(self._inbox)
+        failed, self._outbox = _split(self._outbox, peer)
+        for item in failed:
+            self._events.append(Delivery(item[1], status))
+        dropped, self._inbox = _split(self._inbox, peer)
+        self._e2e.dropped += len(dropped)
         if peer in self._asked:
             self._asked.remove(peer)
+
+
+def _split(items, peer):
+    """-> (the items for peer, the others): [peer, ...] lists, in their order."""
+    mine = []
+    others = []
+    for item in items:
+        if item[0] == peer:
+            mine.append(item)
+        else:
+            others.append(item)
+    return mine, others
