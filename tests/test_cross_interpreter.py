@@ -8,7 +8,7 @@ import pytest
 from shared import codec, crypto
 from tests.crossrun import make_board_dir, run_device, hexstr
 
-HEAP = "96k"
+HEAP = "64k"
 
 
 @pytest.fixture(scope="module")
