@@ -13,7 +13,7 @@ from shared.endpoint import SendQueueFull  # noqa: F401 (raised by send, for app
 from shared.events import Message, Pong, Delivery
 
 STATUS_NAMES = ("DELIVERED", "QUEUED", "UNKNOWN_TARGET", "DENIED", "QUEUE_FULL", "TOO_LARGE")
-_KEPT_STATUSES = const(16)  # Delivery results remembered for delivery()/delivery_status()
+_KEPT = const(16)  # Delivery results remembered for delivery()/delivery_status()
 
 
 def status_name(status):
@@ -131,13 +131,13 @@ class Device:
                 self._on_message(codec.uuid_to_str(event.peer), event.data)
         elif isinstance(event, Delivery):
             name = status_name(event.status)
-            if len(self._statuses) >= _KEPT_STATUSES:
+            if len(self._statuses) >= _KEPT:
                 self._statuses.pop(0)
             self._statuses.append([event.msg_id, name])
             if self._on_delivery is not None:
                 self._on_delivery(event.msg_id, name)
         elif isinstance(event, Pong):
-            if len(self._pongs) >= _KEPT_STATUSES:
+            if len(self._pongs) >= _KEPT:
                 self._pongs.pop(0)
             self._pongs.append([event.peer, event.data])
         self._changed.set()

@@ -6,10 +6,11 @@
 # connection, and a pump, the only writer, that sends what the connection queued and
 # calls tick() at its deadlines. Anything that queues bytes wakes the pump.
 import asyncio
+import gc
 import random
 import time
 
-from shared import crypto
+from shared import crypto, framing
 from shared.compat import const
 from shared.device import DeviceConnection
 from shared.endpoint import Endpoint
@@ -17,11 +18,10 @@ from shared.errors import (ProtocolError, BAD_LOGIN, KEY_MISMATCH, KEY_CHECK_FAI
                            RATE_LIMITED, DENIED, SESSION_REPLACED, UNSUPPORTED, INTERNAL)
 from shared.codec import uuid_to_str
 from shared.events import Welcomed, Closed, PeerPinned, PeerKeyChanged
-from shared.framing import StreamFramer, SerialFramer
 
-READ_SIZE = const(512)
-CONNECT_TIMEOUT_MS = const(10000)
-IDLE_MS = const(200)  # quiet this long after Welcome: time to make the next ephemeral key
+_READ_SIZE = const(512)
+_CONNECT_TIMEOUT_MS = const(10000)
+_IDLE_MS = const(200)  # quiet this long after Welcome: time to make the next ephemeral key
 # Refusals that another try soon would only repeat: wait reconnect.auth_ms, and say so.
 _AUTH_ERRORS = (BAD_LOGIN, KEY_MISMATCH, KEY_CHECK_FAILED, RATE_LIMITED, DENIED,
                 SESSION_REPLACED, UNSUPPORTED)
@@ -75,7 +75,7 @@ class Runtime:
         self._lost = None
         self._wake = asyncio.Event()
         self._repinned = asyncio.Event()
-        self._buf = bytearray(READ_SIZE)
+        self._buf = bytearray(_READ_SIZE)
         self._view = memoryview(self._buf)
 
     # -- for the application API --------------------------------------------------
@@ -116,6 +116,9 @@ class Runtime:
                 continue
             if self._ephemeral is None:
                 self._ephemeral = crypto.generate_keypair()
+            # X25519 leaves much garbage: collect it before the connection's long-lived
+            # objects are made, so they pack together instead of scattering the free heap.
+            gc.collect()
             self._set_status("connecting", self._link_name())
             try:
                 conn = await self._session()
@@ -175,15 +178,15 @@ class Runtime:
                 port = self.board.open_serial(c["serial"])
                 self._serial = asyncio.StreamReader(port)
             # The link stays open between sessions: closing a pty can end its far side.
-            return self._serial, SerialFramer()
+            return self._serial, framing.SerialFramer()  # loads the serial framer only now
         if c["wifi"] is not None:
             await self.board.join_network(c["wifi"], self.log)
         try:
             reader, writer = await asyncio.wait_for_ms(
-                asyncio.open_connection(c["host"], c["port"]), CONNECT_TIMEOUT_MS)
+                asyncio.open_connection(c["host"], c["port"]), _CONNECT_TIMEOUT_MS)
         except asyncio.TimeoutError:
-            raise OSError("no TCP connection in %d s" % (CONNECT_TIMEOUT_MS // 1000))
-        return writer, StreamFramer()
+            raise OSError("no TCP connection in %d s" % (_CONNECT_TIMEOUT_MS // 1000))
+        return writer, framing.StreamFramer()
 
     async def _close_link(self, stream):
         if stream is self._serial:
@@ -219,7 +222,7 @@ class Runtime:
                 return
             wait = conn.next_deadline() - self.clock.now()
             if self._ephemeral is None and conn.established:
-                wait = min(wait, IDLE_MS)
+                wait = min(wait, _IDLE_MS)
             if wait > 0:
                 try:
                     await asyncio.wait_for_ms(self._wake.wait(), wait)
@@ -227,6 +230,7 @@ class Runtime:
                     if self._ephemeral is None and conn.established:
                         # Idle: make the next attempt's key now, off its critical path.
                         self._ephemeral = crypto.generate_keypair()
+                        gc.collect()
                 self._wake.clear()
             self._handle(conn.tick(self.clock.now()))
 
@@ -240,6 +244,7 @@ class Runtime:
                 self.stats["pinned_path"] = event.pinned_path
                 self._set_status("online", "realm %r in %d ms (%s path)" % (
                     event.realm_name, took, "pinned" if event.pinned_path else "first-contact"))
+                gc.collect()  # the handshake's garbage, before the session's traffic
             for app_event in self.endpoint.handle(event):
                 self._app_event(app_event)
 

@@ -1,0 +1,14 @@
+# For `make bench-device`: the default app (print each message) plus one report of the
+# heap in use once the device has been online and idle for a second.
+import asyncio
+import gc
+
+from firmware import default_app
+
+
+async def main(device):
+    default_app.main(device)
+    await device.wait_online()
+    await asyncio.sleep_ms(1000)
+    gc.collect()
+    print("heap", gc.mem_alloc(), gc.mem_free())
