@@ -20,7 +20,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from tools.build import build  # noqa: E402
-from tools.simproc import HEAP, RealmServer, SimDevice, write_config  # noqa: E402
+from tools.simproc import HEAP, REMOTE_APP, RealmServer, SimDevice, write_config  # noqa: E402
+
+HEAP_APP = os.path.join(ROOT, "bench", "heap_app.py")
 
 ONLINE = r"realm: online: .* in (\d+) ms \((first-contact|pinned) path\)"
 FAILED = r"MemoryError.*|Traceback.*|out of memory.*|^error .*"
@@ -33,11 +35,11 @@ class Bench:
         self.realm = RealmServer(folder).start()
         self.running = []
 
-    def device(self, name, heap=None):
+    def device(self, name, heap=None, app=REMOTE_APP):
         added = self.realm.admin("device", "add", "--name", name)
         path = write_config(os.path.join(self.folder, name + ".json"), added["id"],
                             added["token"], name, port=self.realm.port)
-        sim = SimDevice(path, heap=heap or self.heap)
+        sim = SimDevice(path, heap=heap or self.heap, app=app)
         sim.id = added["id"]
         return sim
 
@@ -50,9 +52,13 @@ class Bench:
             raise AssertionError("%s: %s" % (sim.config_path, m.group(0)))
         return int(m.group(1)), m.group(2)
 
-    def stop(self):
+    def stop_devices(self):
         for sim in self.running:
             sim.kill()
+        self.running = []
+
+    def stop(self):
+        self.stop_devices()
         self.realm.stop()
 
 
@@ -83,7 +89,25 @@ def connect_times(bench, devices, reboots):
     return first, pinned
 
 
-def fits(bench, heap, count):
+def idle_heap(bench, heap):
+    """(used, free) bytes of a device running the default app, online and idle; None if
+    it does not fit in this heap."""
+    sim = bench.device("idle-" + heap, heap, HEAP_APP)
+    try:
+        sim.start()
+        m = sim.wait(r"^heap (\d+) (\d+)$|%s" % FAILED, 15)
+        return (int(m.group(1)), int(m.group(2))) if m.group(1) else None
+    except AssertionError:
+        return None
+    finally:
+        sim.kill()
+
+
+def fits_idle(bench, heap):
+    return idle_heap(bench, heap) is not None
+
+
+def fits_traffic(bench, heap, count=300):
     """Does a pair of devices with this heap connect, flood and ping without trouble?"""
     a, b = bench.device("fit-a-" + heap, heap), bench.device("fit-b-" + heap, heap)
     try:
@@ -99,17 +123,21 @@ def fits(bench, heap, count):
         b.kill()
 
 
-def smallest_heap(bench, count, low=64, high=192, step=8):
-    """Bisect the -X heapsize (KB) the run needs; None if even `high` is too small."""
-    if not fits(bench, "%dk" % high, count):
+def smallest_heap(bench, fits, low=64, high=192, step=8):
+    """Bisect the -X heapsize (KB) fits(bench, heap) needs; None if `high` is too small."""
+    if not fits(bench, "%dk" % high):
         return None
     while high - low > step:
         mid = (low + high) // 2 // step * step
-        if fits(bench, "%dk" % mid, count):
+        if fits(bench, "%dk" % mid):
             high = mid
         else:
             low = mid
     return high
+
+
+def kb(fit):
+    return "%d KB (-X heapsize, to 8 KB)" % fit if fit else "over 192 KB"
 
 
 def main(argv=None):
@@ -133,8 +161,10 @@ def main(argv=None):
             ms = int(ask(a, "flood %s %d %d" % (b.id, flood, size),
                          r"^flood %d (\d+)$" % flood, 120).group(1))
             rates[size] = flood * 1000.0 / max(ms, 1)
-        used, free = map(int, ask(a, "heap", r"^heap (\d+) (\d+)$").groups())
-        fit = smallest_heap(bench, 100 if args.quick else 300)
+        bench.stop_devices()
+        used, free = idle_heap(bench, HEAP)
+        idle_fit = smallest_heap(bench, fits_idle)
+        traffic_fit = smallest_heap(bench, fits_traffic)
     finally:
         bench.stop()
         shutil.rmtree(folder, ignore_errors=True)
@@ -152,9 +182,10 @@ def main(argv=None):
         ("messages/s pushed, 16-byte payload", "%.0f (%d messages, 8 in flight)" % (
             rates[16], flood)),
         ("messages/s pushed, 256-byte payload", "%.0f" % rates[256]),
-        ("heap in use, steady state (after gc)", "%.1f KB of %.0f KB" % (
+        ("heap in use, online and idle, default app", "%.1f KB of %.0f KB (after gc)" % (
             used / 1024.0, (used + free) / 1024.0)),
-        ("peak heap: smallest -X heapsize that runs", ("%d KB" % fit) if fit else "over 192 KB"),
+        ("smallest heap: online and idle", kb(idle_fit)),
+        ("smallest heap (peak): 300-message flood + ping", kb(traffic_fit)),
     ]
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
