@@ -75,7 +75,8 @@ provision: $(STAMP)
 sim: $(STAMP)
 	@test -n "$(CONFIG)" || { echo "make sim: CONFIG is missing: make sim CONFIG=path/device.json [APP=app.py]" >&2; exit 2; }
 	@$(PY) tools/build.py unix >/dev/null
-	$(MICROPYTHON) -X heapsize=$(SIM_HEAP) tools/sim.py "$(CONFIG)" $(if $(APP),--app "$(APP)")
+	$(MICROPYTHON) -X heapsize=$(SIM_HEAP) tools/sim.py "$(CONFIG)" $(if $(APP),--app "$(APP)") \
+	  $(if $(REPIN),--repin)
 
 demo: $(STAMP)
 	@$(PY) tools/demo.py

@@ -2,6 +2,7 @@
 compiled as for a board, under the MicroPython unix port with a small heap), over TCP
 and over a serial link. Issue 4's "what must hold", one test each."""
 import os
+import re
 import shutil
 
 import pytest
@@ -10,6 +11,7 @@ from tests.fw_helpers import (Fleet, PtyPair, online, received, send, start_real
                               tcp_connections, unix_build)  # noqa: F401 (fixture)
 from tests.realm_helpers import run_cli
 from host.keyfile import REALM_KEY_FILE
+from tools.simproc import ROOT
 
 
 @pytest.fixture
@@ -189,3 +191,21 @@ def test_peer_whose_key_changed_is_refused(tmp_path, fleet, realm):
                           "a key change on the same connection is never asked about")
 def test_peer_whose_key_changed_is_refused_on_the_same_connection(tmp_path, fleet, realm):
     _peer_key_change(tmp_path, fleet, realm, alice_reboots=False)
+
+
+def test_the_documented_app_example_runs(tmp_path, fleet):
+    with open(os.path.join(ROOT, "docs", "FIRMWARE.md")) as f:
+        doc = f.read()
+    example = re.search(r"```python\n(# app\.py.*?)```", doc, re.S).group(1)
+    assert len(example.strip().splitlines()) <= 12
+    bob = fleet.add("bob")
+    online(bob)
+    app = tmp_path / "greeter.py"
+    app.write_text(re.sub(r'FRIEND = "[0-9a-f-]{36}"', 'FRIEND = "%s"' % bob.id, example))
+    alice = fleet.add("alice", start=False)
+    alice.app = str(app)
+    alice.start()
+    alice.wait(r"^greeting 1 DELIVERED$")
+    received(bob, alice, "hello from alice")
+    bob.command("send %s hi" % alice.id)
+    alice.wait(r"^from %s hi$" % bob.id)

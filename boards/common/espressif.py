@@ -8,7 +8,7 @@ WIFI_TIMEOUT_MS = const(20000)
 
 # Status -> (r, g, b) for an addressable LED; a plain LED is simply on when online.
 _COLOURS = {"booting": (0, 0, 16), "connecting": (16, 8, 0), "online": (0, 16, 0),
-            "offline": (16, 8, 0), "error": (16, 0, 0)}
+            "offline": (16, 8, 0), "error": (16, 0, 0), "refused": (16, 0, 16)}
 
 
 async def join_wifi(wifi, log):
