@@ -70,6 +70,8 @@ class Endpoint:
         """Unpin a peer, so that its next key is trusted: the user's explicit re-pin."""
         self._pins.pop(peer, None)
         self._e2e.forget_peer(peer)
+        if peer in self._asked:
+            self._asked.remove(peer)
 
     def take_events(self):
         events = self._events
@@ -162,11 +164,15 @@ class Endpoint:
             self._events.append(Pong(peer, fields[0]))
 
     def _learn_key(self, peer, key):
+        if peer in self._asked:
+            self._asked.remove(peer)  # answered: a later failure to open may ask again
         pinned = self._pins.get(peer)
         if key is None or (pinned is not None and key != pinned):
+            status = codec.UNKNOWN_TARGET
             if key is not None:
                 self._events.append(PeerKeyChanged(peer, pinned, key))
-            status = codec.UNKNOWN_TARGET if key is None else codec.STATUS_DENIED
+                self._asked.append(peer)  # reported once per connection, not per packet
+                status = codec.STATUS_DENIED
             self._fail_waiting(peer, status)
             return
         if pinned is None:
@@ -183,8 +189,6 @@ class Endpoint:
             self._events.append(Delivery(item[1], status))
         dropped, self._inbox = _split(self._inbox, peer)
         self._e2e.dropped += len(dropped)
-        if peer in self._asked:
-            self._asked.remove(peer)
 
 
 def _split(items, peer):

@@ -57,6 +57,15 @@ def test_an_idle_device_stays_online_on_heartbeats_with_its_next_key_made(fleet,
     assert send(alice, bob, "still here") == "DELIVERED"
 
 
+def test_a_refused_login_is_reported_and_retried_only_after_the_long_wait(fleet, realm):
+    intruder = fleet.add("intruder", token="not-the-right-token")
+    m = intruder.wait(r"realm: error: the realm said BAD_LOGIN.*; retrying in (\d+) ms")
+    # auth_ms is 2.5 s here, against at most 0.8 s for a lost connection.
+    assert int(m.group(1)) >= 1250
+    with pytest.raises(AssertionError):
+        intruder.wait(r"realm: connecting", timeout=1.2, since=intruder.mark())
+
+
 def test_serial_device_talks_to_tcp_device(tmp_path, unix_build):
     pty = PtyPair(tmp_path)
     realm = start_realm(tmp_path, "--serial", pty.realm_end)
@@ -100,7 +109,9 @@ def test_realm_restart_devices_reconnect_and_get_what_was_queued(fleet, realm):
     received(bob, alice, "while-the-realm-was-down", mark_b)
 
     # Bob is away: the realm queues for him, durably, across its own restart too.
+    gone = "disconnect 127.0.0.1:"
     bob.kill()
+    realm.wait_log("device %s: " % bob.id, count=realm.log().count("device %s: " % bob.id) + 1)
     assert send(alice, bob, "while-bob-was-away") == "QUEUED"
     mark_a = alice.mark()
     realm.restart()
@@ -187,8 +198,6 @@ def test_peer_whose_key_changed_is_refused(tmp_path, fleet, realm):
     _peer_key_change(tmp_path, fleet, realm, alice_reboots=True)
 
 
-@pytest.mark.xfail(reason="shared/endpoint.py keeps a peer in _asked after its key came, so "
-                          "a key change on the same connection is never asked about")
 def test_peer_whose_key_changed_is_refused_on_the_same_connection(tmp_path, fleet, realm):
     _peer_key_change(tmp_path, fleet, realm, alice_reboots=False)
 
