@@ -3,8 +3,9 @@
 # bytes, keeps time, reconnects, and writes what must survive a reboot.
 #
 # Per connection two tasks share the work: a reader that feeds received bytes to the
-# connection, and a pump, the only writer, that sends what the connection queued and
-# calls tick() at its deadlines. Anything that queues bytes wakes the pump.
+# connection, and a pump that sends what the connection queued, waits for the link to
+# take it (drain) and calls tick() at its deadlines. Anything that queues bytes wakes the
+# pump; the application's sends are also written at once (a stream write never blocks).
 import asyncio
 import gc
 import random
@@ -36,6 +37,12 @@ def backoff_ms(reconnect, failures, auth):
     else:
         delay = min(reconnect["min_ms"] << min(failures - 1, 16), reconnect["max_ms"])
     return delay // 2 + random.randint(0, delay // 2)
+
+
+def _why(error):
+    if error.remote:
+        return "the realm said %s%s" % (error.name, ": " + error.message if error.message else "")
+    return str(error)
 
 
 class Clock:
@@ -73,6 +80,7 @@ class Runtime:
         self._stream = None
         self._serial = None
         self._lost = None
+        self._started = 0
         self._wake = asyncio.Event()
         self._repinned = asyncio.Event()
         self._buf = bytearray(_READ_SIZE)
@@ -130,7 +138,7 @@ class Runtime:
                 if conn.realm_key_changed:
                     self.store.refuse_realm(str(conn.error))
                     continue
-                why = str(conn.error) if conn.error is not None else self._lost
+                why = _why(conn.error) if conn.error is not None else self._lost
                 auth = conn.error is not None and conn.error.code in _AUTH_ERRORS
                 if conn.established:
                     failures = 0
@@ -175,7 +183,10 @@ class Runtime:
         c = self.config
         if c["serial"] is not None:
             if self._serial is None:
-                port = self.board.open_serial(c["serial"])
+                try:
+                    port = self.board.open_serial(c["serial"])
+                except ValueError as e:  # a setting this board cannot do, e.g. the baud
+                    raise OSError("serial link %s: %s" % (c["serial"], e))
                 self._serial = asyncio.StreamReader(port)
             # The link stays open between sessions: closing a pty can end its far side.
             return self._serial, framing.SerialFramer()  # loads the serial framer only now

@@ -34,8 +34,10 @@ class Fleet:
         self.realm = realm
         self.devices = []
 
-    def add(self, name, serial=None, start=True, **config):
-        device_id, token = self.realm.add_device(name)
+    def add(self, name, serial=None, start=True, token=None, **config):
+        """Register a device and write its config (token: a wrong one to use instead)."""
+        device_id, real_token = self.realm.add_device(name)
+        token = token or real_token
         text_id = str(uuid.UUID(bytes=device_id))
         path = write_config(os.path.join(self.folder, name + ".json"), text_id, token, name,
                             port=self.realm.port, serial=serial, reconnect=FAST_RECONNECT,

@@ -109,9 +109,10 @@ def test_realm_restart_devices_reconnect_and_get_what_was_queued(fleet, realm):
     received(bob, alice, "while-the-realm-was-down", mark_b)
 
     # Bob is away: the realm queues for him, durably, across its own restart too.
-    gone = "disconnect 127.0.0.1:"
+    ended = "device %s: " % bob.id  # the realm's line for a session that ended
+    before = realm.log().count(ended)
     bob.kill()
-    realm.wait_log("device %s: " % bob.id, count=realm.log().count("device %s: " % bob.id) + 1)
+    realm.wait_log(ended, count=before + 1)
     assert send(alice, bob, "while-bob-was-away") == "QUEUED"
     mark_a = alice.mark()
     realm.restart()
@@ -182,7 +183,7 @@ def _peer_key_change(tmp_path, fleet, realm, alice_reboots):
     assert online(bob) == "first-contact"
     mark = alice.mark()
     assert send(bob, alice, "from-a-new-key") == "DELIVERED"
-    alice.wait(r"peer %s offered another key than the pinned one: refused" % bob.id, 5, mark)
+    alice.wait(r"peer %s offered another key than the pinned one: refused" % bob.id, since=mark)
     assert not alice.matches(r"^message %s from-a-new-key" % bob.id)
 
     # Until alice's user accepts the new key.
