@@ -4,6 +4,8 @@ realm; `make provision` does the same from a bare name. And each make target's m
 when a tool, port or argument is missing."""
 import json
 import os
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from tests.fw_helpers import (Fleet, VirtualBoard, make, online, received, send,
                               start_realm, unix_build)  # noqa: F401 (fixture)
 from tests.realm_helpers import run_cli
-from tools.simproc import write_config
+from tools.simproc import ROOT, write_config
 
 
 @pytest.fixture
@@ -128,3 +130,19 @@ def test_flash_names_the_bad_config_field(tmp_path):
                           "t" * 20, "w", port=1)
     code, out = make("flash", "PORT=/dev/null", "BOARD=esp32", "CONFIG=" + config)
     assert code != 0 and "wifi: must be a JSON object" in out, out
+
+
+def test_a_missing_tool_is_named(tmp_path):
+    """Outside the venv (its Python's own folder, an empty PATH) the tools are missing."""
+    python = os.path.realpath(sys.executable)
+    if any(os.path.exists(os.path.join(os.path.dirname(python), t)) for t in ("mpremote", "ampy")):
+        pytest.skip("the base Python has the flashing tools installed")
+    config = write_config(str(tmp_path / "ok.json"), "12345678-1234-1234-1234-123456789abc",
+                          "t" * 20, "ok", port=1)
+    for tool, name in (("mpremote", "mpremote"), ("ampy", "adafruit-ampy")):
+        proc = subprocess.run([python, os.path.join(ROOT, "tools", "flash.py"), "--port",
+                               "/dev/null", "--board", "unix", "--config", config, "--tool", tool],
+                              capture_output=True, text=True, env={"PATH": ""})
+        assert proc.returncode == 2
+        assert "%s not found: run `make install` (it installs the pinned %s" % (tool, name) \
+            in proc.stderr, proc.stderr
