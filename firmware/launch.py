@@ -49,7 +49,12 @@ def start(config_path="config.json", state_dir=None, app=None, repin=False):
     log("device %s (%s), boot %d, key fingerprint %s" % (
         config["device_id_str"], config["name"], store.boot, _hex(_fingerprint(store.public))))
     gc.collect()
-    asyncio.run(_main(runtime, device, app))
+    try:
+        asyncio.run(_main(runtime, device, app))
+    except Exception as e:  # a bug or no memory left: start afresh rather than sit dead
+        log("the runtime failed; restarting the board:")
+        sys.print_exception(e)
+        board.restart()
 
 
 async def _main(runtime, device, app):

@@ -1,5 +1,5 @@
 # A simulated device: the firmware under the MicroPython unix port, as on a board.
-# usage: micropython -X heapsize=64k tools/sim.py CONFIG [--app APP.py] [--repin]
+# usage: micropython -X heapsize=128k tools/sim.py CONFIG [--app APP.py] [--repin]
 # It runs build/unix/ (`python tools/build.py unix`, which `make sim` does first): the
 # same compiled modules a board gets. The device's state lives beside its config:
 # path/alice.json -> path/alice.state/

@@ -34,6 +34,12 @@ async def join_wifi(wifi, log):
     log("Wi-Fi up, address %s" % sta.ifconfig()[0])
 
 
+def restart():
+    """A hard reset: the runtime's last resort after a failure it cannot recover from."""
+    import machine
+    machine.reset()
+
+
 def uart_opener(defaults):
     """The profile's open_serial(serial): a machine.UART with the profile's defaults,
     overridden by the config's "serial" object (uart, tx, rx, baud). A UART is a

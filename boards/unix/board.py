@@ -1,6 +1,7 @@
 # Board profile: the MicroPython unix port, for simulated devices and the virtual board
 # of the flashing tests. No Wi-Fi (the host's network is already up), no LED; the
 # serial link is a tty or pty path, e.g. one end of a `socat` pair.
+import sys
 import termios
 
 NAME = "unix"
@@ -49,3 +50,9 @@ def open_serial(serial):
 
 def show_status(status):
     pass
+
+
+def restart():
+    """What a reset is to a simulated device: the process ends (its runner may start it
+    again, as power would come back)."""
+    sys.exit(1)
