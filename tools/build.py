@@ -83,15 +83,21 @@ def build(board, out=None):
         if _fresh(src, dst):
             continue
         os.makedirs(os.path.dirname(dst), exist_ok=True)
-        cmd = [compiler, "-march=" + prof["MPY_MARCH"], "-o", dst,
+        # Written beside, then renamed: a device started meanwhile (another test run,
+        # a sim) never loads half a file.
+        tmp = "%s.%d.tmp" % (dst, os.getpid())
+        cmd = [compiler, "-march=" + prof["MPY_MARCH"], "-o", tmp,
                "-s", os.path.relpath(src, ROOT), src]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise BuildError("mpy-cross failed on %s:\n%s" % (src, proc.stderr.strip()))
+        os.replace(tmp, dst)
     for src, dst in ((os.path.join(ROOT, "firmware", "main.py"), os.path.join(out, "main.py")),
                      (os.path.join(BOARDS, board, "board.py"), os.path.join(out, "board.py"))):
         if not _fresh(src, dst):
-            shutil.copyfile(src, dst)
+            tmp = "%s.%d.tmp" % (dst, os.getpid())
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
     _drop_stale(out, set(dst for _, dst in jobs))
     return out
 
