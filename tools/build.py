@@ -37,8 +37,10 @@ def boards():
 def profile(board):
     """The board profile's constants (NAME, MPY_MARCH, LIBS...), read without importing
     it: a profile imports machine and network, which CPython lacks."""
-    path = os.path.join(BOARDS, board or "", "board.py")
-    if not board or not os.path.isfile(path):
+    if not board:
+        raise BuildError("BOARD is missing: one of %s" % ", ".join(boards()))
+    path = os.path.join(BOARDS, board, "board.py")
+    if not os.path.isfile(path):
         raise BuildError("unknown board %r: choose one of %s" % (board, ", ".join(boards())))
     values = {}
     with open(path) as f:

@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.build import BuildError, boards, build, profile  # noqa: E402
+from tools.build import BuildError, build, profile  # noqa: E402
 from firmware.config import ConfigError, validate  # noqa: E402
 
 TOOLS = ("mpremote", "ampy")
@@ -129,8 +129,6 @@ def ampy_commands(exe, port, prof, files):
 def flash(port, board, config, app=None, tool="mpremote"):
     if tool not in TOOLS:
         raise FlashError("TOOL=%s: use mpremote (default) or ampy" % tool)
-    if not board:
-        raise FlashError("BOARD is missing: one of %s" % ", ".join(boards()))
     try:
         prof = profile(board)
     except BuildError as e:
