@@ -4,6 +4,7 @@ realm; `make provision` does the same from a bare name. And each make target's m
 when a tool, port or argument is missing."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -146,3 +147,22 @@ def test_a_missing_tool_is_named(tmp_path):
         assert proc.returncode == 2
         assert "%s not found: run `make install` (it installs the pinned %s" % (tool, name) \
             in proc.stderr, proc.stderr
+
+
+def test_make_sim_runs_a_device_with_its_state_beside_the_config(tmp_path, realm, unix_build):
+    device_id, token = realm.add_device("simmed")
+    config = write_config(str(tmp_path / "simmed.json"), str(uuid.UUID(bytes=device_id)), token,
+                          "simmed", port=realm.port)
+    proc = subprocess.Popen(["make", "-s", "-C", ROOT, "sim", "CONFIG=" + config],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        for line in proc.stdout:
+            if "realm: online:" in line:
+                break
+        else:
+            pytest.fail("make sim ended before its device was online")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+    assert os.path.isfile(str(tmp_path / "simmed.state" / "identity"))
