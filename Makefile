@@ -18,6 +18,13 @@ help:
 	@echo "  make realm       run the realm server on its defaults (0.0.0.0:7711, ./realm-data)"
 	@echo "  make bench       protocol-core benchmarks, MicroPython beside CPython"
 	@echo "  make install     create .venv and install the 'realm' command into it"
+	@echo "  make sim CONFIG=path/device.json [APP=app.py]    one simulated device"
+	@echo "  make flash PORT=... BOARD=... CONFIG=... [APP=...] [TOOL=ampy]"
+	@echo "  make provision PORT=... BOARD=... NAME=... WIFI_SSID=... WIFI_PASSWORD=... REALM=HOST:PORT"
+	@echo "  make console PORT=...   the board's serial console"
+	@echo "  make firmware BOARD=... compile shared/ and firmware/ to .mpy in build/BOARD/"
+	@echo "  make bench-realm  realm throughput, latency, memory; mosquitto side by side"
+	@echo "  make bench-device simulated devices: connect times, round trip, heap"
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -129,14 +129,14 @@ class Endpoint:
     def _flush(self, only=None):
         if not self.online:
             return
-        waiting = []
-        for item in self._outbox:
+        for item in list(self._outbox):
             peer = item[0]
             if (only is None or peer == only) and self._ready(peer):
-                self._conn.send_proxy(peer, item[1], self._e2e.seal(peer, item[2], item[3]))
-            else:
-                waiting.append(item)
-        self._outbox = waiting
+                inner = self._e2e.seal(peer, item[2], item[3])
+                # Off the queue before it goes: if sending fails (MemoryError, say), the
+                # message is not sent twice at the next flush.
+                self._outbox.remove(item)
+                self._conn.send_proxy(peer, item[1], inner)
 
     def _receive(self, peer, inner, may_wait):
         if not self._ready(peer):
