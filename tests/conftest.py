@@ -9,3 +9,13 @@ from tests.core import support  # noqa: E402
 
 _vectors = os.environ.get("REALM_VECTORS", os.path.join(ROOT, "..", "shared", "vectors"))
 support.VECTORS_DIR = _vectors if os.path.isdir(_vectors) else None
+
+
+def venv_tool(name, package):
+    """The path of a command installed beside this interpreter (.venv/bin), or a clear failure."""
+    import pytest
+    exe = os.path.join(os.path.dirname(sys.executable), name)
+    if not os.path.exists(exe):
+        pytest.fail("%s not found beside %s: run `make test` (it installs the pinned %s "
+                    "into .venv)" % (name, sys.executable, package))
+    return exe

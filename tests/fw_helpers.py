@@ -26,6 +26,15 @@ def start_realm(folder, *extra, data="data"):
     return RealmProcess(os.path.join(str(folder), data), "--heartbeat", HEARTBEAT, *extra)
 
 
+@pytest.fixture
+def realm(tmp_path):
+    """A realm process for one test; its log must hold no traceback at the end."""
+    process = start_realm(tmp_path)
+    yield process
+    process.stop()
+    process.assert_clean_log()
+
+
 class Fleet:
     """The simulated devices of one test, stopped at its end."""
 

@@ -7,19 +7,11 @@ import shutil
 
 import pytest
 
-from tests.fw_helpers import (Fleet, PtyPair, online, received, send, start_realm,
-                              tcp_connections, unix_build)  # noqa: F401 (fixture)
+from tests.fw_helpers import (Fleet, PtyPair, online, realm, received, send,  # noqa: F401
+                              start_realm, tcp_connections, unix_build)  # (fixtures)
 from tests.realm_helpers import run_cli
 from host.keyfile import REALM_KEY_FILE
 from tools.simproc import ROOT
-
-
-@pytest.fixture
-def realm(tmp_path):
-    process = start_realm(tmp_path)
-    yield process
-    process.stop()
-    process.assert_clean_log()
 
 
 @pytest.fixture

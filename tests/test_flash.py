@@ -11,18 +11,10 @@ import uuid
 
 import pytest
 
-from tests.fw_helpers import (Fleet, VirtualBoard, make, online, received, send,
-                              start_realm, unix_build)  # noqa: F401 (fixture)
+from tests.fw_helpers import (Fleet, VirtualBoard, make, online, realm, received,  # noqa: F401
+                              send, start_realm, unix_build)  # (fixtures)
 from tests.realm_helpers import run_cli
 from tools.simproc import ROOT, write_config
-
-
-@pytest.fixture
-def realm(tmp_path):
-    process = start_realm(tmp_path)
-    yield process
-    process.stop()
-    process.assert_clean_log()
 
 
 @pytest.fixture

