@@ -3,6 +3,7 @@ the device side and the realm side. Nothing escapes receive_data; a fatal error 
 Closed event carrying a ProtocolError, and the machine stays closed after it."""
 from hypothesis import given, settings, strategies as st, HealthCheck
 
+from shared.e2e import E2E
 from shared.errors import ProtocolError
 from shared.events import Closed, LoginRequest
 from shared.framing import StreamFramer, SerialFramer
@@ -106,3 +107,21 @@ def test_serial_link_garbage_never_escapes(data, cuts):
     private, public = keypair(1)
     realm = RealmConnection(private, public, SerialFramer(), 0, {}.get)
     _feed(realm, _chunks(data, cuts))
+
+
+@SETTINGS
+@given(st.binary(max_size=120), st.integers(0, 200), st.integers(0, 7))
+def test_e2e_open_refuses_random_and_flipped_inners(garbage, position, bit):
+    """The device-to-device layer: only ProtocolError, and nothing accepted that was forged."""
+    a = E2E(bytes([1]) * 16, keypair(2)[0], 1)
+    b = E2E(bytes([2]) * 16, keypair(3)[0], 1)
+    a.add_peer(bytes([2]) * 16, keypair(3)[1])
+    b.add_peer(bytes([1]) * 16, keypair(2)[1])
+    good = bytearray(a.seal(bytes([2]) * 16, 0, b"payload"))
+    good[position % len(good)] ^= 1 << bit
+    for inner in (garbage, bytes(good)):
+        try:
+            b.open(bytes([1]) * 16, inner)
+        except ProtocolError:
+            continue
+        raise AssertionError("forged inner accepted: %r" % inner)
