@@ -67,7 +67,7 @@ class Realm:
         self.private, self.public = keypair
         self.loop = asyncio.get_running_loop()
         self.decider = LoginDecider(registry, LoginLimiter(), config.open_enrolment)
-        self.sessions = {}      # device id text -> Link
+        self.sessions = {}      # raw 16-byte device id -> Link: the relay routes without id_text
         self.handshaking = set()
         self.links = set()
         self.stats = Stats()
@@ -96,10 +96,10 @@ class Realm:
     # -- routing ----------------------------------------------------------------
     def relay(self, sender, proxy):
         """Hand a ProxyPass to its target, or store it; returns the Delivery status."""
-        target = id_text(proxy.peer)
-        link = self.sessions.get(target)
+        link = self.sessions.get(proxy.peer)
         if link is None:
-            result = self.registry.enqueue(target, sender, proxy.msg_id, proxy.inner, time.time())
+            result = self.registry.enqueue(id_text(proxy.peer), sender, proxy.msg_id, proxy.inner,
+                                           time.time())
             if result == reg.QUEUED:
                 self.stats.queued += 1
             return _STATUS[result]
@@ -123,14 +123,15 @@ class Realm:
             link.flush()
 
     def start_session(self, link, decision):
-        device = id_text(link.conn.device_id)
-        old = self.sessions.get(device)
+        device_id = link.conn.device_id
+        device = id_text(device_id)
+        old = self.sessions.get(device_id)
         if old is not None:
             old.conn.close(SESSION_REPLACED, "the device logged in on a newer connection")
             old.flush()
         link.conn.accept_login(self.config.name, self.config.heartbeat_s, self.config.max_packet)
         self.handshaking.discard(link)
-        self.sessions[device] = link
+        self.sessions[device_id] = link
         link.device = device
         self.stats.logins += 1
         now = time.time()
@@ -147,8 +148,8 @@ class Realm:
     def link_ended(self, link):
         self.links.discard(link)
         self.handshaking.discard(link)
-        if link.device is not None and self.sessions.get(link.device) is link:
-            del self.sessions[link.device]
+        if link.device is not None and self.sessions.get(link.conn.device_id) is link:
+            del self.sessions[link.conn.device_id]
             self.registry.set_online(link.device, False, time.time())
 
     # -- housekeeping -----------------------------------------------------------
@@ -175,8 +176,8 @@ class Realm:
 
     def drop_removed_devices(self):
         known = self.registry.device_ids()
-        for device, link in list(self.sessions.items()):
-            if device not in known:
+        for link in list(self.sessions.values()):
+            if link.device not in known:
                 link.conn.close(DENIED, "device removed from the realm")
                 link.flush()
 
