@@ -18,6 +18,21 @@ def sha256(data=b""):
     return hashlib.sha256(data).digest()
 
 
+# A SHA-256 to continue many times from the same start (HMAC's padded keys):
+# `start = sha256_prefix(data)` once, then `sha256_after(start)` is a new hash object that
+# has absorbed data. CPython copies a hash that absorbed it (one compression less per
+# use); MicroPython's hashes have no copy(), so it keeps the bytes and hashes them again.
+try:
+    sha256_after = type(hashlib.sha256()).copy
+except AttributeError:  # MicroPython
+    def sha256_prefix(data):
+        return data
+
+    sha256_after = hashlib.sha256
+else:
+    sha256_prefix = hashlib.sha256
+
+
 # X25519: OpenSSL through `cryptography` where it is installed (CPython: fast and
 # constant time), else the pure-Python ladder (MicroPython has no binding).
 try:

@@ -1,10 +1,9 @@
 # The protocol's cryptography (PROTOCOL.md sections 5, 6, 8), one API on both
 # interpreters; the backends are picked in shared/compat.py.
-import hashlib
 import struct
 
 from shared import compat
-from shared.compat import const, sha256, urandom
+from shared.compat import const, sha256, sha256_after, sha256_prefix, urandom
 from shared.errors import MALFORMED, ProtocolError
 
 _BASE_POINT = b"\x09" + bytes(31)
@@ -37,22 +36,24 @@ def fingerprint(key):
 
 
 def _hmac_pads(key):
-    """HMAC-SHA256's two padded keys; computed once per key by Sealer and Opener."""
+    """HMAC-SHA256's two padded keys, as SHA-256 starts; made once per key by Sealer and
+    Opener."""
     if len(key) > 64:
         key = sha256(key)
     k = int.from_bytes(key, "big") << (8 * (64 - len(key)))  # zero-padded to 64 bytes
-    return (k ^ _IPAD).to_bytes(64, "big"), (k ^ _OPAD).to_bytes(64, "big")
+    return (sha256_prefix((k ^ _IPAD).to_bytes(64, "big")),
+            sha256_prefix((k ^ _OPAD).to_bytes(64, "big")))
 
 
 def _hmac(pads, a, b, c):
     """HMAC-SHA256 of a | b | c, without concatenating them. Three parts, because
     both users (the tag, HKDF-Expand) have three; a varargs loop costs twice as much
     on MicroPython."""
-    inner = hashlib.sha256(pads[0])
+    inner = sha256_after(pads[0])
     inner.update(a)
     inner.update(b)
     inner.update(c)
-    outer = hashlib.sha256(pads[1])
+    outer = sha256_after(pads[1])
     outer.update(inner.digest())
     return outer.digest()
 
