@@ -25,9 +25,7 @@ def sha256(data=b""):
 try:
     sha256_after = type(hashlib.sha256()).copy
 except AttributeError:  # MicroPython
-    def sha256_prefix(data):
-        return data
-
+    sha256_prefix = bytes  # the bytes themselves
     sha256_after = hashlib.sha256
 else:
     sha256_prefix = hashlib.sha256
