@@ -60,6 +60,16 @@ def test_ctr_on_ecb_matches_openssl_ctr(key, iv, data):
     assert crypto.aes256_ctr(key, iv, data) == native
 
 
+@settings(max_examples=100, deadline=None)
+@given(key=key32, calls=st.lists(st.tuples(ivs, st.binary(max_size=70)), min_size=2, max_size=8))
+def test_one_ctr_context_reused_across_packets(key, calls):
+    """A Sealer keeps one CTR function per key: each call starts afresh at its own iv,
+    whatever length the one before it left the keystream at."""
+    ctr, ecb = compat.aes256_ctr(key), compat.aes256_ecb(key)
+    for iv, data in calls:
+        assert ctr(iv, data) == crypto.ctr_from_ecb(ecb, iv, data)
+
+
 @settings(max_examples=200, deadline=None)
 @given(key=st.binary(max_size=150), data=st.binary(max_size=200))
 def test_hmac_matches_stdlib(key, data):
