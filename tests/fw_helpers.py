@@ -166,6 +166,14 @@ class VirtualBoard:
         return BootedBoard(self.files)
 
 
+@pytest.fixture
+def board(tmp_path):
+    """A virtual board for one test."""
+    virtual = VirtualBoard(tmp_path)
+    yield virtual
+    virtual.stop()
+
+
 class BootedBoard(SimDevice):
     """A virtual board running its main.py; output lines collected like a SimDevice's."""
 

@@ -11,17 +11,10 @@ import uuid
 
 import pytest
 
-from tests.fw_helpers import (Fleet, VirtualBoard, make, online, realm, received,  # noqa: F401
+from tests.fw_helpers import (Fleet, board, make, online, realm, received,  # noqa: F401
                               send, start_realm, unix_build)  # (fixtures)
 from tests.realm_helpers import run_cli
 from tools.simproc import ROOT, write_config
-
-
-@pytest.fixture
-def board(tmp_path):
-    virtual = VirtualBoard(tmp_path)
-    yield virtual
-    virtual.stop()
 
 
 def test_make_flash_then_the_board_boots_into_the_firmware_and_reaches_the_realm(

