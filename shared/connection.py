@@ -8,7 +8,7 @@ from shared.events import Closed
 
 HANDSHAKE_TIMEOUT_MS = const(30000)
 _SILENCE_FACTOR = const(3)  # close after 3 heartbeat periods without a packet
-_PROXY_OVERHEAD = const(46)  # header 2 + peer 16 + msg_id 4 + seal 24
+PROXY_OVERHEAD = const(46)  # header 2 + peer 16 + msg_id 4 + seal 24
 SESSION_INFO = b"realm/1 session"
 ZERO_KEY = bytes(32)
 
@@ -97,7 +97,7 @@ class Connection:
     @property
     def max_inner(self):
         """The largest ProxyPass.inner that fits this link's max_packet once sealed."""
-        return self._framer.max_packet - _PROXY_OVERHEAD
+        return self._framer.max_packet - PROXY_OVERHEAD
 
     # -- for subclasses ---------------------------------------------------------
     def _receive_packet(self, packet, events):

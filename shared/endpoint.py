@@ -6,15 +6,16 @@
 # Shared by the firmware and the host-side device, so both behave the same.
 from shared import codec
 from shared.compat import const
+from shared.connection import PROXY_OVERHEAD
 from shared.e2e import E2E
 from shared.errors import ProtocolError
 from shared.events import (Welcomed, Closed, ProxyReceived, DeliveryReport, PeerKeyReceived,
                            Message, Pong, Delivery, PeerPinned, PeerKeyChanged)
+from shared.framing import DEFAULT_MAX_PACKET
 
 _DEFAULT_MAX_QUEUE = const(16)
 _MAX_MSG_ID = const(0xFFFFFFFF)
 _E2E_OVERHEAD = const(26)  # inner header 2 + n 8 + tag 16
-_DEFAULT_MAX_INNER = const(4050)  # 4096 - 46: a ProxyPass before the realm's Welcome
 
 
 class SendQueueFull(Exception):
@@ -42,7 +43,7 @@ class Endpoint:
         self._asked = []  # peers whose key was requested on this connection
         self._events = []
         self._last_id = 0
-        self.max_inner = _DEFAULT_MAX_INNER
+        self.max_inner = DEFAULT_MAX_PACKET - PROXY_OVERHEAD  # until a realm's Welcome
 
     @property
     def dropped(self):

@@ -44,13 +44,12 @@ def run_device(board_dir, realm_keys, device_keys, peer, bound, pinned=None, dh2
     proc = subprocess.Popen([os.path.join(BIN, "micropython"), "-X", "heapsize=" + heap,
                              "mp_device.py"] + args, cwd=board_dir,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    proc.device_id = device_id
     realm = RealmConnection(realm_keys[0], realm_keys[1], StreamFramer(), 0, bound.get)
     peer_e2e = E2E(peer[0], peer[1], 3)
     peer_e2e.add_peer(device_id, device_keys[1])
     sent_ids = []
     try:
-        _serve(proc, realm, peer, peer_e2e, bound, sent_ids)
+        _serve(proc, device_id, realm, peer, peer_e2e, bound, sent_ids)
         proc.stdin.close()
         proc.wait(timeout=60)
     except BrokenPipeError:
@@ -64,7 +63,7 @@ def run_device(board_dir, realm_keys, device_keys, peer, bound, pinned=None, dh2
 
 
 
-def _serve(proc, realm, peer, peer_e2e, bound, sent_ids):
+def _serve(proc, device_id, realm, peer, peer_e2e, bound, sent_ids):
     """Play the realm, and `peer` behind it, until the device exits."""
     reader = StreamFramer(65535)
     while proc.poll() is None and not realm.closed:
@@ -80,9 +79,9 @@ def _serve(proc, realm, peer, peer_e2e, bound, sent_ids):
             elif isinstance(ev, PeerKeyRequested):
                 realm.send_peer_key(ev.peer, peer[2] if ev.peer == peer[0] else None)
             elif isinstance(ev, ProxyReceived):
-                _dpacket_id, fields = peer_e2e.open(proc.device_id, ev.inner)
+                _dpacket_id, fields = peer_e2e.open(device_id, ev.inner)
                 realm.send_delivery(ev.msg_id, codec.DELIVERED)
-                realm.send_proxy(peer[0], 0, peer_e2e.seal(proc.device_id, codec.PONG, fields[0]))
+                realm.send_proxy(peer[0], 0, peer_e2e.seal(device_id, codec.PONG, fields[0]))
         out = realm.data_to_send()
         if out:
             proc.stdin.write(out)
