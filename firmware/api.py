@@ -12,12 +12,7 @@ from shared.compat import const
 from shared.endpoint import SendQueueFull  # noqa: F401 (raised by send, for apps to catch)
 from shared.events import Message, Pong, Delivery
 
-STATUS_NAMES = ("DELIVERED", "QUEUED", "UNKNOWN_TARGET", "DENIED", "QUEUE_FULL", "TOO_LARGE")
 _KEPT = const(16)  # Delivery results remembered for delivery()/delivery_status()
-
-
-def status_name(status):
-    return STATUS_NAMES[status] if 0 <= status < len(STATUS_NAMES) else "STATUS_%d" % status
 
 
 def _peer_bytes(peer):
@@ -130,7 +125,7 @@ class Device:
             if self._on_message is not None:
                 self._on_message(codec.uuid_to_str(event.peer), event.data)
         elif isinstance(event, Delivery):
-            name = status_name(event.status)
+            name = codec.status_name(event.status)
             if len(self._statuses) >= _KEPT:
                 self._statuses.pop(0)
             self._statuses.append([event.msg_id, name])

@@ -21,9 +21,6 @@ from host.registry import Registry, RegistryError, canonical_id
 
 DEFAULT_DATA = "./realm-data"
 DEFAULT_PORT = 7711
-STATUS_NAMES = {codec.DELIVERED: "DELIVERED", codec.QUEUED: "QUEUED",
-                codec.UNKNOWN_TARGET: "UNKNOWN_TARGET", codec.STATUS_DENIED: "DENIED",
-                codec.QUEUE_FULL: "QUEUE_FULL", codec.STATUS_TOO_LARGE: "TOO_LARGE"}
 
 
 class CliError(Exception):
@@ -199,7 +196,7 @@ async def _send(args):
         device.close()
     if isinstance(event, PeerKeyChanged):
         raise CliError("the realm offers another key for %s than the one pinned" % args.to)
-    status = STATUS_NAMES.get(event.status, str(event.status))
+    status = codec.status_name(event.status)
     emit(args, {"to": canonical_id(args.to), "msg_id": msg_id, "status": status},
          "%s to %s" % (status.lower(), canonical_id(args.to)))
     if event.status not in (codec.DELIVERED, codec.QUEUED):

@@ -42,6 +42,12 @@ UNKNOWN_TARGET = const(2)
 STATUS_DENIED = const(3)
 QUEUE_FULL = const(4)
 STATUS_TOO_LARGE = const(5)
+_STATUS_NAMES = ("DELIVERED", "QUEUED", "UNKNOWN_TARGET", "DENIED", "QUEUE_FULL", "TOO_LARGE")
+
+
+def status_name(status):
+    """A Delivery status as people read it: "DELIVERED", ..., "STATUS_n" if unknown."""
+    return _STATUS_NAMES[status] if 0 <= status < len(_STATUS_NAMES) else "STATUS_%d" % status
 
 # DeviceLogin.method (section 7).
 LOGIN_NONE = const(0)
