@@ -28,11 +28,15 @@ WELCOME = const(8)
 DELIVERY = const(9)
 PEER_KEY_REQUEST = const(10)
 PEER_KEY = const(11)
+DEVICE_REPORT = const(12)
+MAX_REPORT = const(512)  # DeviceReport: a JSON object of at most this many bytes (section 7)
 
 # Device-to-device packet ids (section 8).
 DATA = const(0)
 PING = const(1)
 PONG = const(2)
+SERVICE = const(3)
+SERVICE_UPDATE = const(1)  # Service.service: firmware and application updates
 MAX_PING = const(32)
 
 # Delivery.status (section 7).
@@ -42,12 +46,15 @@ UNKNOWN_TARGET = const(2)
 STATUS_DENIED = const(3)
 QUEUE_FULL = const(4)
 STATUS_TOO_LARGE = const(5)
-_STATUS_NAMES = ("DELIVERED", "QUEUED", "UNKNOWN_TARGET", "DENIED", "QUEUE_FULL", "TOO_LARGE")
+UNAVAILABLE = const(6)
+_STATUS_NAMES = ("DELIVERED", "QUEUED", "UNKNOWN_TARGET", "DENIED", "QUEUE_FULL", "TOO_LARGE",
+                 "UNAVAILABLE")
 
 
 def status_name(status):
     """A Delivery status as people read it: "DELIVERED", ..., "STATUS_n" if unknown."""
     return _STATUS_NAMES[status] if 0 <= status < len(_STATUS_NAMES) else "STATUS_%d" % status
+
 
 # DeviceLogin.method (section 7).
 LOGIN_NONE = const(0)
@@ -72,11 +79,13 @@ Welcome heartbeat_s:u16 max_packet:u16 realm_name:str16
 Delivery msg_id:u32 status:u8
 PeerKeyRequest peer:uuid
 PeerKey peer:uuid static:opt<key>
+DeviceReport report:str16
 """
 _DEVICE = """
 Data data:rest
 Ping data:rest<=32
 Pong data:rest<=32
+Service service:u8 data:rest
 """
 _TEXT = {PROTO_DEVICE: _DEVICE, PROTO_REALM: _REALM}
 

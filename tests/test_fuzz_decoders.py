@@ -21,9 +21,12 @@ FUZZ = settings(max_examples=200, deadline=None,
 def _seed_packets():
     if support.VECTORS_DIR is None:
         return [b"\x02\x00", b"\x01\x00"]
-    with open(os.path.join(support.VECTORS_DIR, "codec.json")) as f:
-        table = json.load(f)
-    return [bytes.fromhex(e["hex"]) for e in table["valid"] + table["malformed"]]
+    seeds = []
+    for name in ("codec.json", "codec-additions.json"):
+        with open(os.path.join(support.VECTORS_DIR, name)) as f:
+            table = json.load(f)
+        seeds += [bytes.fromhex(e["hex"]) for e in table["valid"] + table["malformed"]]
+    return seeds
 
 
 SEEDS = _seed_packets()

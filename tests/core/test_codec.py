@@ -11,7 +11,9 @@ MP_HEAP = "512k"  # the vectors and the 65535-byte str16/bytes16 boundaries
 
 # How codec.json writes the fields that are neither numbers nor hex (vectors README).
 UUID_FIELDS = ("device_id", "peer")
-STR_FIELDS = ("message", "realm_name")
+STR_FIELDS = ("message", "realm_name", "report")
+# codec.json, then the packets added within version 1 (PROTOCOL.md's last section).
+VECTOR_FILES = ("codec", "codec-additions")
 PEER = uuid_from_str("f1e2d3c4-b5a6-4978-8a9b-0c1d2e3f4a5b")
 KEY = bytes(range(32))
 
@@ -30,14 +32,20 @@ def vector_fields(entry):
     return tuple(out)
 
 
+def entries(kind):
+    for name in VECTOR_FILES:
+        for entry in vectors(name)[kind]:
+            yield entry
+
+
 def test_valid_vectors_encode():
-    for entry in vectors("codec")["valid"]:
+    for entry in entries("valid"):
         packet = encode(entry["protocol"], entry["packet_id"], *vector_fields(entry))
         eq(tohex(packet), entry["hex"], entry["name"] + ": " + entry["case"])
 
 
 def test_valid_vectors_decode():
-    for entry in vectors("codec")["valid"]:
+    for entry in entries("valid"):
         what = entry["name"] + ": " + entry["case"]
         got = decode(unhex(entry["hex"]), entry["protocol"])
         eq(got, (entry["packet_id"], vector_fields(entry)), what)
@@ -46,33 +54,36 @@ def test_valid_vectors_decode():
 
 
 def test_vector_names_and_field_names_match_the_tables():
-    for entry in vectors("codec")["valid"]:
+    for entry in entries("valid"):
         eq(NAMES[entry["protocol"]][entry["packet_id"]], entry["name"], entry["case"])
         eq(sorted(FIELDS[entry["protocol"]][entry["packet_id"]]), sorted(entry["fields"]),
            entry["name"])
 
 
 def test_malformed_vectors():
-    for entry in vectors("codec")["malformed"]:
+    for entry in entries("malformed"):
         expect_error(entry["error"], decode, unhex(entry["hex"]), entry["decoder_protocol"])
 
 
 def test_constants_and_tables():
     eq((codec.PROTO_DEVICE, codec.PROTO_REALM), (1, 2))
     eq([codec.HEARTBEAT, ERROR, HELLO, SEND_KEY, KEY_CHECK, codec.KEY_CHECK_RESPONSE,
-        codec.DEVICE_LOGIN, PROXY_PASS, WELCOME, DELIVERY, codec.PEER_KEY_REQUEST, PEER_KEY],
-       list(range(12)))
-    eq([DATA, PING, PONG, codec.MAX_PING], [0, 1, 2, 32])
+        codec.DEVICE_LOGIN, PROXY_PASS, WELCOME, DELIVERY, codec.PEER_KEY_REQUEST, PEER_KEY,
+        codec.DEVICE_REPORT], list(range(13)))
+    eq([DATA, PING, PONG, codec.SERVICE, codec.MAX_PING], [0, 1, 2, 3, 32])
     eq([codec.DELIVERED, codec.QUEUED, codec.UNKNOWN_TARGET, codec.STATUS_DENIED,
-        codec.QUEUE_FULL, codec.STATUS_TOO_LARGE], list(range(6)))
+        codec.QUEUE_FULL, codec.STATUS_TOO_LARGE, codec.UNAVAILABLE], list(range(7)))
+    eq([codec.status_name(s) for s in (codec.QUEUE_FULL, codec.UNAVAILABLE, 7)],
+       ["QUEUE_FULL", "UNAVAILABLE", "STATUS_7"])
     eq((codec.LOGIN_NONE, codec.LOGIN_TOKEN), (0, 1))
     eq(FIELDS[PROTO_REALM][ERROR], ("code", "ref", "message"))
     eq(FIELDS[PROTO_REALM][PROXY_PASS], ("peer", "msg_id", "inner"))
     eq(FIELDS[PROTO_REALM][KEY_CHECK], ("eph", "challenge"))
     eq(NAMES[PROTO_REALM][ERROR], "Error")
     eq(NAMES[PROTO_DEVICE][PONG], "Pong")
-    eq((len(NAMES[PROTO_REALM]), len(FIELDS[PROTO_REALM])), (12, 12))
-    eq((len(NAMES[PROTO_DEVICE]), len(FIELDS[PROTO_DEVICE])), (3, 3))
+    eq(FIELDS[PROTO_DEVICE][codec.SERVICE], ("service", "data"))
+    eq((len(NAMES[PROTO_REALM]), len(FIELDS[PROTO_REALM])), (13, 13))
+    eq((len(NAMES[PROTO_DEVICE]), len(FIELDS[PROTO_DEVICE])), (4, 4))
 
 
 def test_decode_takes_any_byte_string_and_returns_bytes():
@@ -184,8 +195,8 @@ def test_every_packet_round_trips():
     samples = {
         PROTO_REALM: [(), (12, 7, "denied"), (1, PEER, None, KEY), (KEY,), (KEY, bytes(range(32, 64))),
                       (KEY,), (1, token), (PEER, 1, b"\x01\x00x"), (30, 4096, "home"),
-                      (1, 5), (PEER,), (PEER, None)],
-        PROTO_DEVICE: [(b"hello",), (b"p" * 32,), (b"",)],
+                      (1, 5), (PEER,), (PEER, None), ('{"fw":"1.0"}',)],
+        PROTO_DEVICE: [(b"hello",), (b"p" * 32,), (b"",), (255, b"chunk")],
     }
     for protocol in samples:
         for packet_id in range(len(samples[protocol])):
