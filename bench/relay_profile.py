@@ -28,8 +28,8 @@ from host.server import Config, Realm  # noqa: E402
 PAYLOAD = 64
 
 
-class Registry:
-    """What the relay asks of the registry once both devices are logged in: nothing."""
+class Store:
+    """What the relay asks of the store once both devices are logged in: nothing."""
 
     def bound_key(self, device_id):
         return None
@@ -37,7 +37,7 @@ class Registry:
     def set_online(self, device, online, now):
         pass
 
-    def take_queue(self, device, now):
+    async def take_queue(self, device, now):
         return []
 
 
@@ -56,7 +56,7 @@ class Transport:
         pass
 
 
-def log_in(realm, number):
+async def log_in(realm, number):
     """(device, link): a DeviceConnection logged in over an in-memory link."""
     private, public = crypto.generate_keypair()
     device = DeviceConnection(bytes([number]) * 16, private, public, None, StreamFramer(), 0)
@@ -66,7 +66,7 @@ def log_in(realm, number):
     while data:
         for event in link.conn.receive_data(data, realm.now_ms()):
             if isinstance(event, LoginRequest):
-                realm.start_session(link, Decision())
+                await realm.start_session(link, Decision())
         link.flush()
         device.receive_data(transport.last, 0)
         transport.last = b""
@@ -77,9 +77,9 @@ def log_in(realm, number):
 
 
 async def run(packets, batch, rounds, profile):
-    realm = Realm(Config(), Registry(), crypto.generate_keypair())
-    sender, sender_link = log_in(realm, 1)
-    _, target_link = log_in(realm, 2)
+    realm = Realm(Config(), Store(), crypto.generate_keypair())
+    sender, sender_link = await log_in(realm, 1)
+    _, target_link = await log_in(realm, 2)
     inner = bytes(PAYLOAD)
     per_round = packets // batch * batch
     profiler = cProfile.Profile() if profile else None

@@ -67,6 +67,7 @@ def emit(args, value, human):
 # -- serve -----------------------------------------------------------------------
 def cmd_serve(args):
     from host.server import Config, serve
+    from host.store import LocalStore
     logs.setup(args.verbose)
     config = Config(host=args.listen[0], port=args.listen[1], data_dir=args.data, name=args.name,
                     serial=args.serial, baud=args.baud, open_enrolment=args.open_enrolment,
@@ -80,14 +81,13 @@ def cmd_serve(args):
     except BlockingIOError:
         raise CliError("another realm is already serving %s" % args.data)
     keypair = keyfile.load_or_create_realm_key(args.data)
-    registry = Registry(args.data)
+    store = LocalStore(args.data)
     try:
-        asyncio.run(serve(config, registry, keypair))
+        asyncio.run(serve(config, store, keypair))
     except OSError as e:
         raise CliError("cannot listen on %s:%d: %s" % (args.listen[0], args.listen[1],
                                                          e.strerror or e))
     finally:
-        registry.close()
         lock.close()
 
 

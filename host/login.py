@@ -29,9 +29,11 @@ class Decision:
 
 
 class LoginDecider:
-    def __init__(self, registry, limiter, open_enrolment=False, workers=2,
+    """`store`: the registry as the server uses it (`host/store.py`)."""
+
+    def __init__(self, store, limiter, open_enrolment=False, workers=2,
                  clock=time.monotonic, wall_clock=time.time):
-        self.registry = registry
+        self.store = store
         self.clock = clock
         self.wall_clock = wall_clock
         self.limiter = limiter
@@ -51,18 +53,18 @@ class LoginDecider:
         if request.method == codec.LOGIN_TOKEN:
             decision = await self._token_login(device_id, bytes(request.details))
         elif request.method == codec.LOGIN_NONE and self.open_enrolment:
-            decision = self._open_login(device_id, request.device_public)
+            decision = await self._open_login(device_id, request.device_public)
         else:
             decision = Decision(BAD_LOGIN, "login method %d not accepted" % request.method)
         if decision.code == BAD_LOGIN:
             self.limiter.failure(device_id, address, self.clock())
             return decision
         if decision.code is None and not decision.enrolled:
-            return self._bind(device_id, request.device_public, decision)
+            return await self._bind(device_id, request.device_public, decision)
         return decision
 
     async def _token_login(self, device_id, token):
-        device = self.registry.device(device_id)
+        device = await self.store.device(device_id)
         if device is None or device.token_hash is None:
             return Decision(BAD_LOGIN, "unknown device or wrong token")
         if not (tokens.MIN_TOKEN_BYTES <= len(token) <= tokens.MAX_TOKEN_BYTES):
@@ -79,20 +81,21 @@ class LoginDecider:
         self._verified[device_id] = (device.token_hash, mark)
         return Decision()
 
-    def _open_login(self, device_id, device_public):
-        device = self.registry.device(device_id)
+    async def _open_login(self, device_id, device_public):
+        device = await self.store.device(device_id)
         if device is None:
-            if self.registry.enrol_device(device_id, device_public, self.wall_clock()):
+            if await self.store.enrol_device(device_id, device_public, self.wall_clock()):
                 return Decision(enrolled=True)
-            device = self.registry.device(device_id)  # enrolled meanwhile by another login
+            device = await self.store.device(device_id)  # enrolled meanwhile by another login
         if device is None or device.token_hash is not None:
             # A device given a token must use it: its key may not be bound yet.
             return Decision(BAD_LOGIN, "this device logs in with a token")
         return Decision()
 
-    def _bind(self, device_id, device_public, decision):
-        before = self.registry.bound_key(device_id)
-        bound = before if before is not None else self.registry.bind_key(device_id, device_public)
+    async def _bind(self, device_id, device_public, decision):
+        before = self.store.bound_key(device_id)
+        bound = before if before is not None else await self.store.bind_key(device_id,
+                                                                            device_public)
         if bound is None:
             return Decision(BAD_LOGIN, "device removed")  # between the check and now
         if bound != bytes(device_public):

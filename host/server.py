@@ -1,29 +1,25 @@
 """The realm server: every link (TCP or serial) drives one RealmConnection from the core.
 
-The core decides the protocol; this module only moves bytes, keeps time, answers the
-registry questions, and routes ProxyPass between the sessions. One event loop, one
-thread (plus the token-check pool): a link's events are handled to the end before the
-next link runs, so the queue flush after Welcome can never be overtaken by a live packet.
+The core decides the protocol; this module only moves bytes, keeps time and hands the
+registry questions to the store (`host/store.py`) and the packets to the router
+(`host/router.py`). One event loop; the registry's blocking calls run on the store's
+worker thread and the token checks in their pool, never on the loop.
 """
 import asyncio
 import signal
-import sqlite3
 import time
 
-from shared import codec
-from shared.errors import DENIED, INTERNAL, SESSION_REPLACED
+from shared.errors import DENIED, INTERNAL
 from shared.framing import StreamFramer
 from shared.realm import RealmConnection
 from shared.events import Closed, LoginRequest, ProxyReceived, PeerKeyRequested
-from host import logs, registry as reg
+from host import logs
 from host.login import Decision, LoginDecider
 from host.ratelimit import LoginLimiter
 from host.registry import id_text
+from host.router import LocalRouter
 
 log = logs.get()
-
-_STATUS = {reg.QUEUED: codec.QUEUED, reg.QUEUE_FULL: codec.QUEUE_FULL,
-           reg.UNKNOWN_TARGET: codec.UNKNOWN_TARGET}
 
 
 class Config:
@@ -59,15 +55,17 @@ class Stats:
 
 
 class Realm:
-    """What all links share: keys, registry, sessions, limits, counters."""
+    """What all links share: keys, store, router, limits, counters.
 
-    def __init__(self, config, registry, keypair):
+    `make_router(realm)` gives the router (default: this process's own sessions)."""
+
+    def __init__(self, config, store, keypair, make_router=None):
         self.config = config
-        self.registry = registry
+        self.store = store
         self.private, self.public = keypair
         self.loop = asyncio.get_running_loop()
-        self.decider = LoginDecider(registry, LoginLimiter(), config.open_enrolment)
-        self.sessions = {}      # raw 16-byte device id -> Link: the relay routes without id_text
+        self.decider = LoginDecider(store, LoginLimiter(), config.open_enrolment)
+        self.router = (make_router or (lambda realm: LocalRouter(realm, store)))(self)
         self.handshaking = set()
         self.links = set()
         self.stats = Stats()
@@ -93,23 +91,6 @@ class Realm:
         link.flush()
         return link
 
-    # -- routing ----------------------------------------------------------------
-    def relay(self, sender, proxy):
-        """Hand a ProxyPass to its target, or store it; returns the Delivery status."""
-        link = self.sessions.get(proxy.peer)
-        if link is None:
-            result = self.registry.enqueue(id_text(proxy.peer), sender, proxy.msg_id, proxy.inner,
-                                           time.time())
-            if result == reg.QUEUED:
-                self.stats.queued += 1
-            return _STATUS[result]
-        if len(proxy.inner) > link.conn.max_inner:
-            return codec.STATUS_TOO_LARGE
-        link.conn.send_proxy(sender, proxy.msg_id, proxy.inner)
-        self.stats.relayed += 1
-        self.flush_soon(link)
-        return codec.DELIVERED
-
     def flush_soon(self, link):
         """Write to `link` once this loop iteration is done: a burst of packets from
         many senders becomes one write, not one per packet."""
@@ -122,62 +103,46 @@ class Realm:
         for link in links:
             link.flush()
 
-    def start_session(self, link, decision):
-        device_id = link.conn.device_id
-        device = id_text(device_id)
-        old = self.sessions.get(device_id)
-        if old is not None:
-            old.conn.close(SESSION_REPLACED, "the device logged in on a newer connection")
-            old.flush()
-        link.conn.accept_login(self.config.name, self.config.heartbeat_s, self.config.max_packet)
+    async def start_session(self, link, decision):
+        link.device = id_text(link.conn.device_id)
         self.handshaking.discard(link)
-        self.sessions[device_id] = link
-        link.device = device
         self.stats.logins += 1
-        now = time.time()
-        self.registry.set_online(device, True, now)
         how = " (enrolled)" if decision.enrolled else " (key bound)" if decision.bound_now else ""
-        log.info("login %s from %s%s", device, link.address, how)
-        for item in self.registry.take_queue(device, now):
-            if len(item.inner) <= link.conn.max_inner:
-                link.conn.send_proxy(item.sender, item.msg_id, item.inner)
-                self.stats.relayed += 1
-            else:
-                log.warning("dropped a stored packet for %s: larger than its max_packet", device)
+        log.info("login %s from %s%s", link.device, link.address, how)
+        await self.router.open_session(link, lambda: link.conn.accept_login(
+            self.config.name, self.config.heartbeat_s, self.config.max_packet))
 
     def link_ended(self, link):
         self.links.discard(link)
         self.handshaking.discard(link)
-        if link.device is not None and self.sessions.get(link.conn.device_id) is link:
-            del self.sessions[link.conn.device_id]
-            self.registry.set_online(link.device, False, time.time())
+        if link.device is not None:
+            self.router.close_session(link)
 
     # -- housekeeping -----------------------------------------------------------
     async def housekeeping(self):
-        version = self.registry.data_version()
         last_summary = last_prune = self.loop.time()
         while True:
             await asyncio.sleep(min(1.0, self.config.summary_s))
             now = self.loop.time()
             try:
-                current = self.registry.data_version()
-                if current != version:  # an admin command changed the registry
-                    version = current
-                    self.drop_removed_devices()
+                self.drop_removed_devices(await self.store.removed_devices(
+                    {link.device for link in self.router.links()}))
                 if now - last_prune >= 60:
                     last_prune = now
                     self.decider.limiter.prune(time.monotonic())
-                    self.registry.expire(time.time())
-            except sqlite3.Error as e:  # e.g. locked by an admin for too long: next time
+                    await self.store.housekeeping(time.time())
+            except Exception as e:  # e.g. locked by an admin for too long: next time
                 log.warning("registry housekeeping postponed: %s", e)
             if now - last_summary >= self.config.summary_s:
                 last_summary = now
                 self.log_summary()
 
-    def drop_removed_devices(self):
-        known = self.registry.device_ids()
-        for link in list(self.sessions.values()):
-            if link.device not in known:
+    def drop_removed_devices(self, removed):
+        """Close the sessions of the devices an admin removed (None: nothing changed)."""
+        if not removed:
+            return
+        for link in self.router.links():
+            if link.device in removed:
                 link.conn.close(DENIED, "device removed from the realm")
                 link.flush()
 
@@ -185,7 +150,7 @@ class Realm:
         s = self.stats
         log.info("summary: %d sessions, %d in handshake, %d connects, %d logins, "
                  "%d packets relayed, %d queued, %d refusals",
-                 len(self.sessions), len(self.handshaking), s.connects, s.logins,
+                 len(self.router), len(self.handshaking), s.connects, s.logins,
                  s.relayed, s.queued, s.refusals)
 
     async def shutdown(self):
@@ -193,7 +158,6 @@ class Realm:
             link.conn.close(INTERNAL, "realm shutting down")
             link.flush()
         await asyncio.sleep(0.1)  # let the Error packets reach the sockets
-        self.registry.clear_online()
         self.decider.close()
         for task in list(self._tasks):
             task.cancel()
@@ -223,7 +187,7 @@ class Link:
         log.info("connect %s", address)
 
     def _bound_key(self, device_id):
-        return self.realm.registry.bound_key(id_text(device_id))
+        return self.realm.store.bound_key(id_text(device_id))
 
     def data_received(self, data):
         if not self.ended:
@@ -253,14 +217,24 @@ class Link:
     def _dispatch(self, event):
         conn = self.conn
         if isinstance(event, ProxyReceived):
-            status = self.realm.relay(conn.device_id, event)
-            if event.msg_id and not conn.closed:
-                conn.send_delivery(event.msg_id, status)
+            self.realm.router.route(self, event)
         elif isinstance(event, PeerKeyRequested):
-            conn.send_peer_key(event.peer, self.realm.registry.bound_key(id_text(event.peer)))
+            conn.send_peer_key(event.peer, self.realm.store.bound_key(id_text(event.peer)))
         elif isinstance(event, LoginRequest):
             self.realm.spawn(self._login(event))
         # Closed: flush() sees conn.closed and ends the link.
+
+    def delivered(self, msg_id, status):
+        """The router's answer to a ProxyPass from this link (status None: not handled)."""
+        if self.ended or self.conn.closed:
+            return
+        if status is None:
+            self.conn.close(INTERNAL, "internal error")
+        elif msg_id:
+            self.conn.send_delivery(msg_id, status)
+        else:
+            return
+        self.realm.flush_soon(self)
 
     async def _login(self, request):
         try:
@@ -272,7 +246,7 @@ class Link:
             return
         try:
             if decision.code is None:
-                self.realm.start_session(self, decision)
+                await self.realm.start_session(self, decision)
             else:
                 self.conn.refuse_login(decision.code, decision.message)
         except Exception:
@@ -355,11 +329,11 @@ class _TcpProtocol(asyncio.Protocol):
         self.link.transport_lost(exc)
 
 
-async def serve(config, registry, keypair, ready=None):
+async def serve(config, store, keypair, ready=None, make_router=None):
     """Run until SIGINT or SIGTERM. `ready(realm)` is called once listening."""
     from host.serial_link import SerialPort
-    realm = Realm(config, registry, keypair)
-    registry.clear_online()
+    await store.start()
+    realm = Realm(config, store, keypair, make_router)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         realm.loop.add_signal_handler(sig, stop.set)
@@ -381,5 +355,6 @@ async def serve(config, registry, keypair, ready=None):
     for port in ports:
         port.stop()
     await realm.shutdown()
+    await store.stop()
     realm.log_summary()
     log.info("stopped")

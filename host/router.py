@@ -1,0 +1,128 @@
+"""Session ownership and routing: which link holds each device's session, and where a
+ProxyPass goes.
+
+The server asks a router four things; `LocalRouter` (below: one process, a dict) and the
+cluster's router on NATS (`host/cluster.py`) answer them the same way:
+
+    await open_session(link, welcome)  make `link` the device's one session: close an
+                                       older one with SESSION_REPLACED, call `welcome()`
+                                       (it sends Welcome), then hand over the stored
+                                       packets before any live one
+    close_session(link)                the link ended
+    route(origin, proxy)               deliver or store a ProxyPass from the link `origin`;
+                                       `origin.delivered(msg_id, status)` is called once
+                                       with its Delivery status, possibly later (None: it
+                                       could not be handled, an internal error)
+    links()                            the local session links
+    len(router)                        how many local sessions
+
+Routing never waits on the loop: a packet for an offline target is stored by the store's
+worker and answered when the store says it is durable.
+"""
+import time
+
+from shared import codec
+from shared.errors import SESSION_REPLACED
+from host import logs, registry as reg
+from host.registry import id_text
+
+log = logs.get()
+
+STATUS = {reg.QUEUED: codec.QUEUED, reg.QUEUE_FULL: codec.QUEUE_FULL,
+          reg.UNKNOWN_TARGET: codec.UNKNOWN_TARGET}
+
+
+class LocalRouter:
+    def __init__(self, realm, store):
+        self.realm = realm
+        self.store = store
+        self.sessions = {}  # raw 16-byte device id -> Link: the relay routes without id_text
+        # Devices whose stored packets are being fetched: the live packets that arrive
+        # meanwhile wait here, (sender, msg_id, inner, origin) in arrival order.
+        self._held = {}
+
+    def __len__(self):
+        return len(self.sessions)
+
+    def links(self):
+        return list(self.sessions.values())
+
+    async def open_session(self, link, welcome):
+        device_id = link.conn.device_id
+        old = self.sessions.get(device_id)
+        if old is not None:
+            old.conn.close(SESSION_REPLACED, "the device logged in on a newer connection")
+            old.flush()
+        self.sessions[device_id] = link
+        welcome()
+        self.store.set_online(link.device, True, time.time())
+        if device_id not in self._held:  # else the running hand-over reaches this link
+            await self._hand_over_stored(device_id, link.device)
+
+    async def _hand_over_stored(self, device_id, device):
+        held = self._held[device_id] = []
+        try:
+            items = await self.store.take_queue(device, time.time())
+        except Exception:
+            log.exception("cannot read the stored packets of %s", device)
+            items = []
+        del self._held[device_id]
+        link = self.sessions.get(device_id)
+        if link is None:  # it left meanwhile: store again, in the same order
+            for item in items:
+                self._store(device, item.sender, item.msg_id, item.inner, None)
+            for sender, msg_id, inner, origin in held:
+                self._store(device, sender, msg_id, inner, origin)
+            return
+        for item in items:
+            if len(item.inner) <= link.conn.max_inner:
+                link.conn.send_proxy(item.sender, item.msg_id, item.inner)
+                self.realm.stats.relayed += 1
+            else:
+                log.warning("dropped a stored packet for %s: larger than its max_packet", device)
+        for sender, msg_id, inner, origin in held:
+            origin.delivered(msg_id, self._send(link, sender, msg_id, inner))
+        link.flush()
+
+    def close_session(self, link):
+        if self.sessions.get(link.conn.device_id) is link:
+            del self.sessions[link.conn.device_id]
+            self.store.set_online(link.device, False, time.time())
+
+    def route(self, origin, proxy):
+        sender = origin.conn.device_id
+        held = self._held.get(proxy.peer)
+        if held is not None:
+            held.append((sender, proxy.msg_id, proxy.inner, origin))
+            return
+        link = self.sessions.get(proxy.peer)
+        if link is None:
+            self._store(id_text(proxy.peer), sender, proxy.msg_id, proxy.inner, origin)
+        else:
+            origin.delivered(proxy.msg_id, self._send(link, sender, proxy.msg_id, proxy.inner))
+            self.realm.flush_soon(link)
+
+    def _send(self, link, sender, msg_id, inner):
+        if len(inner) > link.conn.max_inner:
+            return codec.STATUS_TOO_LARGE
+        link.conn.send_proxy(sender, msg_id, inner)
+        self.realm.stats.relayed += 1
+        return codec.DELIVERED
+
+    def _store(self, target, sender, msg_id, inner, origin):
+        """Store for an offline target; `origin` (None: nobody waits) hears the status."""
+        future = self.store.enqueue(target, sender, msg_id, inner, time.time())
+        self.realm.spawn(self._answer_stored(future, target, msg_id, origin))
+
+    async def _answer_stored(self, future, target, msg_id, origin):
+        try:
+            result = await future
+        except Exception:  # not stored: never answered QUEUED
+            log.exception("cannot store a packet for %s", target)
+            status = None
+        else:
+            if result == reg.QUEUED:
+                self.realm.stats.queued += 1
+            status = STATUS[result]
+        if origin is not None:
+            origin.delivered(msg_id, status)
