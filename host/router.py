@@ -11,8 +11,7 @@ cluster's router on NATS (`host/cluster.py`) answer them the same way:
     close_session(link)                the link ended
     route(origin, proxy)               deliver or store a ProxyPass from the link `origin`;
                                        `origin.delivered(msg_id, status)` is called once
-                                       with its Delivery status, possibly later (None: it
-                                       could not be handled, an internal error)
+                                       with its Delivery status, possibly later
     links()                            the local session links
     len(router)                        how many local sessions
 
@@ -117,9 +116,9 @@ class LocalRouter:
     async def _answer_stored(self, future, target, msg_id, origin):
         try:
             result = await future
-        except Exception:  # not stored: never answered QUEUED
-            log.exception("cannot store a packet for %s", target)
-            status = None
+        except Exception as e:  # not stored: never answered QUEUED
+            log.warning("cannot store a packet for %s: %s", target, e)
+            status = codec.UNAVAILABLE
         else:
             if result == reg.QUEUED:
                 self.realm.stats.queued += 1

@@ -225,16 +225,10 @@ class Link:
         # Closed: flush() sees conn.closed and ends the link.
 
     def delivered(self, msg_id, status):
-        """The router's answer to a ProxyPass from this link (status None: not handled)."""
-        if self.ended or self.conn.closed:
-            return
-        if status is None:
-            self.conn.close(INTERNAL, "internal error")
-        elif msg_id:
+        """The router's answer to a ProxyPass from this link."""
+        if msg_id and not (self.ended or self.conn.closed):
             self.conn.send_delivery(msg_id, status)
-        else:
-            return
-        self.realm.flush_soon(self)
+            self.realm.flush_soon(self)
 
     async def _login(self, request):
         try:
