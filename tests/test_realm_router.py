@@ -118,6 +118,14 @@ async def settle(*devices):
         device.pump()
 
 
+async def a_and_b_logging_in(store):
+    """A realm with A logged in and B logging in: B's stored packets not yet read."""
+    realm = Realm(Config(), store, crypto.generate_keypair())
+    a, _ = await logged_in(realm, A)
+    b, login = await logged_in(realm, B, wait=False)
+    return realm, a, b, login
+
+
 def stored(*msg_ids):
     return [Queued(A, i, b"stored %d" % i) for i in msg_ids]
 
@@ -125,9 +133,7 @@ def stored(*msg_ids):
 def test_live_packets_wait_for_the_stored_ones_and_follow_them_in_order():
     async def body():
         store = GatedStore(stored(1, 2))
-        realm = Realm(Config(), store, crypto.generate_keypair())
-        a, _ = await logged_in(realm, A)
-        b, login = await logged_in(realm, B, wait=False)
+        realm, a, b, login = await a_and_b_logging_in(store)
         for i in (3, 4):
             a.conn.send_proxy(B, i, b"live %d" % i)
             a.pump()
@@ -150,9 +156,7 @@ def test_live_packets_wait_for_the_stored_ones_and_follow_them_in_order():
 def test_a_target_that_leaves_while_its_packets_are_fetched_gets_them_stored_again():
     async def body():
         store = GatedStore(stored(1, 2))
-        realm = Realm(Config(), store, crypto.generate_keypair())
-        a, _ = await logged_in(realm, A)
-        b, login = await logged_in(realm, B, wait=False)
+        realm, a, b, login = await a_and_b_logging_in(store)
         a.conn.send_proxy(B, 3, b"live 3")
         a.pump()
         b.link.transport_lost(None)
