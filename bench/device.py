@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from tools.build import build  # noqa: E402
-from tools.simproc import HEAP, REMOTE_APP, RealmServer, SimDevice, write_config  # noqa: E402
+from tools.simproc import HEAP, REMOTE_APP, RealmProcess, SimDevice, write_config  # noqa: E402
 
 HEAP_APP = os.path.join(ROOT, "bench", "heap_app.py")
 
@@ -32,7 +32,7 @@ class Bench:
     def __init__(self, folder, heap):
         self.folder = folder
         self.heap = heap
-        self.realm = RealmServer(folder).start()
+        self.realm = RealmProcess(folder).start()
         self.running = []
 
     def device(self, name, heap=None, app=REMOTE_APP):

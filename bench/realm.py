@@ -63,7 +63,7 @@ def wait_port(port, proc, timeout=10):
     raise RuntimeError("server not listening on %d" % port)
 
 
-class Realm:
+class RealmProcess:
     def __init__(self, workdir, *extra):
         self.port = free_port()
         self.data = os.path.join(workdir, "realm-%d" % self.port)
@@ -264,7 +264,7 @@ def main():
 async def realm_phases(workdir, sessions, token_devices, rounds, pairs, per_pair, one_to_one,
                        pings):
     figures = {}
-    realm = Realm(workdir)
+    realm = RealmProcess(workdir)
     try:
         registry = Registry(realm.data)
         devices = [registry.add_device(time.time()) for _ in range(token_devices)]
@@ -273,12 +273,12 @@ async def realm_phases(workdir, sessions, token_devices, rounds, pairs, per_pair
         figures["handshakes"] = await handshakes(realm, devices, rounds)
     finally:
         realm.stop()
-    realm = Realm(workdir, "--open-enrolment")
+    realm = RealmProcess(workdir, "--open-enrolment")
     try:
         figures["sessions"] = await sessions_memory(realm, sessions)
     finally:
         realm.stop()
-    realm = Realm(workdir, "--open-enrolment")
+    realm = RealmProcess(workdir, "--open-enrolment")
     try:
         figures["relay"] = await relay(realm, pairs, per_pair, WINDOW)
         figures["one_to_one"] = await relay(realm, 1, one_to_one, 1024)

@@ -7,7 +7,7 @@ import uuid
 
 from shared import crypto
 from shared.device import DeviceConnection
-from shared.events import Closed, ProxyReceived, Welcomed
+from shared.events import Closed, ProxyPassPacket, Welcomed
 from shared.framing import StreamFramer
 
 
@@ -51,7 +51,7 @@ class BenchDevice(asyncio.Protocol):
 
     def data_received(self, data):
         for event in self.conn.receive_data(data, now_ms()):
-            if isinstance(event, ProxyReceived):
+            if isinstance(event, ProxyPassPacket):
                 self.on_proxy(event)
             elif isinstance(event, Welcomed):
                 self.identity.realm_public, self.identity.dh2 = event.realm_public, event.dh2

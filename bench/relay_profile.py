@@ -1,6 +1,6 @@
 """The realm's relay path in one process, without sockets: CPU per relayed packet.
 
-Two devices (the core's DeviceConnection) log in to a host.server.Realm whose links
+Two devices (the core's DeviceConnection) log in to a host.server.RealmServer whose links
 write into memory; the sender's ProxyPass packets (64-byte inner, msg_id 0, as in
 bench/realm.py) are sealed ahead of time and handed to the realm in batches, the way
 a socket read brings them. Timed: the sender link's data_received and the flush that
@@ -23,7 +23,7 @@ from shared.device import DeviceConnection  # noqa: E402
 from shared.events import LoginRequest  # noqa: E402
 from shared.framing import StreamFramer  # noqa: E402
 from host.login import Decision  # noqa: E402
-from host.server import Config, Realm  # noqa: E402
+from host.server import Config, RealmServer  # noqa: E402
 
 PAYLOAD = 64
 
@@ -77,7 +77,7 @@ async def log_in(realm, number):
 
 
 async def run(packets, batch, rounds, profile):
-    realm = Realm(Config(), Store(), crypto.generate_keypair())
+    realm = RealmServer(Config(), Store(), crypto.generate_keypair())
     sender, sender_link = await log_in(realm, 1)
     _, target_link = await log_in(realm, 2)
     inner = bytes(PAYLOAD)

@@ -115,9 +115,7 @@ class Device:
 
     def repin_peer(self, peer):
         """Forget a peer's pinned key: its next key is trusted on first use."""
-        peer = _peer_bytes(peer)
-        self._runtime.endpoint.forget_peer(peer)
-        self._runtime.store.forget_peer(peer)
+        self._runtime.forget_peer(_peer_bytes(peer))
 
     # -- from the runtime -------------------------------------------------------
     def event(self, event):

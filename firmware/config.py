@@ -5,12 +5,12 @@ import json
 from binascii import unhexlify
 
 from shared.codec import uuid_from_str
+from shared.protocol import (DEFAULT_PORT, HANDSHAKE_TIMEOUT_MS, MAX_TOKEN_BYTES,
+                             MIN_TOKEN_BYTES)
 
-DEFAULT_PORT = 7711
 # Reconnect delays (ms): capped exponential backoff with jitter; authentication and key
 # errors wait auth_ms. Tests shorten them through the config's "reconnect" object.
 DEFAULT_RECONNECT = {"min_ms": 1000, "max_ms": 60000, "auth_ms": 300000}
-DEFAULT_HANDSHAKE_MS = 30000
 _KNOWN = ("device_id", "token", "name", "realm", "realm_key", "wifi", "reconnect",
           "handshake_ms", "app")
 _SERIAL_KEYS = ("uart", "tx", "rx", "baud", "path")
@@ -49,9 +49,9 @@ def validate(raw, has_wifi):
     except ValueError:
         raise ConfigError("device_id: not a UUID (8-4-4-4-12 hex): %r" % c["device_id_str"])
     c["token"] = _text(raw, "token", "token")
-    if not 16 <= len(c["token"].encode()) <= 64:
-        raise ConfigError("token: must be 16 to 64 bytes of UTF-8, got %d"
-                          % len(c["token"].encode()))
+    if not MIN_TOKEN_BYTES <= len(c["token"].encode()) <= MAX_TOKEN_BYTES:
+        raise ConfigError("token: must be %d to %d bytes of UTF-8, got %d" % (
+            MIN_TOKEN_BYTES, MAX_TOKEN_BYTES, len(c["token"].encode())))
     c["name"] = _text(raw, "name", "name")
     _realm(raw.get("realm"), c)
     c["realm_key"] = None
@@ -64,7 +64,7 @@ def validate(raw, has_wifi):
         c["wifi"] = {"ssid": _text(wifi, "ssid", "wifi.ssid"),
                      "password": _text(wifi, "password", "wifi.password", empty=True)}
     c["reconnect"] = _reconnect(raw.get("reconnect", {}))
-    c["handshake_ms"] = _int(raw.get("handshake_ms", DEFAULT_HANDSHAKE_MS), "handshake_ms",
+    c["handshake_ms"] = _int(raw.get("handshake_ms", HANDSHAKE_TIMEOUT_MS), "handshake_ms",
                              100, 600000)
     c["app"] = raw.get("app") or {}
     return c

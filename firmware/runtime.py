@@ -11,7 +11,8 @@ import gc
 import random
 import time
 
-from shared import crypto, framing
+from shared import crypto
+from shared.framing import StreamFramer
 from shared.compat import const
 from shared.device import DeviceConnection
 from shared.endpoint import Endpoint
@@ -106,6 +107,11 @@ class Runtime:
         for event in self.endpoint.take_events():
             self._app_event(event)
 
+    def forget_peer(self, peer):
+        """The user re-pins a peer: its next key is trusted on first use."""
+        self.endpoint.forget_peer(peer)
+        self.store.save_peers(self.endpoint.pins())
+
     def repin(self, realm_public=None):
         """The user re-pins: trust realm_public, or whatever realm answers next (None)."""
         self.store.repin(realm_public)
@@ -189,7 +195,8 @@ class Runtime:
                     raise OSError("serial link %s: %s" % (c["serial"], e))
                 self._serial = asyncio.StreamReader(port)
             # The link stays open between sessions: closing a pty can end its far side.
-            return self._serial, framing.SerialFramer()  # loads the serial framer only now
+            from shared.serial_framing import SerialFramer  # a TCP device never loads it
+            return self._serial, SerialFramer()
         if c["wifi"] is not None:
             await self.board.join_network(c["wifi"], self.log)
         try:
@@ -197,7 +204,7 @@ class Runtime:
                 asyncio.open_connection(c["host"], c["port"]), _CONNECT_TIMEOUT_MS)
         except asyncio.TimeoutError:
             raise OSError("no TCP connection in %d s" % (_CONNECT_TIMEOUT_MS // 1000))
-        return writer, framing.StreamFramer()
+        return writer, StreamFramer()
 
     async def _close_link(self, stream):
         if stream is self._serial:
@@ -261,7 +268,7 @@ class Runtime:
 
     def _app_event(self, event):
         if isinstance(event, PeerPinned):
-            self.store.pin_peer(event.peer, event.key)
+            self.store.save_peers(self.endpoint.pins())
         elif isinstance(event, PeerKeyChanged):
             self.log("peer %s offered another key than the pinned one: refused until the "
                      "user re-pins it" % uuid_to_str(event.peer))

@@ -6,13 +6,13 @@
 #   realm      R_pub(32) | dh2(32): the pinned realm key (PROTOCOL.md section 5)
 #   refused    why the pinned realm refused us: set on a realm key change, cleared on re-pin
 #   boot       the boot count (section 8), decimal text
-#   peers      records of peer id(16) | key(32): trust on first use, oldest dropped first
+#   peers      records of peer id(16) | key(32), oldest first: the Endpoint's pins
+#              (trust on first use; the Endpoint bounds how many)
 import os
 
 from shared import crypto
 from shared.compat import const
 
-MAX_PEERS = const(16)
 _KEY = const(32)
 _PEER = const(48)
 
@@ -29,8 +29,7 @@ class Store:
         self.realm_public = self.dh2 = None
         self.refused = None
         self.boot = 0
-        self.peers = {}
-        self._peer_order = []  # oldest first: dicts may not keep insertion order
+        self.peers = []  # (peer id, key) pairs, oldest first
 
     def load(self):
         """Read everything; make the device key pair on first boot."""
@@ -57,10 +56,8 @@ class Store:
         peers = self._read("peers") or b""
         if len(peers) % _PEER:
             raise self._damaged("peers", len(peers))
-        for i in range(0, len(peers), _PEER):
-            peer = peers[i:i + 16]
-            self.peers[peer] = peers[i + 16:i + _PEER]
-            self._peer_order.append(peer)
+        self.peers = [(peers[i:i + 16], peers[i + 16:i + _PEER])
+                      for i in range(0, len(peers), _PEER)]
         return self
 
     # -- the boot count ---------------------------------------------------------
@@ -97,23 +94,10 @@ class Store:
         self.refused = None
 
     # -- peer keys --------------------------------------------------------------
-    def pin_peer(self, peer, key):
-        if peer in self.peers:
-            self._peer_order.remove(peer)
-        elif len(self._peer_order) >= MAX_PEERS:
-            del self.peers[self._peer_order.pop(0)]
-        self.peers[peer] = key
-        self._peer_order.append(peer)
-        self._write_peers()
-
-    def forget_peer(self, peer):
-        if peer in self.peers:
-            del self.peers[peer]
-            self._peer_order.remove(peer)
-            self._write_peers()
-
-    def _write_peers(self):
-        self._write("peers", b"".join(p + self.peers[p] for p in self._peer_order))
+    def save_peers(self, pins):
+        """Write the pinned peer keys: (peer id, key) pairs, oldest first."""
+        self.peers = pins
+        self._write("peers", b"".join(peer + key for peer, key in pins))
 
     # -- files ------------------------------------------------------------------
     def _path(self, name):

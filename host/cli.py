@@ -13,14 +13,14 @@ import sys
 import time
 import uuid
 
-from shared import codec, crypto
+from shared import codec, crypto, protocol
 from shared.errors import ProtocolError, INTERNAL, KEY_MISMATCH, TIMEOUT
 from shared.events import Message, Delivery, PeerKeyChanged
 from host import keyfile, logs
 from host.registry import Registry, RegistryError, canonical_id
+from host.server import Config
 
-DEFAULT_DATA = "./realm-data"
-DEFAULT_PORT = 7711
+DEFAULTS = Config()  # `realm serve`'s defaults, and the data folder every command uses
 
 
 class CliError(Exception):
@@ -34,7 +34,7 @@ class NoAnswer(CliError):
 def host_port(text, default_host):
     host, sep, port = text.rpartition(":")
     if not sep:
-        host, port = text, str(DEFAULT_PORT)
+        host, port = text, str(protocol.DEFAULT_PORT)
     try:
         port = int(port)
         if not 0 <= port <= 65535:
@@ -66,7 +66,7 @@ def emit(args, value, human):
 
 # -- serve -----------------------------------------------------------------------
 def cmd_serve(args):
-    from host.server import Config, serve
+    from host.server import serve
     from host.store import LocalStore
     logs.setup(args.verbose)
     config = Config(host=args.listen[0], port=args.listen[1], data_dir=args.data, name=args.name,
@@ -268,33 +268,46 @@ def parser():
         return cmd
 
     def data_and_json(cmd, json_flag=True):
-        cmd.add_argument("--data", default=DEFAULT_DATA, metavar="DIR",
-                         help="the realm's data folder (default %s)" % DEFAULT_DATA)
+        cmd.add_argument("--data", default=DEFAULTS.data_dir, metavar="DIR",
+                         help="the realm's data folder (default %s)" % DEFAULTS.data_dir)
         if json_flag:
             cmd.add_argument("--json", action="store_true", help="print JSON")
 
     s = add(sub, "serve", cmd_serve, "run the realm server until SIGINT or SIGTERM")
-    s.add_argument("--listen", type=lambda t: host_port(t, "0.0.0.0"),
-                   default=("0.0.0.0", DEFAULT_PORT), metavar="HOST:PORT",
-                   help="TCP address (default 0.0.0.0:%d)" % DEFAULT_PORT)
+    d = DEFAULTS
+    s.add_argument("--listen", type=lambda t: host_port(t, d.host),
+                   default=(d.host, d.port), metavar="HOST:PORT",
+                   help="TCP address (default %s:%d)" % (d.host, d.port))
     data_and_json(s, json_flag=False)
-    s.add_argument("--name", default="realm", help="the realm name sent in Welcome")
+    s.add_argument("--name", default=d.name, help="the realm name sent in Welcome (default %s)"
+                   % d.name)
     s.add_argument("--serial", action="append", default=[], metavar="PORT",
                    help="also serve one device on this serial port (repeatable)")
-    s.add_argument("--baud", type=positive(int, 1, 10 ** 8), default=115200)
+    s.add_argument("--baud", type=positive(int, 1, 10 ** 8), default=d.baud,
+                   help="of the serial ports (default %d)" % d.baud)
     s.add_argument("--open-enrolment", action="store_true",
                    help="register unknown devices at their first login (method NONE)")
-    s.add_argument("--heartbeat", type=positive(int, 1, 65535), default=30, metavar="SECONDS")
-    s.add_argument("--handshake-timeout", type=positive(float, 0.01, 3600), default=30.0,
-                   metavar="SECONDS")
-    s.add_argument("--max-packet", type=positive(int, 256, 65535), default=4096)
-    s.add_argument("--max-handshakes", type=positive(int, 1, 10 ** 6), default=256,
-                   help="connections allowed in the handshake at once")
-    s.add_argument("--send-limit", type=positive(int, 1024, 2 ** 31), default=256 * 1024,
+    s.add_argument("--heartbeat", type=positive(int, protocol.MIN_HEARTBEAT_S,
+                                                protocol.MAX_HEARTBEAT_S),
+                   default=d.heartbeat_s, metavar="SECONDS",
+                   help="sent in Welcome; a link silent for %d times this is closed "
+                   "(default %d)" % (protocol.SILENCE_FACTOR, d.heartbeat_s))
+    s.add_argument("--handshake-timeout", type=positive(float, 0.01, 3600),
+                   default=d.handshake_timeout_s, metavar="SECONDS",
+                   help="to finish the handshake (default %g)" % d.handshake_timeout_s)
+    s.add_argument("--max-packet", type=positive(int, protocol.MIN_MAX_PACKET,
+                                                 protocol.MAX_MAX_PACKET),
+                   default=d.max_packet, metavar="BYTES",
+                   help="sent in Welcome (default %d)" % d.max_packet)
+    s.add_argument("--max-handshakes", type=positive(int, 1, 10 ** 6), default=d.max_handshakes,
+                   help="connections allowed in the handshake at once (default %d)"
+                   % d.max_handshakes)
+    s.add_argument("--send-limit", type=positive(int, 1024, 2 ** 31), default=d.send_limit,
                    metavar="BYTES", help="unsent bytes allowed per link; a slower reader is "
-                   "disconnected")
-    s.add_argument("--summary", type=positive(float, 0.1, 86400), default=60.0,
-                   metavar="SECONDS", help="period of the summary log line")
+                   "disconnected (default %d)" % d.send_limit)
+    s.add_argument("--summary", type=positive(float, 0.1, 86400), default=d.summary_s,
+                   metavar="SECONDS", help="period of the summary log line (default %g)"
+                   % d.summary_s)
     s.add_argument("-v", "--verbose", action="store_true")
 
     k = add(sub, "key", cmd_key, "show the realm's public key and fingerprint")
@@ -321,9 +334,11 @@ def parser():
         c.add_argument("--token", default=os.environ.get("REALM_TOKEN"),
                        help="the device's token (default: $REALM_TOKEN)")
         c.add_argument("--realm", type=lambda t: host_port(t, "127.0.0.1"),
-                       default=("127.0.0.1", DEFAULT_PORT), metavar="HOST:PORT")
+                       default=("127.0.0.1", protocol.DEFAULT_PORT), metavar="HOST:PORT",
+                       help="the realm's address (default 127.0.0.1:%d)"
+                       % protocol.DEFAULT_PORT)
         c.add_argument("--serial", metavar="PORT", help="reach the realm over a serial port")
-        c.add_argument("--baud", type=positive(int, 1, 10 ** 8), default=115200)
+        c.add_argument("--baud", type=positive(int, 1, 10 ** 8), default=DEFAULTS.baud)
         c.add_argument("--state", metavar="FILE",
                        help="the device's keys and pins (default ~/.realm/devices/ID.json)")
         c.add_argument("--repin", action="store_true",

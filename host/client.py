@@ -15,7 +15,9 @@ from shared.device import DeviceConnection
 from shared.endpoint import Endpoint
 from shared.errors import ProtocolError, TIMEOUT
 from shared.events import Closed, Welcomed, PeerPinned
-from shared.framing import SerialFramer, StreamFramer
+from shared.framing import StreamFramer
+from shared.protocol import HANDSHAKE_TIMEOUT_MS
+from shared.serial_framing import SerialFramer
 from host import keyfile
 from host.fdstream import FdStream
 
@@ -89,14 +91,15 @@ class HostDevice:
     Welcomed and Closed from the connection.
     """
 
-    def __init__(self, state, token, handshake_timeout_s=30.0, repin=False):
+    def __init__(self, state, token, handshake_timeout_s=HANDSHAKE_TIMEOUT_MS / 1000,
+                 repin=False):
         self.state = state
         self.token = token
         self.handshake_timeout_ms = int(handshake_timeout_s * 1000)
         self.repin = repin  # the user allows a changed realm key
         state.new_boot()
-        self.endpoint = Endpoint(state.device_id, state.private, state.boot, state.peers,
-                                 state.new_boot)
+        self.endpoint = Endpoint(state.device_id, state.private, state.boot,
+                                 state.peers.items(), state.new_boot)
         self.loop = asyncio.get_running_loop()
         self.conn = None
         self.welcome = None
@@ -216,7 +219,7 @@ class HostDevice:
     def _deliver(self, app_events):
         for event in app_events:
             if isinstance(event, PeerPinned):
-                self.state.peers[event.peer] = event.key
+                self.state.peers = dict(self.endpoint.pins())
                 self.state.save()
             self._queue.put_nowait(event)
 

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from shared import codec
 from shared.errors import BAD_LOGIN, KEY_MISMATCH, RATE_LIMITED
+from shared.protocol import MAX_TOKEN_BYTES, MIN_TOKEN_BYTES
 from host import tokens
 from host.registry import id_text
 
@@ -67,7 +68,7 @@ class LoginDecider:
         device = await self.store.device(device_id)
         if device is None or device.token_hash is None:
             return Decision(BAD_LOGIN, "unknown device or wrong token")
-        if not (tokens.MIN_TOKEN_BYTES <= len(token) <= tokens.MAX_TOKEN_BYTES):
+        if not (MIN_TOKEN_BYTES <= len(token) <= MAX_TOKEN_BYTES):
             return Decision(BAD_LOGIN, "token of %d bytes" % len(token))
         mark = hmac.new(self._cache_key, token, hashlib.sha256).digest()
         cached = self._verified.get(device_id)

@@ -13,6 +13,7 @@ import sqlite3
 import uuid
 from collections import namedtuple
 
+from shared.codec import QUEUED, QUEUE_FULL, UNKNOWN_TARGET
 from host import tokens
 
 DB_FILE = "realm.db"
@@ -23,10 +24,6 @@ QUEUE_MAX_PACKETS = 64
 QUEUE_MAX_BYTES = 64 * 1024
 QUEUE_TTL_S = 24 * 3600
 
-# enqueue() results, named like the Delivery statuses they become.
-QUEUED = "QUEUED"
-QUEUE_FULL = "QUEUE_FULL"
-UNKNOWN_TARGET = "UNKNOWN_TARGET"
 
 _SCHEMA = ("""
 CREATE TABLE IF NOT EXISTS devices (
@@ -186,7 +183,8 @@ class Registry:
     # -- offline queue ---------------------------------------------------------
 
     def enqueue(self, target, sender, msg_id, inner, now):
-        """Store a packet for an offline target: QUEUED, QUEUE_FULL or UNKNOWN_TARGET.
+        """Store a packet for an offline target; returns its Delivery status (the codec's
+        QUEUED, QUEUE_FULL or UNKNOWN_TARGET).
 
         The bound counts packets and `inner` bytes not yet expired; when full, the
         oldest are kept and the new one is refused.

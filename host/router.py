@@ -22,14 +22,10 @@ import time
 
 from shared import codec
 from shared.errors import SESSION_REPLACED
-from host import logs, registry as reg
+from host import logs
 from host.registry import id_text
 
 log = logs.get()
-
-STATUS = {reg.QUEUED: codec.QUEUED, reg.QUEUE_FULL: codec.QUEUE_FULL,
-          reg.UNKNOWN_TARGET: codec.UNKNOWN_TARGET}
-
 
 class LocalRouter:
     def __init__(self, realm, store):
@@ -115,13 +111,12 @@ class LocalRouter:
 
     async def _answer_stored(self, future, target, msg_id, origin):
         try:
-            result = await future
+            status = await future
         except Exception as e:  # not stored: never answered QUEUED
             log.warning("cannot store a packet for %s: %s", target, e)
             status = codec.UNAVAILABLE
         else:
-            if result == reg.QUEUED:
+            if status == codec.QUEUED:
                 self.realm.stats.queued += 1
-            status = STATUS[result]
         if origin is not None:
             origin.delivered(msg_id, status)

@@ -11,7 +11,7 @@ import asyncio
 import serial
 
 from shared.errors import INTERNAL
-from shared.framing import SerialFramer
+from shared.serial_framing import SerialFramer
 from host import logs
 from host.fdstream import FdStream
 

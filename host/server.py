@@ -9,10 +9,11 @@ import asyncio
 import signal
 import time
 
+from shared import protocol
 from shared.errors import DENIED, INTERNAL
 from shared.framing import StreamFramer
 from shared.realm import RealmConnection
-from shared.events import Closed, LoginRequest, ProxyReceived, PeerKeyRequested
+from shared.events import Closed, LoginRequest, ProxyPassPacket, PeerKeyRequestPacket
 from host import logs
 from host.login import Decision, LoginDecider
 from host.ratelimit import LoginLimiter
@@ -23,19 +24,20 @@ log = logs.get()
 
 
 class Config:
-    """`realm serve` settings; the defaults are the documented ones."""
+    """`realm serve` settings. The defaults are the documented ones, kept only here (the
+    protocol's from shared/protocol.py): `realm serve --help` shows these."""
 
     def __init__(self, **settings):
         self.host = "0.0.0.0"
-        self.port = 7711
+        self.port = protocol.DEFAULT_PORT
         self.data_dir = "./realm-data"
         self.name = "realm"
         self.serial = []
         self.baud = 115200
         self.open_enrolment = False
-        self.heartbeat_s = 30
-        self.handshake_timeout_s = 30.0
-        self.max_packet = 4096
+        self.heartbeat_s = protocol.DEFAULT_HEARTBEAT_S
+        self.handshake_timeout_s = protocol.HANDSHAKE_TIMEOUT_MS / 1000
+        self.max_packet = protocol.DEFAULT_MAX_PACKET
         self.max_handshakes = 256      # links not yet logged in; more are refused (DENIED)
         self.send_limit = 256 * 1024   # bytes waiting to be written; past it a link is dropped
         self.summary_s = 60.0
@@ -54,7 +56,7 @@ class Stats:
         self.refusals = 0
 
 
-class Realm:
+class RealmServer:
     """What all links share: keys, store, router, limits, counters.
 
     `make_router(realm)` gives the router (default: this process's own sessions)."""
@@ -216,9 +218,9 @@ class Link:
 
     def _dispatch(self, event):
         conn = self.conn
-        if isinstance(event, ProxyReceived):
+        if isinstance(event, ProxyPassPacket):
             self.realm.router.route(self, event)
-        elif isinstance(event, PeerKeyRequested):
+        elif isinstance(event, PeerKeyRequestPacket):
             conn.send_peer_key(event.peer, self.realm.store.bound_key(id_text(event.peer)))
         elif isinstance(event, LoginRequest):
             self.realm.spawn(self._login(event))
@@ -281,15 +283,19 @@ class Link:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        established = self.device is not None
+        error = self.conn.error
+        # The realm ended a link that never logged in: a refusal (bad login, key, limit...).
+        refused = why is None and error is not None and not error.remote and self.device is None
+        if refused:
+            self.realm.stats.refusals += 1
         self.realm.link_ended(self)
-        self._log_end(why, established)
+        self._log_end(why, refused)
         if abort:
             self.transport.abort()
         else:
             self.transport.close()
 
-    def _log_end(self, why, established):
+    def _log_end(self, why, refused):
         error = self.conn.error
         who = self.device or (id_text(self.conn.device_id) if self.conn.device_id else "-")
         if why is not None or error is None:
@@ -297,13 +303,9 @@ class Link:
         elif error.remote:
             log.info("disconnect %s device %s: peer sent %s%s", self.address, who, error.name,
                      (" (%s)" % error.message) if error.message else "")
-        elif established:
-            log.info("disconnect %s device %s: %s %s", self.address, who, error.name,
-                     error.message)
         else:
-            self.realm.stats.refusals += 1
-            log.info("refused %s device %s: %s %s", self.address, who, error.name,
-                     error.message)
+            log.info("%s %s device %s: %s %s", "refused" if refused else "disconnect",
+                     self.address, who, error.name, error.message)
 
 
 class _TcpProtocol(asyncio.Protocol):
@@ -327,7 +329,7 @@ async def serve(config, store, keypair, ready=None, make_router=None):
     """Run until SIGINT or SIGTERM. `ready(realm)` is called once listening."""
     from host.serial_link import SerialPort
     await store.start()
-    realm = Realm(config, store, keypair, make_router)
+    realm = RealmServer(config, store, keypair, make_router)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         realm.loop.add_signal_handler(sig, stop.set)

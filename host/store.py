@@ -8,7 +8,7 @@ worker thread) and the cluster's store on NATS KV and JetStream (`host/cluster.p
     await enrol_device(id, key, now) -> True if registered now
     await bind_key(id, key) -> the key bound after (binds `key` if none was)
     set_online(id, online, now)          fire and forget; kept in call order
-    await enqueue(target, sender, msg_id, inner, now) -> QUEUED | QUEUE_FULL | UNKNOWN_TARGET
+    await enqueue(target, sender, msg_id, inner, now) -> codec QUEUED | QUEUE_FULL | UNKNOWN_TARGET
                                          QUEUED only once the packet is durably stored
     await take_queue(target, now) -> [Queued], oldest first, removed from the store
     await removed_devices(ids) -> those of `ids` no longer registered, or None when

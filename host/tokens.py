@@ -9,6 +9,8 @@ import hmac
 import os
 import secrets
 
+from shared.protocol import MAX_TOKEN_BYTES, MIN_TOKEN_BYTES
+
 SCRYPT_N = 2 ** 14
 SCRYPT_R = 8
 SCRYPT_P = 1
@@ -16,9 +18,6 @@ SALT_BYTES = 16
 HASH_BYTES = 32
 _MAXMEM = 64 * 1024 * 1024
 
-# What section 7 allows on the wire for a TOKEN login.
-MIN_TOKEN_BYTES = 16
-MAX_TOKEN_BYTES = 64
 
 
 def new_token():

@@ -11,6 +11,7 @@ from binascii import hexlify, unhexlify
 
 from shared.compat import const
 from shared.errors import MALFORMED, UNSUPPORTED, ProtocolError
+from shared.protocol import VERSION
 
 PROTO_DEVICE = const(1)
 PROTO_REALM = const(2)
@@ -59,8 +60,6 @@ def status_name(status):
 # DeviceLogin.method (section 7).
 LOGIN_NONE = const(0)
 LOGIN_TOKEN = const(1)
-
-_HELLO_VERSION = const(1)
 
 # The layouts as the spec writes them, one packet a line, in packet id order. KeyCheck is
 # its plaintext view: the connection seals the challenge. Pong carries "the Ping's bytes",
@@ -205,7 +204,7 @@ def decode(packet, protocol=PROTO_REALM):
     packet_id = packet[1]
     if packet_id >= len(layouts):
         raise _malformed("unknown packet id %d" % packet_id)
-    if packet_id == HELLO and protocol == PROTO_REALM and end > 2 and packet[2] != _HELLO_VERSION:
+    if packet_id == HELLO and protocol == PROTO_REALM and end > 2 and packet[2] != VERSION:
         # Checked before the layout: another version may lay its Hello out otherwise.
         raise ProtocolError(UNSUPPORTED, "Hello version %d" % packet[2])
     fields = []

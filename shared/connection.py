@@ -5,9 +5,8 @@ from shared import codec, crypto
 from shared.compat import const
 from shared.errors import ProtocolError, UNSUPPORTED, UNEXPECTED, KEY_CHECK_FAILED, TIMEOUT
 from shared.events import Closed
+from shared.protocol import SILENCE_FACTOR
 
-HANDSHAKE_TIMEOUT_MS = const(30000)
-_SILENCE_FACTOR = const(3)  # close after 3 heartbeat periods without a packet
 PROXY_OVERHEAD = const(46)  # header 2 + peer 16 + msg_id 4 + seal 24
 SESSION_INFO = b"realm/1 session"
 ZERO_KEY = bytes(32)
@@ -69,9 +68,9 @@ class Connection:
         if not self.established:
             if now >= self._deadline:
                 self._fail(ProtocolError(TIMEOUT, "handshake not finished in time"), events)
-        elif now - self._last_received >= _SILENCE_FACTOR * self._heartbeat_ms:
+        elif now - self._last_received >= SILENCE_FACTOR * self._heartbeat_ms:
             self._fail(ProtocolError(TIMEOUT, "peer silent for %d s" % (
-                _SILENCE_FACTOR * self._heartbeat_ms // 1000)), events)
+                SILENCE_FACTOR * self._heartbeat_ms // 1000)), events)
         elif now - self._last_sent >= self._heartbeat_ms:
             self._send(codec.encode(codec.PROTO_REALM, codec.HEARTBEAT))
         return events
@@ -82,7 +81,7 @@ class Connection:
         if not self.established:
             return self._deadline
         return min(self._last_sent + self._heartbeat_ms,
-                   self._last_received + _SILENCE_FACTOR * self._heartbeat_ms)
+                   self._last_received + SILENCE_FACTOR * self._heartbeat_ms)
 
     def data_to_send(self):
         out = self._out

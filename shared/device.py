@@ -4,9 +4,10 @@ from binascii import hexlify
 
 from shared import codec, crypto
 from shared.compat import const
-from shared.connection import Connection, session_keys, HANDSHAKE_TIMEOUT_MS
+from shared.connection import Connection, session_keys
 from shared.errors import ProtocolError, MALFORMED, KEY_MISMATCH, KEY_CHECK_FAILED
-from shared.events import (Welcomed, ProxyReceived, DeliveryReport, PeerKeyReceived)
+from shared.events import (Welcomed, ProxyPassPacket, DeliveryPacket, PeerKeyPacket)
+from shared.protocol import HANDSHAKE_TIMEOUT_MS, MIN_HEARTBEAT_S, MIN_MAX_PACKET, VERSION
 
 # Handshake states, in order.
 _SENT_HELLO = const(0)  # waiting for SendKey, or KeyCheck on the pinned path
@@ -15,7 +16,6 @@ _LOGGING_IN = const(2)  # sent KeyCheckResponse and DeviceLogin, waiting for Wel
 _ESTABLISHED = const(3)
 
 _KEY_CHECK_LEN = const(90)  # header 2 + e_R 32 + sealed challenge (8 + 32 + 16)
-_MIN_MAX_PACKET = const(256)
 
 
 class DeviceConnection(Connection):
@@ -46,7 +46,7 @@ class DeviceConnection(Connection):
             ephemeral = crypto.generate_keypair()
         self._eph_private, eph_public = ephemeral
         pin = crypto.fingerprint(realm_public) if realm_public is not None else None
-        hello = codec.encode(codec.PROTO_REALM, codec.HELLO, 1, device_id, pin, eph_public)
+        hello = codec.encode(codec.PROTO_REALM, codec.HELLO, VERSION, device_id, pin, eph_public)
         self._th = hashlib.sha256(hello)
         self._send(hello)
 
@@ -117,7 +117,7 @@ class DeviceConnection(Connection):
             if packet_id != codec.WELCOME:
                 self._unexpected(packet_id)
             heartbeat_s, max_packet, realm_name = fields
-            if heartbeat_s < 1 or max_packet < _MIN_MAX_PACKET:
+            if heartbeat_s < MIN_HEARTBEAT_S or max_packet < MIN_MAX_PACKET:
                 raise ProtocolError(MALFORMED, "Welcome out of range: heartbeat %d s, "
                                                "max_packet %d" % (heartbeat_s, max_packet))
             self._state = _ESTABLISHED
@@ -125,10 +125,10 @@ class DeviceConnection(Connection):
             events.append(Welcomed(realm_name, heartbeat_s, max_packet, self.realm_public,
                                    self._dh2, self._pinned_path))
         elif packet_id == codec.PROXY_PASS:
-            events.append(ProxyReceived(fields[0], fields[1], fields[2]))
+            events.append(ProxyPassPacket(fields[0], fields[1], fields[2]))
         elif packet_id == codec.DELIVERY:
-            events.append(DeliveryReport(fields[0], fields[1]))
+            events.append(DeliveryPacket(fields[0], fields[1]))
         elif packet_id == codec.PEER_KEY:
-            events.append(PeerKeyReceived(fields[0], fields[1]))
+            events.append(PeerKeyPacket(fields[0], fields[1]))
         else:
             self._unexpected(packet_id)

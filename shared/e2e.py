@@ -5,7 +5,6 @@ from shared.errors import ProtocolError, MALFORMED, KEY_CHECK_FAILED
 
 E2E_INFO = b"realm/1 e2e"
 _MAX_COUNTER = const(0xFFFFFFFF)
-_DEFAULT_MAX_PEERS = const(16)
 
 
 def e2e_keys(my_id, my_private, peer_id, peer_public):
@@ -29,35 +28,27 @@ class E2E:
     increased boot count before the packet that uses it is sealed.
     """
 
-    def __init__(self, my_id, my_private, boot, on_new_boot=None, max_peers=_DEFAULT_MAX_PEERS):
+    def __init__(self, my_id, my_private, boot, on_new_boot=None):
         self._id = my_id
         self._private = my_private
         self.boot = boot
         self.counter = 0
         self._on_new_boot = on_new_boot
-        self._max_peers = max_peers
         self._peers = {}  # peer id -> [send_enc, send_mac, recv_enc, recv_mac, last_n]
-        self._order = []  # peer ids, least recently added first, for eviction
         self.dropped = 0  # inner packets that failed to open or were replays
 
     def has_peer(self, peer_id):
         return peer_id in self._peers
 
     def add_peer(self, peer_id, peer_public):
-        """Derive the keys for a peer (one X25519 multiplication); evicts the oldest peer."""
+        """Derive the keys for a peer (one X25519 multiplication). How many peers are kept
+        is the caller's bound (the Endpoint's pins)."""
         keys = list(e2e_keys(self._id, self._private, peer_id, peer_public))
         keys.append(-1)
-        if peer_id in self._peers:
-            self._order.remove(peer_id)
-        elif len(self._order) >= self._max_peers:
-            del self._peers[self._order.pop(0)]
         self._peers[peer_id] = keys
-        self._order.append(peer_id)
 
     def forget_peer(self, peer_id):
-        if peer_id in self._peers:
-            del self._peers[peer_id]
-            self._order.remove(peer_id)
+        self._peers.pop(peer_id, None)
 
     def seal(self, peer_id, dpacket_id, body):
         keys = self._peers[peer_id]

@@ -9,9 +9,9 @@ from shared.compat import const
 from shared.connection import PROXY_OVERHEAD
 from shared.e2e import E2E
 from shared.errors import ProtocolError
-from shared.events import (Welcomed, Closed, ProxyReceived, DeliveryReport, PeerKeyReceived,
+from shared.events import (Welcomed, Closed, ProxyPassPacket, DeliveryPacket, PeerKeyPacket,
                            Message, Pong, Delivery, PeerPinned, PeerKeyChanged)
-from shared.framing import DEFAULT_MAX_PACKET
+from shared.protocol import DEFAULT_MAX_PACKET, MAX_PEERS
 
 _DEFAULT_MAX_QUEUE = const(16)
 _MAX_MSG_ID = const(0xFFFFFFFF)
@@ -25,17 +25,21 @@ class SendQueueFull(Exception):
 class Endpoint:
     """One device's end of its conversations with other devices.
 
-    peer_keys: the pinned peer keys (peer id -> key) kept on flash; PeerPinned events say
-    what to add. on_new_boot(boot): called when the boot count must grow (see E2E).
+    pins: the pinned peer keys kept on flash, (peer id, key) pairs, oldest first. At most
+    MAX_PEERS are kept, the oldest dropped first; after a PeerPinned event the shell saves
+    pins(). on_new_boot(boot): called when the boot count must grow (see E2E).
     Call attach(conn) for each new DeviceConnection, handle(event) for each of its events,
     and take_events() after send()/ping() for events those produced.
     """
 
-    def __init__(self, device_id, private, boot, peer_keys=None, on_new_boot=None,
+    def __init__(self, device_id, private, boot, pins=(), on_new_boot=None,
                  max_queue=_DEFAULT_MAX_QUEUE):
         self.device_id = device_id
         self._e2e = E2E(device_id, private, boot, on_new_boot)
-        self._pins = dict(peer_keys or {})
+        self._pins = {}  # peer id -> pinned key, at most MAX_PEERS
+        self._pin_order = []  # peer ids, oldest pin first: MicroPython's dicts keep no order
+        for peer, key in pins:
+            self._pin(peer, key)
         self._max_queue = max_queue
         self._conn = None
         self._outbox = []  # [peer, msg_id, dpacket_id, body] waiting for a link or a key
@@ -69,10 +73,13 @@ class Endpoint:
 
     def forget_peer(self, peer):
         """Unpin a peer, so that its next key is trusted: the user's explicit re-pin."""
-        self._pins.pop(peer, None)
-        self._e2e.forget_peer(peer)
+        self._unpin(peer)
         if peer in self._asked:
             self._asked.remove(peer)
+
+    def pins(self):
+        """The pinned peer keys, (peer id, key) pairs, oldest first: what the shell saves."""
+        return [(peer, self._pins[peer]) for peer in self._pin_order]
 
     def take_events(self):
         events = self._events
@@ -86,11 +93,11 @@ class Endpoint:
 
     def handle(self, event):
         """Process one connection event; returns the application events so far."""
-        if isinstance(event, ProxyReceived):
+        if isinstance(event, ProxyPassPacket):
             self._receive(event.peer, event.inner, may_wait=True)
-        elif isinstance(event, DeliveryReport):
+        elif isinstance(event, DeliveryPacket):
             self._events.append(Delivery(event.msg_id, event.status))
-        elif isinstance(event, PeerKeyReceived):
+        elif isinstance(event, PeerKeyPacket):
             self._learn_key(event.peer, event.key)
         elif isinstance(event, Welcomed):
             self.max_inner = self._conn.max_inner
@@ -177,12 +184,26 @@ class Endpoint:
             self._fail_waiting(peer, status)
             return
         if pinned is None:
-            self._pins[peer] = key
+            self._pin(peer, key)
             self._events.append(PeerPinned(peer, key))
         self._flush(peer)
         held, self._inbox = _split(self._inbox, peer)
         for item in held:
             self._receive(peer, item[1], may_wait=False)
+
+    def _pin(self, peer, key):
+        self._unpin(peer)
+        if len(self._pin_order) >= MAX_PEERS:
+            self._unpin(self._pin_order[0])
+        self._pins[peer] = key
+        self._pin_order.append(peer)
+
+    def _unpin(self, peer):
+        """Forget a pin and the end-to-end keys derived from it (only pinned peers have any)."""
+        if peer in self._pins:
+            del self._pins[peer]
+            self._pin_order.remove(peer)
+        self._e2e.forget_peer(peer)
 
     def _fail_waiting(self, peer, status):
         failed, self._outbox = _split(self._outbox, peer)

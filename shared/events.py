@@ -1,4 +1,6 @@
-# Events a connection or an endpoint hands to its shell. Plain classes: MicroPython
+# Events a connection or an endpoint hands to its shell, in two families: a connection's
+# (the realm link: a packet that arrived is a ...Packet event) and an Endpoint's (what a
+# device application sees: Message, Delivery, PeerPinned...). Plain classes: MicroPython
 # has no dataclasses, and a tuple would make every caller remember field order.
 # Each class names its attributes in `_fields`, in the order its constructor takes
 # them; one shared __init__ sets them (an __init__ per class costs a device's heap
@@ -23,6 +25,7 @@ class Event:
         return type(self) is type(other) and self.__dict__ == other.__dict__
 
 
+# -- Connection events: the realm link -----------------------------------------
 class Welcomed(Event):
     """Device side: the realm accepted the login. Keep realm_public and dh2 (the pin)."""
     _fields = "realm_name heartbeat_s max_packet realm_public dh2 pinned_path"
@@ -33,21 +36,23 @@ class LoginRequest(Event):
     _fields = "device_id method details device_public"
 
 
-class ProxyReceived(Event):
+class ProxyPassPacket(Event):
     """A ProxyPass. At the realm `peer` is the target; at a device it is the sender."""
     _fields = "peer msg_id inner"
 
 
-class DeliveryReport(Event):
+class DeliveryPacket(Event):
+    """Device side: the realm's Delivery report on one of our ProxyPass packets."""
     _fields = "msg_id status"
 
 
-class PeerKeyRequested(Event):
+class PeerKeyRequestPacket(Event):
     """Realm side: answer with conn.send_peer_key(peer, key_or_None)."""
     _fields = "peer"
 
 
-class PeerKeyReceived(Event):
+class PeerKeyPacket(Event):
+    """Device side: the realm's answer to a PeerKeyRequest; `key` None if it has none."""
     _fields = "peer key"
 
 

@@ -5,24 +5,14 @@
 # max_packet. frame() refuses a packet the peer would refuse, with a local
 # ProtocolError (remote=False): TOO_LARGE over max_packet, MALFORMED under 2 bytes.
 #
-# The serial framer and its COBS and CRC helpers are in shared/serial_framing.py, loaded
-# the first time one of them is asked for here (module __getattr__, PEP 562): a device on
-# a TCP link never loads them, which saves it ~2 KB of heap.
-from shared.compat import const
+# The serial framer and its COBS and CRC helpers are in shared/serial_framing.py, which
+# only the code opening a serial link imports: a device on a TCP link never loads it,
+# which saves it ~2 KB of heap.
 from shared.errors import MALFORMED, TOO_LARGE, ProtocolError
-
-DEFAULT_MAX_PACKET = const(4096)
-_SERIAL = ("SerialFramer", "cobs_encode", "cobs_decode", "crc16_ccitt_false")
+from shared.protocol import DEFAULT_MAX_PACKET
 
 
-def __getattr__(name):
-    if name in _SERIAL:
-        from shared import serial_framing
-        return getattr(serial_framing, name)
-    raise AttributeError("module 'shared.framing' has no attribute %r" % (name,))
-
-
-def _check_packet(packet, max_packet):
+def check_packet(packet, max_packet):
     if len(packet) > max_packet:
         raise ProtocolError(TOO_LARGE, "%d-byte packet over %d" % (len(packet), max_packet))
     if len(packet) < 2:
@@ -43,7 +33,7 @@ class StreamFramer:
         self._error = None
 
     def frame(self, packet):
-        _check_packet(packet, self.max_packet)
+        check_packet(packet, self.max_packet)
         return len(packet).to_bytes(2, "big") + packet
 
     def feed(self, data):

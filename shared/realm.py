@@ -5,9 +5,10 @@ import hashlib
 
 from shared import codec, crypto
 from shared.compat import const, urandom
-from shared.connection import Connection, session_keys, HANDSHAKE_TIMEOUT_MS
+from shared.connection import Connection, session_keys
 from shared.errors import ProtocolError, KEY_MISMATCH, KEY_CHECK_FAILED, UNEXPECTED
-from shared.events import LoginRequest, ProxyReceived, PeerKeyRequested
+from shared.events import LoginRequest, ProxyPassPacket, PeerKeyRequestPacket
+from shared.protocol import HANDSHAKE_TIMEOUT_MS
 
 _AWAIT_HELLO = const(0)
 _AWAIT_SEND_KEY = const(1)
@@ -135,8 +136,8 @@ class RealmConnection(Connection):
         elif self._state != _ESTABLISHED:
             self._unexpected(packet_id)
         elif packet_id == codec.PROXY_PASS:
-            events.append(ProxyReceived(fields[0], fields[1], fields[2]))
+            events.append(ProxyPassPacket(fields[0], fields[1], fields[2]))
         elif packet_id == codec.PEER_KEY_REQUEST:
-            events.append(PeerKeyRequested(fields[0]))
+            events.append(PeerKeyRequestPacket(fields[0]))
         else:
             self._unexpected(packet_id)

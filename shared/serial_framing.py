@@ -1,11 +1,11 @@
 # The serial transport's framing (PROTOCOL.md section 2): `COBS(packet | crc) | 0x00`.
-# Its names are reached through shared/framing.py (framing.SerialFramer,
-# framing.cobs_encode...), which loads this module only when they are asked for.
+# Imported only where a serial link is opened, so a device on TCP never loads it.
 from array import array
 
 from shared import compat
 from shared.errors import MALFORMED, ProtocolError
-from shared.framing import DEFAULT_MAX_PACKET, _check_packet
+from shared.framing import check_packet
+from shared.protocol import DEFAULT_MAX_PACKET
 
 
 def _crc_table():
@@ -102,7 +102,7 @@ class SerialFramer:
         self._skipping = True  # out of sync: discard up to the next 0x00
 
     def frame(self, packet):
-        _check_packet(packet, self.max_packet)
+        check_packet(packet, self.max_packet)
         crc = crc16_ccitt_false(packet).to_bytes(2, "big")
         return cobs_encode(bytes(packet) + crc) + b"\x00"
 

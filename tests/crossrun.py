@@ -11,7 +11,7 @@ from binascii import hexlify
 
 from shared import codec
 from shared.e2e import E2E
-from shared.events import LoginRequest, PeerKeyRequested, ProxyReceived
+from shared.events import LoginRequest, PeerKeyRequestPacket, ProxyPassPacket
 from shared.framing import StreamFramer
 from shared.realm import RealmConnection
 
@@ -76,9 +76,9 @@ def _serve(proc, device_id, realm, peer, peer_e2e, bound, sent_ids):
             if isinstance(ev, LoginRequest):
                 bound.setdefault(ev.device_id, ev.device_public)
                 realm.accept_login("cross", 30, 4096)
-            elif isinstance(ev, PeerKeyRequested):
+            elif isinstance(ev, PeerKeyRequestPacket):
                 realm.send_peer_key(ev.peer, peer[2] if ev.peer == peer[0] else None)
-            elif isinstance(ev, ProxyReceived):
+            elif isinstance(ev, ProxyPassPacket):
                 _dpacket_id, fields = peer_e2e.open(device_id, ev.inner)
                 realm.send_delivery(ev.msg_id, codec.DELIVERED)
                 realm.send_proxy(peer[0], 0, peer_e2e.seal(device_id, codec.PONG, fields[0]))

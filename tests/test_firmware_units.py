@@ -10,7 +10,7 @@ import pytest
 from firmware import store as store_module
 from firmware.config import ConfigError, load, validate
 from firmware.runtime import backoff_ms
-from firmware.store import MAX_PEERS, Store, StoreError
+from firmware.store import Store, StoreError
 from tools.build import build, profile
 from tools.flash import ampy_commands, files_to_copy, mpremote_commands
 
@@ -130,17 +130,15 @@ def test_a_new_key_pair_forgets_the_realm_pin(tmp_path):
     assert s.realm_public is None  # the old pin would take the pinned path with the old key
 
 
-def test_peer_pins_are_bounded_oldest_dropped_first(tmp_path):
+def test_peer_pins_survive_a_reboot_in_their_order(tmp_path):
+    # The Endpoint bounds the pins (tests/core/test_e2e.py); the store keeps what it gives.
     folder = str(tmp_path / "state")
     s = Store(folder).load()
-    peers = [bytes([i]) * 16 for i in range(MAX_PEERS + 2)]
-    for i, peer in enumerate(peers):
-        s.pin_peer(peer, bytes([i]) * 32)
-    s = Store(folder).load()
-    assert sorted(s.peers) == sorted(peers[2:])
-    assert s.peers[peers[5]] == bytes([5]) * 32
-    s.forget_peer(peers[5])
-    assert peers[5] not in Store(folder).load().peers
+    pins = [(bytes([i]) * 16, bytes([i]) * 32) for i in (3, 1, 2)]
+    s.save_peers(pins)
+    assert Store(folder).load().peers == pins
+    s.save_peers(pins[1:])
+    assert Store(folder).load().peers == pins[1:]
 
 
 def test_a_write_is_all_or_nothing(tmp_path, monkeypatch):

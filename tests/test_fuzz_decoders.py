@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from shared.codec import PROTO_DEVICE, PROTO_REALM, decode, encode
 from shared.errors import ProtocolError
-from shared.framing import SerialFramer, StreamFramer, cobs_encode, crc16_ccitt_false
+from shared.framing import StreamFramer
+from shared.serial_framing import SerialFramer, cobs_encode, crc16_ccitt_false
 from tests.core import support
 
 FUZZ = settings(max_examples=200, deadline=None,

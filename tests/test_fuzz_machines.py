@@ -6,7 +6,8 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 from shared.e2e import E2E
 from shared.errors import ProtocolError
 from shared.events import Closed, LoginRequest
-from shared.framing import StreamFramer, SerialFramer
+from shared.framing import StreamFramer
+from shared.serial_framing import SerialFramer
 from shared.realm import RealmConnection
 from tests.core.linked import Link, keypair
 

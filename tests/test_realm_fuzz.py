@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from shared import crypto
 from shared.device import DeviceConnection
-from shared.events import PeerKeyReceived
+from shared.events import PeerKeyPacket
 from shared.framing import StreamFramer
 from tests.realm_helpers import RawDevice, RealmProcess
 from tests.test_realm_server import check_registry
@@ -77,5 +77,5 @@ def test_the_realm_still_serves_after_the_fuzzing(realm):
     raw.handshake()
     raw.conn.request_peer_key(device_id)
     raw.flush()
-    assert raw.pump(lambda e: isinstance(e, PeerKeyReceived)).key == raw.public
+    assert raw.pump(lambda e: isinstance(e, PeerKeyPacket)).key == raw.public
     raw.close()

@@ -7,7 +7,8 @@ import pytest
 
 from host import keyfile, tokens
 from host.ratelimit import LoginLimiter
-from host.registry import (QUEUE_FULL, QUEUED, UNKNOWN_TARGET, Registry, RegistryError)
+from shared.codec import QUEUE_FULL, QUEUED, UNKNOWN_TARGET
+from host.registry import Registry, RegistryError
 
 SENDER = uuid.uuid4().bytes
 T0 = 1_700_000_000.0

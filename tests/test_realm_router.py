@@ -5,11 +5,11 @@ import asyncio
 
 from shared import codec, crypto
 from shared.device import DeviceConnection
-from shared.events import DeliveryReport, ProxyReceived, LoginRequest
+from shared.events import DeliveryPacket, ProxyPassPacket, LoginRequest
 from shared.framing import StreamFramer
 from host.login import Decision
-from host.registry import QUEUED, Queued, id_text
-from host.server import Config, Realm
+from host.registry import Queued, id_text
+from host.server import Config, RealmServer
 from tests.realm_helpers import run
 
 A, B = bytes([1]) * 16, bytes([2]) * 16
@@ -42,7 +42,7 @@ class GatedStore:
         if self.broken:
             raise OSError("disk gone")
         self.enqueued.append((target, msg_id, inner))
-        return QUEUED
+        return codec.QUEUED
 
 
 class Transport:
@@ -93,10 +93,10 @@ class Device:
                 return
 
     def received(self):
-        return [(e.msg_id, e.inner) for e in self.events if isinstance(e, ProxyReceived)]
+        return [(e.msg_id, e.inner) for e in self.events if isinstance(e, ProxyPassPacket)]
 
     def deliveries(self):
-        return [(e.msg_id, e.status) for e in self.events if isinstance(e, DeliveryReport)]
+        return [(e.msg_id, e.status) for e in self.events if isinstance(e, DeliveryPacket)]
 
 
 async def logged_in(realm, device_id, wait=True):
@@ -120,7 +120,7 @@ async def settle(*devices):
 
 async def a_and_b_logging_in(store):
     """A realm with A logged in and B logging in: B's stored packets not yet read."""
-    realm = Realm(Config(), store, crypto.generate_keypair())
+    realm = RealmServer(Config(), store, crypto.generate_keypair())
     a, _ = await logged_in(realm, A)
     b, login = await logged_in(realm, B, wait=False)
     return realm, a, b, login
@@ -174,7 +174,7 @@ def test_a_packet_the_store_cannot_keep_is_unavailable_never_queued():
     async def body():
         store = GatedStore([])
         store.broken = True
-        realm = Realm(Config(), store, crypto.generate_keypair())
+        realm = RealmServer(Config(), store, crypto.generate_keypair())
         a, _ = await logged_in(realm, A)
         a.conn.send_proxy(B, 7, b"for an offline target")
         a.pump()

@@ -11,7 +11,7 @@ import pytest
 from shared import codec
 from shared.errors import (BAD_LOGIN, DENIED, INTERNAL, KEY_MISMATCH, MALFORMED,
                            RATE_LIMITED, SESSION_REPLACED, TIMEOUT, TOO_LARGE, UNEXPECTED)
-from shared.events import DeliveryReport, Message, Delivery, PeerKeyReceived
+from shared.events import DeliveryPacket, Message, Delivery, PeerKeyPacket
 from shared.framing import StreamFramer
 from host import keyfile
 from host.client import DeviceState, HostDevice
@@ -113,7 +113,7 @@ def test_unknown_target_is_reported(realm):
     raw.handshake()
     raw.conn.send_proxy(uuid.uuid4().bytes, 7, b"\x01\x00" + bytes(30))
     raw.flush()
-    report = raw.pump(lambda e: isinstance(e, DeliveryReport))
+    report = raw.pump(lambda e: isinstance(e, DeliveryPacket))
     assert (report.msg_id, report.status) == (7, codec.UNKNOWN_TARGET)
     raw.close()
 
@@ -129,7 +129,7 @@ def test_peer_key_answers_the_bound_key_or_absent(realm):
     for peer, key in ((bound_id, bound.public), (unbound_id, None), (uuid.uuid4().bytes, None)):
         asker.conn.request_peer_key(peer)
         asker.flush()
-        answer = asker.pump(lambda e: isinstance(e, PeerKeyReceived))
+        answer = asker.pump(lambda e: isinstance(e, PeerKeyPacket))
         assert (answer.peer, answer.key) == (peer, key)
     bound.close()
     asker.close()
@@ -155,7 +155,7 @@ def test_session_replaced_by_a_newer_login(realm):
     assert old.expect_closed().code == SESSION_REPLACED
     new.conn.request_peer_key(device_id)  # the new session goes on
     new.flush()
-    assert new.pump(lambda e: isinstance(e, PeerKeyReceived)).key == old.public
+    assert new.pump(lambda e: isinstance(e, PeerKeyPacket)).key == old.public
     new.close()
 
 
@@ -174,7 +174,7 @@ def test_replayed_and_bit_flipped_sealed_packets_close_only_that_connection(real
     replayer = established()
     replayer.conn.request_peer_key(witness_id)
     frame = replayer.flush()
-    assert replayer.pump(lambda e: isinstance(e, PeerKeyReceived)).key == witness.public
+    assert replayer.pump(lambda e: isinstance(e, PeerKeyPacket)).key == witness.public
     replayer.send_raw(frame)
     assert replayer.expect_closed().code == MALFORMED
 
@@ -188,7 +188,7 @@ def test_replayed_and_bit_flipped_sealed_packets_close_only_that_connection(real
 
     witness.conn.request_peer_key(witness_id)  # the realm still serves the others
     witness.flush()
-    assert witness.pump(lambda e: isinstance(e, PeerKeyReceived)).key == witness.public
+    assert witness.pump(lambda e: isinstance(e, PeerKeyPacket)).key == witness.public
     witness.close()
 
 
@@ -345,7 +345,7 @@ def test_a_slow_reader_is_disconnected_and_others_go_on(own_realm):
     realm.wait_log("slow reader")
     sender.conn.request_peer_key(slow_id)
     sender.flush()
-    assert sender.pump(lambda e: isinstance(e, PeerKeyReceived)).key == slow.public
+    assert sender.pump(lambda e: isinstance(e, PeerKeyPacket)).key == slow.public
     sender.close()
     slow.close()
 

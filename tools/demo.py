@@ -14,7 +14,7 @@ import threading
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.build import build  # noqa: E402
-from tools.simproc import RealmServer, SimDevice, write_config  # noqa: E402
+from tools.simproc import RealmProcess, SimDevice, write_config  # noqa: E402
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -22,7 +22,7 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 class Demo:
     def __init__(self, folder):
         self.folder = folder
-        self.realm = RealmServer(folder)
+        self.realm = RealmProcess(folder)
         self.devices = []
         self.names = {}
         self.print_lock = threading.Lock()

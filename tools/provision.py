@@ -17,18 +17,18 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from shared.protocol import DEFAULT_PORT  # noqa: E402
 from tools.build import BuildError, profile  # noqa: E402
 from tools.flash import FlashError, check_port, find_tool, flash  # noqa: E402
 
 USAGE = "make provision PORT=/dev/ttyUSB0 BOARD=esp32 NAME=kitchen WIFI_SSID=... " \
-        "WIFI_PASSWORD=... REALM=192.168.1.10:7711"
-DEFAULT_PORT = 7711
+        "WIFI_PASSWORD=... REALM=192.168.1.10:%d" % DEFAULT_PORT
 
 
 def realm_address(text):
     if not text:
         raise FlashError("REALM is missing: the realm's address as the device reaches it, "
-                         "HOST:PORT (e.g. your computer's LAN address and 7711)")
+                         "HOST:PORT (e.g. your computer's LAN address and %d)" % DEFAULT_PORT)
     host, sep, port = text.rpartition(":")
     if not sep:
         return text, DEFAULT_PORT

@@ -35,7 +35,7 @@ def realm_command():
     raise RuntimeError("the realm command is missing: run `make install`")
 
 
-class RealmServer:
+class RealmProcess:
     """`realm serve` on a free loopback port, its data and log in `folder`."""
 
     def __init__(self, folder, *extra):

@@ -3,8 +3,9 @@
 from shared import codec
 from shared.e2e import E2E, e2e_keys
 from shared.endpoint import Endpoint, SendQueueFull
-from shared.events import (ProxyReceived, PeerKeyRequested, Message, Pong, Delivery,
-                           PeerPinned, PeerKeyChanged)
+from shared.events import (ProxyPassPacket, PeerKeyPacket, PeerKeyRequestPacket, Message, Pong,
+                           Delivery, PeerPinned, PeerKeyChanged)
+from shared.protocol import MAX_PEERS
 from tests.core.linked import Link, keypair, device_id
 from tests.core.support import vectors, unhex, eq, check, expect_error
 
@@ -109,14 +110,14 @@ class _Realm:
                 self.app_events[n] += ep.take_events()
 
     def _relay(self, n, link, ev):
-        if isinstance(ev, ProxyReceived):
+        if isinstance(ev, ProxyPassPacket):
             target = [m for m in self.links if device_id(m) == ev.peer]
             if target:
                 self.links[target[0]].realm.send_proxy(device_id(n), ev.msg_id, ev.inner)
             if ev.msg_id:
                 link.realm.send_delivery(ev.msg_id, codec.DELIVERED if target
                                          else codec.UNKNOWN_TARGET)
-        elif isinstance(ev, PeerKeyRequested):
+        elif isinstance(ev, PeerKeyRequestPacket):
             link.realm.send_peer_key(ev.peer, self.bound.get(ev.peer))
 
 
@@ -166,7 +167,7 @@ def test_endpoint_unknown_peer_reports_unknown_target():
 def test_endpoint_refuses_a_changed_peer_key():
     realm = _Realm()
     other = keypair(8)[1]
-    a = Endpoint(device_id(1), keypair(2)[0], 1, peer_keys={device_id(2): other})
+    a = Endpoint(device_id(1), keypair(2)[0], 1, pins=[(device_id(2), other)])
     realm.endpoints[1] = a
     realm.join(1, 2)
     realm.join(2, 3)
@@ -176,6 +177,18 @@ def test_endpoint_refuses_a_changed_peer_key():
     changed = _of(realm.app_events[1], PeerKeyChanged)
     eq([(c.pinned, c.offered) for c in changed], [(other, keypair(3)[1])], "reported once")
     eq(a.dropped, 1, "counted")
+
+
+def test_endpoint_keeps_at_most_max_peers_pins_oldest_dropped_first():
+    peers = [bytes([i + 1]) * 16 for i in range(MAX_PEERS + 2)]
+    key = keypair(3)[1]
+    a = Endpoint(device_id(1), keypair(2)[0], 1, pins=[(p, key) for p in peers[:MAX_PEERS + 1]])
+    eq([p for p, _ in a.pins()], peers[1:MAX_PEERS + 1], "the oldest given pin dropped")
+    a.handle(PeerKeyPacket(peers[-1], key))  # a new peer's key, trusted on first use
+    eq([p for p, _ in a.pins()], peers[2:], "pinning one more drops the oldest")
+    a.forget_peer(peers[5])
+    eq(len(a.pins()), MAX_PEERS - 1, "forgotten")
+    check(peers[5] not in [p for p, _ in a.pins()], "forgotten peer unpinned")
 
 
 def test_endpoint_queue_is_bounded():

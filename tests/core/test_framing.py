@@ -1,7 +1,7 @@
 # Both framers and their helpers against framing.json (PROTOCOL.md section 2), every
 # input fed in every chunking. Runs on CPython (pytest) and MicroPython (tests/mprun.py).
-from shared.framing import (
-    SerialFramer, StreamFramer, cobs_decode, cobs_encode, crc16_ccitt_false)
+from shared.framing import StreamFramer
+from shared.serial_framing import SerialFramer, cobs_decode, cobs_encode, crc16_ccitt_false
 from tests.core.support import chunkings, check, eq, expect_error, tohex, unhex, vectors
 
 MP_HEAP = "512k"  # the 64 KB frames of max_packet 65535 (support.chunkings no longer lists chunks)

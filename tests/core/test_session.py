@@ -3,7 +3,7 @@
 from shared import codec
 from shared.errors import (MALFORMED, UNSUPPORTED, UNEXPECTED, KEY_MISMATCH,
                            KEY_CHECK_FAILED, BAD_LOGIN, TIMEOUT, SESSION_REPLACED)
-from shared.events import Closed, Welcomed, ProxyReceived, PeerKeyRequested, DeliveryReport
+from shared.events import Closed, Welcomed, ProxyPassPacket, PeerKeyRequestPacket, DeliveryPacket
 from shared.framing import StreamFramer
 from tests.core.linked import Link, keypair, device_id, sent_ids
 from tests.core.support import eq, check
@@ -114,14 +114,14 @@ def test_proxy_relay_events():
     peer = device_id(3)
     link.device.send_proxy(peer, 7, b"\x01\x00opaque")
     link.pump()
-    ev = [e for e in link.realm_events if isinstance(e, ProxyReceived)][0]
+    ev = [e for e in link.realm_events if isinstance(e, ProxyPassPacket)][0]
     eq((ev.peer, ev.msg_id, ev.inner), (peer, 7, b"\x01\x00opaque"), "realm sees the target")
     link.realm.send_delivery(7, codec.DELIVERED)
     link.realm.send_proxy(peer, 0, b"back")
     link.pump()
     kinds = [type(e).__name__ for e in link.device_events]
-    check("DeliveryReport" in kinds and "ProxyReceived" in kinds, kinds)
-    rep = [e for e in link.device_events if isinstance(e, DeliveryReport)][0]
+    check("DeliveryPacket" in kinds and "ProxyPassPacket" in kinds, kinds)
+    rep = [e for e in link.device_events if isinstance(e, DeliveryPacket)][0]
     eq((rep.msg_id, rep.status), (7, codec.DELIVERED), "delivery")
 
 
@@ -129,7 +129,7 @@ def test_peer_key_request_event():
     link = _established()
     link.device.request_peer_key(device_id(4))
     link.pump()
-    eq([e for e in link.realm_events if isinstance(e, PeerKeyRequested)][0].peer, device_id(4), "")
+    eq([e for e in link.realm_events if isinstance(e, PeerKeyRequestPacket)][0].peer, device_id(4), "")
 
 
 def _established_raw():
