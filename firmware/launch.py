@@ -7,9 +7,9 @@ import sys
 # scratch buffers then leave no holes between the modules, and the heap keeps large free
 # runs (at 128 KB: a 21 KB run instead of 2 KB when everything loads at once).
 _MODULES = ("asyncio", "shared.errors", "shared.protocol", "shared.codec", "shared.x25519",
-            "shared.crypto", "shared.framing", "shared.events", "shared.connection", "shared.device",
-            "shared.e2e", "shared.endpoint", "board", "firmware.store", "firmware.runtime",
-            "firmware.api")
+            "shared.crypto", "shared.framing", "shared.events", "shared.connection",
+            "shared.device", "shared.e2e", "shared.endpoint", "board", "firmware.store",
+            "firmware.runtime", "firmware.api")
 
 
 def log(message):

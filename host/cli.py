@@ -274,40 +274,41 @@ def parser():
             cmd.add_argument("--json", action="store_true", help="print JSON")
 
     s = add(sub, "serve", cmd_serve, "run the realm server until SIGINT or SIGTERM")
-    d = DEFAULTS
-    s.add_argument("--listen", type=lambda t: host_port(t, d.host),
-                   default=(d.host, d.port), metavar="HOST:PORT",
-                   help="TCP address (default %s:%d)" % (d.host, d.port))
+    s.add_argument("--listen", type=lambda t: host_port(t, DEFAULTS.host),
+                   default=(DEFAULTS.host, DEFAULTS.port), metavar="HOST:PORT",
+                   help="TCP address (default %s:%d)" % (DEFAULTS.host, DEFAULTS.port))
     data_and_json(s, json_flag=False)
-    s.add_argument("--name", default=d.name, help="the realm name sent in Welcome (default %s)"
-                   % d.name)
+    s.add_argument("--name", default=DEFAULTS.name,
+                   help="the realm name sent in Welcome (default %s)" % DEFAULTS.name)
     s.add_argument("--serial", action="append", default=[], metavar="PORT",
                    help="also serve one device on this serial port (repeatable)")
-    s.add_argument("--baud", type=positive(int, 1, 10 ** 8), default=d.baud,
-                   help="of the serial ports (default %d)" % d.baud)
+    s.add_argument("--baud", type=positive(int, 1, 10 ** 8), default=DEFAULTS.baud,
+                   help="of the serial ports (default %d)" % DEFAULTS.baud)
     s.add_argument("--open-enrolment", action="store_true",
                    help="register unknown devices at their first login (method NONE)")
     s.add_argument("--heartbeat", type=positive(int, protocol.MIN_HEARTBEAT_S,
                                                 protocol.MAX_HEARTBEAT_S),
-                   default=d.heartbeat_s, metavar="SECONDS",
+                   default=DEFAULTS.heartbeat_s, metavar="SECONDS",
                    help="sent in Welcome; a link silent for %d times this is closed "
-                   "(default %d)" % (protocol.SILENCE_FACTOR, d.heartbeat_s))
+                   "(default %d)" % (protocol.SILENCE_FACTOR, DEFAULTS.heartbeat_s))
     s.add_argument("--handshake-timeout", type=positive(float, 0.01, 3600),
-                   default=d.handshake_timeout_s, metavar="SECONDS",
-                   help="to finish the handshake (default %g)" % d.handshake_timeout_s)
+                   default=DEFAULTS.handshake_timeout_s, metavar="SECONDS",
+                   help="to finish the handshake (default %g)" % DEFAULTS.handshake_timeout_s)
     s.add_argument("--max-packet", type=positive(int, protocol.MIN_MAX_PACKET,
                                                  protocol.MAX_MAX_PACKET),
-                   default=d.max_packet, metavar="BYTES",
-                   help="sent in Welcome (default %d)" % d.max_packet)
-    s.add_argument("--max-handshakes", type=positive(int, 1, 10 ** 6), default=d.max_handshakes,
+                   default=DEFAULTS.max_packet, metavar="BYTES",
+                   help="sent in Welcome (default %d)" % DEFAULTS.max_packet)
+    s.add_argument("--max-handshakes", type=positive(int, 1, 10 ** 6),
+                   default=DEFAULTS.max_handshakes,
                    help="connections allowed in the handshake at once (default %d)"
-                   % d.max_handshakes)
-    s.add_argument("--send-limit", type=positive(int, 1024, 2 ** 31), default=d.send_limit,
+                   % DEFAULTS.max_handshakes)
+    s.add_argument("--send-limit", type=positive(int, 1024, 2 ** 31),
+                   default=DEFAULTS.send_limit,
                    metavar="BYTES", help="unsent bytes allowed per link; a slower reader is "
-                   "disconnected (default %d)" % d.send_limit)
-    s.add_argument("--summary", type=positive(float, 0.1, 86400), default=d.summary_s,
+                   "disconnected (default %d)" % DEFAULTS.send_limit)
+    s.add_argument("--summary", type=positive(float, 0.1, 86400), default=DEFAULTS.summary_s,
                    metavar="SECONDS", help="period of the summary log line (default %g)"
-                   % d.summary_s)
+                   % DEFAULTS.summary_s)
     s.add_argument("-v", "--verbose", action="store_true")
 
     k = add(sub, "key", cmd_key, "show the realm's public key and fingerprint")
