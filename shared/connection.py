@@ -43,21 +43,33 @@ class Connection:
         self.established = False
         self.closed = False
         self.error = None
+        self._fault = None  # a fault found after packets the shell has not yet answered
 
     # -- the shell's side -------------------------------------------------------
     def receive_data(self, data, now):
+        """Events for every complete packet in `data`. A fault (a bad packet, a bad
+        length, the peer's Error) after some of them does not drop them: they are
+        returned first, and the fault closes the connection at the next call
+        (receive_data or tick; next_deadline() is then `now`), after the shell has
+        answered them. Bytes after a fault are never read."""
         if self.closed:
             return []
         self._now = now
         events = []
+        if self._fault is not None:
+            self._fail(self._fault, events)
+            return events
         try:
             for packet in self._framer.feed(data):
                 self._last_received = now
                 self._receive_packet(packet, events)
-                if self.closed:
-                    break
+            if self._framer.error is not None:
+                raise self._framer.error
         except ProtocolError as e:
-            self._fail(e, events)
+            if events:
+                self._fault = e
+            else:
+                self._fail(e, events)
         return events
 
     def tick(self, now):
@@ -65,7 +77,9 @@ class Connection:
             return []
         self._now = now
         events = []
-        if not self.established:
+        if self._fault is not None:
+            self._fail(self._fault, events)
+        elif not self.established:
             if now >= self._deadline:
                 self._fail(ProtocolError(TIMEOUT, "handshake not finished in time"), events)
         elif now - self._last_received >= SILENCE_FACTOR * self._heartbeat_ms:
@@ -78,6 +92,8 @@ class Connection:
     def next_deadline(self):
         if self.closed:
             return None
+        if self._fault is not None:
+            return self._now
         if not self.established:
             return self._deadline
         return min(self._last_sent + self._heartbeat_ms,
@@ -125,9 +141,7 @@ class Connection:
 
     def _on_peer_error(self, fields, events):
         code, _ref, message = fields
-        self.error = ProtocolError(code, message, True)
-        self.closed = True
-        events.append(Closed(self.error))
+        raise ProtocolError(code, message, True)
 
     def _send(self, packet, clear_len=2):
         """Queue a plaintext packet, sealed when the clear/sealed rule says so."""
@@ -148,6 +162,7 @@ class Connection:
     def _fail(self, error, events):
         """Tell the peer (unless it told us), close, and report Closed."""
         self.error = error
+        self._fault = None
         if not error.remote:
             try:
                 self._send(codec.encode(codec.PROTO_REALM, codec.ERROR, error.code, 0,

@@ -20,25 +20,26 @@ def check_packet(packet, max_packet):
 
 
 class StreamFramer:
-    """`length:u16 | packet`, for TCP. A bad length is fatal: feed() raises it, before
-    taking any byte of the body, and raises it again on every later call. Packets
-    completed earlier in that same call are lost with the connection."""
+    """`length:u16 | packet`, for TCP. A bad length is fatal, found before any byte of
+    the body is taken. feed() still returns the packets completed before it in that
+    call (a stream parser hands over what precedes a fault, as h11 does); the fault is
+    then kept in `error` and raised by the next call, and by every later one."""
 
     preamble = b""
 
     def __init__(self, max_packet=DEFAULT_MAX_PACKET):
         self.max_packet = max_packet
+        self.error = None  # the fatal fault, once found
         self._buf = bytearray()  # the length bytes, then the body, of the frame in progress
         self._need = 0  # body length once the length is read; 0 while reading it
-        self._error = None
 
     def frame(self, packet):
         check_packet(packet, self.max_packet)
         return len(packet).to_bytes(2, "big") + packet
 
     def feed(self, data):
-        if self._error is not None:
-            raise self._error
+        if self.error is not None:
+            raise self.error
         packets = []
         buf = self._buf
         view = memoryview(data)
@@ -54,12 +55,14 @@ class StreamFramer:
                 length = (buf[0] << 8) | buf[1]
                 buf[:] = b""
                 if length > self.max_packet:
-                    self._error = ProtocolError(
+                    self.error = ProtocolError(
                         TOO_LARGE, "%d-byte frame over %d" % (length, self.max_packet))
                 elif length < 2:
-                    self._error = ProtocolError(MALFORMED, "%d-byte frame" % length)
-                if self._error is not None:
-                    raise self._error
+                    self.error = ProtocolError(MALFORMED, "%d-byte frame" % length)
+                if self.error is not None:
+                    if packets:
+                        return packets
+                    raise self.error
                 self._need = length
                 continue
             take = min(self._need - len(buf), end - pos)

@@ -94,6 +94,7 @@ class SerialFramer:
     dropped, counted in .dropped, and the receiver resynchronises at the next 0x00."""
 
     preamble = b"\x00"
+    error = None  # a bad frame is dropped and counted, never fatal
 
     def __init__(self, max_packet=DEFAULT_MAX_PACKET):
         self.max_packet = max_packet

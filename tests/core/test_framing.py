@@ -206,3 +206,13 @@ def test_serial_takes_bytearray_and_memoryview():
     stream = b"\x00" + SerialFramer().frame(b"\x02\x00") * 2
     eq(SerialFramer().feed(bytearray(stream)), [b"\x02\x00"] * 2)
     eq(SerialFramer().feed(memoryview(stream)), [b"\x02\x00"] * 2)
+
+
+def test_stream_packets_before_a_bad_length_are_returned_first():
+    packet = b"\x02\x07\x01"
+    for bad in (b"\xff\xff", b"\x00\x01"):
+        framer = StreamFramer()
+        eq(framer.feed(framer.frame(packet) * 2 + bad + b"\x02\x07"), [packet, packet], "before")
+        check(framer.error is not None, "the fault is kept")
+        e = expect_error(framer.error.code, framer.feed, b"")
+        expect_error(e.code, framer.feed, framer.frame(packet))  # and stays

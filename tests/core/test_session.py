@@ -2,7 +2,7 @@
 # machines linked in memory. Runs on CPython and MicroPython.
 from shared import codec
 from shared.errors import (MALFORMED, UNSUPPORTED, UNEXPECTED, KEY_MISMATCH,
-                           KEY_CHECK_FAILED, BAD_LOGIN, TIMEOUT, SESSION_REPLACED)
+                           KEY_CHECK_FAILED, BAD_LOGIN, TIMEOUT, SESSION_REPLACED, TOO_LARGE)
 from shared.events import Closed, Welcomed, ProxyPassPacket, PeerKeyRequestPacket, DeliveryPacket
 from shared.framing import StreamFramer
 from tests.core.linked import Link, keypair, device_id, sent_ids
@@ -230,3 +230,54 @@ def test_low_order_device_ephemeral_fails_key_check():
         StreamFramer().frame(codec.encode(2, codec.SEND_KEY, device_public)), 0))
     eq(err.code, KEY_CHECK_FAILED, "zero DH refused")
 
+
+
+def _proxy_then(fault):
+    """An established link, and one read holding a valid ProxyPass followed by `fault`."""
+    link = _established()
+    link.device.send_proxy(device_id(3), 9, b"\x01\x00first")
+    return link, link.device.data_to_send() + fault
+
+
+def _answered_then_closed(link, data, code, remote):
+    events = link.realm.receive_data(data, 5)
+    eq([type(e).__name__ for e in events], ["ProxyPassPacket"], "the packet before the fault")
+    check(not link.realm.closed, "still open: the shell answers first")
+    eq(link.realm.next_deadline(), 5, "the fault is due at once")
+    link.realm.send_delivery(9, codec.DELIVERED)
+    err = _closed(link.realm.tick(5))
+    eq((err.code, err.remote), (code, remote), "then the fault closes the link")
+    eq(link.realm.receive_data(b"\x00\x02\x02\x00", 6), [], "nothing read after the fault")
+    if remote:  # the device has gone: the Delivery is on the wire, and nothing after it
+        eq(len(link.realm.data_to_send()), 2 + 2 + 5 + 24, "one sealed Delivery, no Error")
+        return
+    link.pump()
+    reports = [e for e in link.device_events if isinstance(e, DeliveryPacket)]
+    eq([(r.msg_id, r.status) for r in reports], [(9, codec.DELIVERED)], "answered before the end")
+    # The realm's Error came in the same read as the Delivery: the device, too, hands
+    # over the Delivery first and closes at its next call.
+    eq(_closed(link.device.tick(6)).code, code, "then told the fault")
+
+
+def test_packets_before_a_malformed_frame_are_handled_first():
+    link, data = _proxy_then(b"\x00\x03\x02\x0f\x00")  # a ProxyPass id, not sealed
+    _answered_then_closed(link, data, MALFORMED, False)
+
+
+def test_packets_before_an_oversize_length_are_handled_first():
+    link, data = _proxy_then(b"\xff\xff")
+    _answered_then_closed(link, data, TOO_LARGE,
+                          False)
+
+
+def test_packets_before_the_peers_error_are_handled_first():
+    link = _established()
+    link.device.send_proxy(device_id(3), 9, b"\x01\x00first")
+    link.device.close(SESSION_REPLACED, "going")
+    _answered_then_closed(link, link.device.data_to_send(), SESSION_REPLACED, True)
+
+
+def test_a_pending_fault_also_closes_at_the_next_read():
+    link, data = _proxy_then(b"\xff\xff")
+    link.realm.receive_data(data, 5)
+    eq(_closed(link.realm.receive_data(b"", 6)).code, TOO_LARGE, "closed by the next call")
