@@ -29,6 +29,42 @@ class Decision:
         self.bound_now = bound_now
 
 
+class _Slots:
+    """At most `size` holders per key at once; the others wait their turn. Waiters are
+    few: each one is an attempt the rate limit has counted already."""
+
+    def __init__(self, size):
+        self.size = size
+        self._keys = {}  # key -> [semaphore, holders and waiters]
+
+    async def acquire(self, key):
+        entry = self._keys.get(key)
+        if entry is None:
+            entry = self._keys[key] = [asyncio.Semaphore(self.size), 0]
+        entry[1] += 1
+        try:
+            await entry[0].acquire()
+        except BaseException:
+            self._leave(key, entry)
+            raise
+
+    def release(self, key):
+        entry = self._keys[key]
+        entry[0].release()
+        self._leave(key, entry)
+
+    def _leave(self, key, entry):
+        entry[1] -= 1
+        if not entry[1]:
+            del self._keys[key]
+
+
+# Slow token checks in flight at once, per device and per source address: one address
+# cannot fill the pool's queue ahead of everyone else.
+CHECKS_PER_DEVICE = 1
+CHECKS_PER_ADDRESS = 2
+
+
 class LoginDecider:
     """`store`: the registry as the server uses it (`host/store.py`)."""
 
@@ -42,6 +78,8 @@ class LoginDecider:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="token-check")
         self._cache_key = os.urandom(32)
         self._verified = {}  # device id text -> (token_hash, HMAC of the token that passed)
+        self._device_checks = _Slots(CHECKS_PER_DEVICE)
+        self._address_checks = _Slots(CHECKS_PER_ADDRESS)
 
     def close(self):
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -49,41 +87,64 @@ class LoginDecider:
     async def decide(self, request, address):
         """The answer to a LoginRequest event from `address` (text: who is on the link)."""
         device_id = id_text(request.device_id)
-        if self.limiter.is_blocked(device_id, address, self.clock()):
-            return Decision(RATE_LIMITED, "too many refused logins; try again later")
-        if request.method == codec.LOGIN_TOKEN:
-            decision = await self._token_login(device_id, bytes(request.details))
-        elif request.method == codec.LOGIN_NONE and self.open_enrolment:
-            decision = await self._open_login(device_id, request.device_public)
-        else:
-            decision = Decision(BAD_LOGIN, "login method %d not accepted" % request.method)
-        if decision.code == BAD_LOGIN:
-            self.limiter.failure(device_id, address, self.clock())
-            return decision
-        if decision.code is None and not decision.enrolled:
-            return await self._bind(device_id, request.device_public, decision)
+        device = await self.store.device(device_id)
+        # The handshake proved the device holds request.device_public: if that is the
+        # key bound to it, the device is who it says, whatever its address did before.
+        proven = device is not None and device.bound_key is not None and \
+            bytes(device.bound_key) == bytes(request.device_public)
+        token = request.method == codec.LOGIN_TOKEN
+        attempt = self.limiter.start(device_id if device is not None else None,
+                                     None if proven else address, token, token and not proven,
+                                     self.clock())
+        if attempt is None:
+            return Decision(RATE_LIMITED, "too many logins; try again later")
+        decision = None
+        try:
+            if token:
+                decision = await self._token_login(device, bytes(request.details), address)
+            elif request.method == codec.LOGIN_NONE and self.open_enrolment:
+                decision = await self._open_login(device_id, device, request.device_public)
+            else:
+                decision = Decision(BAD_LOGIN, "login method %d not accepted" % request.method)
+            if decision.code is None and not decision.enrolled:
+                decision = await self._bind(device_id, request.device_public, decision)
+        finally:
+            self.limiter.finish(attempt, decision is not None and decision.code == BAD_LOGIN,
+                                self.clock())
         return decision
 
-    async def _token_login(self, device_id, token):
-        device = await self.store.device(device_id)
+    async def _token_login(self, device, token, address):
         if device is None or device.token_hash is None:
             return Decision(BAD_LOGIN, "unknown device or wrong token")
         if not (MIN_TOKEN_BYTES <= len(token) <= MAX_TOKEN_BYTES):
             return Decision(BAD_LOGIN, "token of %d bytes" % len(token))
         mark = hmac.new(self._cache_key, token, hashlib.sha256).digest()
-        cached = self._verified.get(device_id)
-        if cached is not None and cached[0] == device.token_hash and hmac.compare_digest(
-                cached[1], mark):
+        if self._cached(device, mark):
             return Decision()
-        loop = asyncio.get_running_loop()
-        ok = await loop.run_in_executor(self._pool, tokens.verify_token, token, device.token_hash)
+        await self._device_checks.acquire(device.id)
+        try:
+            await self._address_checks.acquire(address)
+            try:
+                if self._cached(device, mark):  # the check it waited for passed this token
+                    return Decision()
+                loop = asyncio.get_running_loop()
+                ok = await loop.run_in_executor(self._pool, tokens.verify_token, token,
+                                                device.token_hash)
+            finally:
+                self._address_checks.release(address)
+        finally:
+            self._device_checks.release(device.id)
         if not ok:
             return Decision(BAD_LOGIN, "unknown device or wrong token")
-        self._verified[device_id] = (device.token_hash, mark)
+        self._verified[device.id] = (device.token_hash, mark)
         return Decision()
 
-    async def _open_login(self, device_id, device_public):
-        device = await self.store.device(device_id)
+    def _cached(self, device, mark):
+        cached = self._verified.get(device.id)
+        return cached is not None and cached[0] == device.token_hash and \
+            hmac.compare_digest(cached[1], mark)
+
+    async def _open_login(self, device_id, device, device_public):
         if device is None:
             if await self.store.enrol_device(device_id, device_public, self.wall_clock()):
                 return Decision(enrolled=True)

@@ -1,4 +1,4 @@
-"""The registry, the token hashes and the login rate limit, with the clock passed in."""
+"""The registry and the token hashes, with the clock passed in."""
 import os
 import stat
 import uuid
@@ -6,7 +6,6 @@ import uuid
 import pytest
 
 from host import keyfile, tokens
-from host.ratelimit import LoginLimiter
 from shared.codec import QUEUE_FULL, QUEUED, UNKNOWN_TARGET
 from host.registry import Registry, RegistryError
 
@@ -105,45 +104,3 @@ def test_realm_key_file_is_private_and_stable(tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert keyfile.load_or_create_realm_key(str(tmp_path)) == (private, public)
     assert [p.name for p in tmp_path.iterdir()] == [keyfile.REALM_KEY_FILE]  # no temp left
-
-
-def test_rate_limit_per_device():
-    limiter = LoginLimiter()
-    for t in range(4):
-        limiter.failure("dev", "10.0.0.%d" % t, t)
-    assert not limiter.is_blocked("dev", "10.0.0.9", 4)
-    limiter.failure("dev", "10.0.0.4", 5)
-    assert limiter.is_blocked("dev", "10.0.0.9", 6)
-    assert limiter.is_blocked("dev", "10.0.0.9", 64.9)
-    assert not limiter.is_blocked("dev", "10.0.0.9", 65.1)
-    assert not limiter.is_blocked("other", "10.0.0.4", 6)
-
-
-def test_rate_limit_counts_only_failures_within_a_minute():
-    limiter = LoginLimiter()
-    for t in (0, 20, 40, 59):
-        limiter.failure("dev", "a", t)
-    limiter.failure("dev", "a", 61)  # the one at 0 has left the window
-    assert not limiter.is_blocked("dev", "a", 62)
-    limiter.failure("dev", "a", 62)
-    assert limiter.is_blocked("dev", "a", 63)
-
-
-def test_rate_limit_per_address():
-    limiter = LoginLimiter()
-    for i in range(19):
-        limiter.failure("dev%d" % i, "10.1.1.1", i)
-    assert not limiter.is_blocked("fresh", "10.1.1.1", 19)
-    limiter.failure("dev19", "10.1.1.1", 19)
-    assert limiter.is_blocked("fresh", "10.1.1.1", 20)
-    assert not limiter.is_blocked("fresh", "10.1.1.2", 20)
-    limiter.prune(200)
-    assert not limiter.is_blocked("fresh", "10.1.1.1", 200)
-    assert not limiter.devices.failures and not limiter.addresses.blocked
-
-
-def test_rate_limit_memory_is_bounded():
-    limiter = LoginLimiter(max_keys=100)
-    for i in range(1000):
-        limiter.failure("dev%d" % i, "10.0.%d.%d" % (i // 256, i % 256), 0)
-    assert len(limiter.devices.failures) == 100 and len(limiter.addresses.failures) == 100

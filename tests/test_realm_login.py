@@ -1,0 +1,241 @@
+"""The login decision and its rate limits, with the clock passed in and the scrypt check
+replaced by a counting stand-in (issue 13 items 6 and 7: what an attacker can make the
+realm spend)."""
+import asyncio
+import threading
+import time
+import uuid
+
+import pytest
+
+from shared import codec, crypto
+from shared.errors import BAD_LOGIN, RATE_LIMITED
+from shared.events import LoginRequest
+from host import login, ratelimit, tokens
+from host.login import LoginDecider
+from host.ratelimit import LoginLimiter
+from host.registry import Registry
+from host.store import LocalStore
+
+T0 = 1_700_000_000.0
+
+
+# -- the limiter alone --------------------------------------------------------------------
+def fail(limiter, device, address, now):
+    attempt = limiter.start(device, address, True, False, now)
+    if attempt is not None:
+        limiter.finish(attempt, True, now)
+    return attempt
+
+
+def refused(limiter, device, address, now):
+    attempt = limiter.start(device, address, True, False, now)
+    if attempt is None:
+        return True
+    limiter.finish(attempt, False, now)
+    return False
+
+
+def test_rate_limit_per_device():
+    limiter = LoginLimiter()
+    for t in range(4):
+        fail(limiter, "dev", "10.0.0.%d" % t, t)
+    assert not refused(limiter, "dev", "10.0.0.9", 4)
+    fail(limiter, "dev", "10.0.0.4", 5)
+    assert refused(limiter, "dev", "10.0.0.9", 6)
+    assert refused(limiter, "dev", "10.0.0.9", 64.9)
+    assert not refused(limiter, "dev", "10.0.0.9", 65.1)
+    assert not refused(limiter, "other", "10.0.0.4", 6)
+
+
+def test_rate_limit_counts_only_failures_within_a_minute():
+    limiter = LoginLimiter()
+    for t in (0, 20, 40, 59):
+        fail(limiter, "dev", "a", t)
+    fail(limiter, "dev", "a", 61)  # the one at 0 has left the window
+    assert not refused(limiter, "dev", "a", 62)
+    fail(limiter, "dev", "a", 62)
+    assert refused(limiter, "dev", "a", 63)
+
+
+def test_rate_limit_per_address():
+    limiter = LoginLimiter()
+    for i in range(19):
+        fail(limiter, "dev%d" % i, "10.1.1.1", i)
+    assert not refused(limiter, "fresh", "10.1.1.1", 19)
+    fail(limiter, "dev19", "10.1.1.1", 19)
+    assert refused(limiter, "fresh", "10.1.1.1", 20)
+    assert not refused(limiter, "fresh", "10.1.1.2", 20)
+    limiter.prune(200)
+    assert not refused(limiter, "fresh", "10.1.1.1", 200)
+    limiter.prune(400)
+    assert not limiter.devices.attempts and not limiter.addresses.blocked
+
+
+def test_attempts_count_when_they_start_and_successes_give_theirs_back():
+    limiter = LoginLimiter()
+    started = [limiter.start("dev", "a", True, False, 0) for _ in range(5)]
+    assert all(started) and limiter.start("dev", "a", True, False, 0) is None  # five in flight
+    for attempt in started:
+        limiter.finish(attempt, False, 1)
+    assert not refused(limiter, "dev", "a", 1)
+    # Cheap attempts (open enrolment) are counted only when they fail.
+    cheap = [limiter.start("dev", "a", False, False, 2) for _ in range(50)]
+    assert all(cheap)
+    for attempt in cheap[:4]:
+        limiter.finish(attempt, True, 3)
+    assert not refused(limiter, "dev", "a", 3)
+    limiter.finish(cheap[4], True, 3)
+    assert refused(limiter, "dev", "a", 3)
+
+
+def test_every_rate_limit_table_is_bounded():
+    limiter = LoginLimiter(device_limit=1, address_limit=1, max_keys=100)
+    for i in range(1000):
+        fail(limiter, "dev%d" % i, "10.0.%d.%d" % (i // 256, i % 256), 0)
+    for counter in (limiter.devices, limiter.addresses):
+        assert len(counter.attempts) <= 100 and len(counter.blocked) == 100
+
+
+def test_the_budget_refills_at_its_rate():
+    limiter = LoginLimiter(budget_per_s=10, budget_burst=30)
+    passed = [limiter.start(None, "10.2.0.%d" % i, True, True, 0) for i in range(50)]
+    assert sum(a is not None for a in passed) == 30
+    assert limiter.start(None, "10.3.0.1", True, True, 0.5) is not None  # 5 refilled
+    assert limiter.start(None, "10.3.0.1", True, False, 0.5) is not None  # not budgeted
+
+
+# -- the decider ----------------------------------------------------------------------------
+class Checks:
+    """Stands in for the scrypt check: counts calls and how many ran at once."""
+
+    def __init__(self, verify, seconds=0.01):
+        self.verify = verify
+        self.seconds = seconds
+        self.calls = 0
+        self.running = 0
+        self.most = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, token, token_hash):
+        with self._lock:
+            self.calls += 1
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(self.seconds)
+        with self._lock:
+            self.running -= 1
+        return self.verify(token, token_hash)
+
+
+@pytest.fixture
+def checks(monkeypatch):
+    stand_in = Checks(tokens.verify_token)
+    monkeypatch.setattr(tokens, "verify_token", stand_in)
+    return stand_in
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def realm(tmp_path):
+    """A LoginDecider on the server's store, and `admin`: the registry as an admin
+    command in another process sees it."""
+    store = LocalStore(str(tmp_path))
+    clock = Clock()
+    decider = LoginDecider(store, LoginLimiter(), clock=clock, wall_clock=lambda: T0,
+                           workers=8)
+    decider.test_clock = clock
+    decider.admin = Registry(str(tmp_path))
+    yield decider
+    decider.close()
+    decider.admin.close()
+    asyncio.run(store.stop())
+
+
+def add(decider, bound=True):
+    """A registered device: (raw id, token, its public key), its key bound if `bound`."""
+    device_id, token = decider.admin.add_device(T0)
+    public = crypto.generate_keypair()[1]
+    if bound:
+        decider.admin.bind_key(device_id, public)
+    return uuid.UUID(device_id).bytes, token, public
+
+
+def request(device_id, token, public):
+    return LoginRequest(device_id, codec.LOGIN_TOKEN, token.encode(), public)
+
+
+def decide_all(decider, requests):
+    async def body():
+        return await asyncio.gather(*(decider.decide(r, a) for r, a in requests))
+    return [d.code for d in asyncio.run(body())]
+
+
+def test_simultaneous_wrong_tokens_cost_no_more_checks_than_the_limit(realm, checks):
+    device_id, token, public = add(realm)
+    codes = decide_all(realm, [(request(device_id, "w" * 43, public), "10.9.9.9")] * 250)
+    assert checks.calls <= ratelimit.DEVICE_LIMIT, checks.calls
+    assert checks.most == login.CHECKS_PER_DEVICE
+    assert codes.count(BAD_LOGIN) == checks.calls and set(codes) == {BAD_LOGIN, RATE_LIMITED}
+    # The device is blocked, its right token included, as section 7 says.
+    assert decide_all(realm, [(request(device_id, token, public), "10.8.8.8")]) == [RATE_LIMITED]
+
+
+def test_slow_checks_in_flight_per_address_are_capped(realm, checks):
+    devices = [add(realm, bound=False) for _ in range(8)]
+    codes = decide_all(realm, [(request(d, "w" * 43, p), "10.9.9.9") for d, _, p in devices])
+    assert codes == [BAD_LOGIN] * 8
+    assert checks.most == login.CHECKS_PER_ADDRESS
+
+
+def test_a_device_proving_its_bound_key_is_not_refused_for_its_address(realm, checks):
+    for _ in range(ratelimit.ADDRESS_LIMIT):  # others' failures from a shared address
+        unknown = request(uuid.uuid4().bytes, "w" * 43, crypto.generate_keypair()[1])
+        assert decide_all(realm, [(unknown, "nat")]) == [BAD_LOGIN]
+    bound_id, bound_token, bound_public = add(realm)
+    fresh_id, fresh_token, fresh_public = add(realm, bound=False)
+    assert decide_all(realm, [(request(bound_id, bound_token, bound_public), "nat")]) == [None]
+    # A device proving no bound key is still under the address limit.
+    assert decide_all(realm, [(request(fresh_id, fresh_token, fresh_public), "nat")]) == \
+        [RATE_LIMITED]
+
+
+def test_unknown_ids_cost_no_memory_per_id(realm, checks):
+    realm.limiter = LoginLimiter(max_keys=100)
+    for i in range(2000):
+        realm.test_clock.now += 0.1  # within the realm-wide budget
+        unknown = request(uuid.uuid4().bytes, "w" * 43, bytes(32))
+        assert decide_all(realm, [(unknown, "10.%d.%d.1" % (i // 256, i % 256))]) == [BAD_LOGIN]
+    assert not realm.limiter.devices.attempts and not realm.limiter.devices.blocked
+    assert len(realm.limiter.addresses.attempts) == 100
+    assert checks.calls == 0
+
+
+def test_a_realm_wide_budget_bounds_unproven_token_logins(realm, checks):
+    bound_id, bound_token, bound_public = add(realm)
+    codes = decide_all(realm, [(request(uuid.uuid4().bytes, "w" * 43, bytes(32)),
+                                "10.5.%d.%d" % (i // 256, i % 256)) for i in range(500)])
+    assert codes.count(BAD_LOGIN) == ratelimit.BUDGET_BURST
+    assert codes.count(RATE_LIMITED) == 500 - ratelimit.BUDGET_BURST
+    # A device proving its bound key does not draw on the budget.
+    assert decide_all(realm, [(request(bound_id, bound_token, bound_public), "10.6.0.1")]) == \
+        [None]
+    realm.test_clock.now += 1
+    codes = decide_all(realm, [(request(uuid.uuid4().bytes, "w" * 43, bytes(32)),
+                                "10.7.0.%d" % i) for i in range(100)])
+    assert codes.count(BAD_LOGIN) == int(ratelimit.BUDGET_PER_S)
+
+
+def test_a_fleet_may_enrol_at_once_from_one_address(realm, checks):
+    realm.open_enrolment = True
+    codes = decide_all(realm, [(LoginRequest(uuid.uuid4().bytes, codec.LOGIN_NONE, b"",
+                                             crypto.generate_keypair()[1]), "10.4.0.1")
+                               for _ in range(64)])
+    assert codes == [None] * 64
