@@ -50,7 +50,14 @@ class BenchDevice(asyncio.Protocol):
         self.flush()
 
     def data_received(self, data):
-        for event in self.conn.receive_data(data, now_ms()):
+        self._handle(self.conn.receive_data(data, now_ms()))
+        self.flush()
+
+    def connection_lost(self, exc):
+        self._handle(self.conn.connection_lost("realm closed the connection"))
+
+    def _handle(self, events):
+        for event in events:
             if isinstance(event, ProxyPassPacket):
                 self.on_proxy(event)
             elif isinstance(event, Welcomed):
@@ -58,11 +65,6 @@ class BenchDevice(asyncio.Protocol):
                 self.welcomed.set_result(event)
             elif isinstance(event, Closed) and not self.welcomed.done():
                 self.welcomed.set_exception(event.error)
-        self.flush()
-
-    def connection_lost(self, exc):
-        if not self.welcomed.done():
-            self.welcomed.set_exception(ConnectionError("realm closed the connection"))
 
     def send(self, peer, inner):
         self.conn.send_proxy(peer, 0, inner)

@@ -16,10 +16,10 @@ from shared.framing import StreamFramer
 from shared.compat import const
 from shared.device import DeviceConnection
 from shared.endpoint import Endpoint
-from shared.errors import (ProtocolError, BAD_LOGIN, KEY_MISMATCH, KEY_CHECK_FAILED,
-                           RATE_LIMITED, DENIED, SESSION_REPLACED, UNSUPPORTED, INTERNAL)
+from shared.errors import (BAD_LOGIN, KEY_MISMATCH, KEY_CHECK_FAILED, RATE_LIMITED, DENIED,
+                           SESSION_REPLACED, UNSUPPORTED, LINK_LOST)
 from shared.codec import uuid_to_str
-from shared.events import Welcomed, Closed, PeerPinned, PeerKeyChanged
+from shared.events import Welcomed, PeerPinned, PeerKeyChanged
 
 _READ_SIZE = const(512)
 _CONNECT_TIMEOUT_MS = const(10000)
@@ -41,6 +41,8 @@ def backoff_ms(reconnect, failures, auth):
 
 
 def _why(error):
+    if error.code == LINK_LOST:
+        return error.message
     if error.remote:
         return "the realm said %s%s" % (error.name, ": " + error.message if error.message else "")
     return str(error)
@@ -144,8 +146,8 @@ class Runtime:
                 if conn.realm_key_changed:
                     self.store.refuse_realm(str(conn.error))
                     continue
-                why = _why(conn.error) if conn.error is not None else self._lost
-                auth = conn.error is not None and conn.error.code in _AUTH_ERRORS
+                why = _why(conn.error)
+                auth = conn.error.code in _AUTH_ERRORS
                 if conn.established:
                     failures = 0
             failures += 1
@@ -174,8 +176,7 @@ class Runtime:
         finally:
             reader.cancel()
             self._conn = self._stream = None
-            if not conn.closed:
-                self._handle([Closed(ProtocolError(INTERNAL, self._lost or "link closed"))])
+            self._handle(conn.connection_lost(self._lost or "link closed"))
             if self.config["serial"] is None or self._lost is not None:
                 await self._close_link(stream)
         return conn

@@ -14,7 +14,7 @@ import time
 import uuid
 
 from shared import codec, crypto, protocol
-from shared.errors import ProtocolError, INTERNAL, KEY_MISMATCH, TIMEOUT
+from shared.errors import ProtocolError, INTERNAL, KEY_MISMATCH, LINK_LOST, TIMEOUT
 from shared.events import Message, Delivery, PeerKeyChanged
 from host import keyfile, logs
 from host.registry import Registry, RegistryError, canonical_id
@@ -211,7 +211,7 @@ RECONNECT_MAX_S = 30.0
 
 def _transient(error):
     if isinstance(error, ProtocolError):
-        return error.code in (TIMEOUT, INTERNAL)
+        return error.code in (TIMEOUT, INTERNAL, LINK_LOST)
     return isinstance(error, (OSError, NoAnswer))
 
 

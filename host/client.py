@@ -13,25 +13,12 @@ import serial
 from shared import crypto
 from shared.device import DeviceConnection
 from shared.endpoint import Endpoint
-from shared.errors import ProtocolError, TIMEOUT
 from shared.events import Closed, Welcomed, PeerPinned
 from shared.framing import StreamFramer
 from shared.protocol import HANDSHAKE_TIMEOUT_MS
 from shared.serial_framing import SerialFramer
 from host import keyfile
 from host.fdstream import FdStream
-
-
-class LinkLost(ProtocolError):
-    """The transport went away without an Error from the realm (reset, EOF, unplugged)."""
-
-    def __init__(self, why):
-        ProtocolError.__init__(self, TIMEOUT, "connection lost: %s" % (why or "closed by the realm"),
-                               remote=True)
-
-    @property
-    def name(self):
-        return "LINK_LOST"
 
 
 class DeviceState:
@@ -107,7 +94,6 @@ class HostDevice:
         self._write = None
         self._close_transport = None
         self._timer = None
-        self._gone = False  # the transport went away under the connection
 
     # -- connecting -------------------------------------------------------------
     async def connect_tcp(self, host, port):
@@ -138,7 +124,6 @@ class HostDevice:
                                      self.token, framer, self._now(), realm_public=pinned,
                                      dh2=self.state.dh2 if pinned else None,
                                      handshake_timeout_ms=self.handshake_timeout_ms)
-        self._gone = False
         self._queue = asyncio.Queue()  # nothing of an earlier connection is left to read
         self.endpoint.attach(self.conn)
         self._flush()
@@ -203,9 +188,9 @@ class HostDevice:
     def _lost(self, why, then=None):
         if then is not None:
             then()
-        if self.conn is not None and not self.conn.closed and not self._gone:
-            self._gone = True
-            self._after([Closed(LinkLost(why))])
+        if self.conn is not None:
+            self._after(self.conn.connection_lost(
+                "connection lost: %s" % (why or "closed by the realm")))
 
     def _after(self, events):
         for event in events:
@@ -236,7 +221,7 @@ class HostDevice:
         data = conn.data_to_send()
         if data and self._write is not None:
             self._write(data)
-        if conn.closed or self._gone:
+        if conn.closed:
             self.close()
             return
         deadline = conn.next_deadline()

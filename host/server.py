@@ -10,7 +10,7 @@ import signal
 import time
 
 from shared import protocol
-from shared.errors import DENIED, INTERNAL
+from shared.errors import DENIED, INTERNAL, LINK_LOST
 from shared.framing import StreamFramer
 from shared.realm import RealmConnection
 from shared.events import Closed, LoginRequest, ProxyPassPacket, PeerKeyRequestPacket
@@ -198,7 +198,9 @@ class Link:
 
     def transport_lost(self, why):
         if not self.ended:
-            self._end("connection lost: %s" % why if why else "connection closed by the peer")
+            self._handle(self.conn.connection_lost(
+                "connection lost: %s" % why if why else "connection closed by the peer"))
+            self._end()
 
     def _on_timer(self):
         self._timer = None
@@ -298,8 +300,9 @@ class Link:
     def _log_end(self, why, refused):
         error = self.conn.error
         who = self.device or (id_text(self.conn.device_id) if self.conn.device_id else "-")
-        if why is not None or error is None:
-            log.info("disconnect %s device %s: %s", self.address, who, why or "closed")
+        if why is not None or error is None or error.code == LINK_LOST:
+            log.info("disconnect %s device %s: %s", self.address, who,
+                     why or (error.message if error is not None else "closed"))
         elif error.remote:
             log.info("disconnect %s device %s: peer sent %s%s", self.address, who, error.name,
                      (" (%s)" % error.message) if error.message else "")

@@ -3,7 +3,8 @@
 # Sans-IO: bytes in through receive_data(), bytes out through data_to_send().
 from shared import codec, crypto
 from shared.compat import const
-from shared.errors import ProtocolError, UNSUPPORTED, UNEXPECTED, KEY_CHECK_FAILED, TIMEOUT
+from shared.errors import (ProtocolError, UNSUPPORTED, UNEXPECTED, KEY_CHECK_FAILED, TIMEOUT,
+                           LINK_LOST)
 from shared.events import Closed
 from shared.protocol import SILENCE_FACTOR
 
@@ -27,7 +28,14 @@ class Connection:
     `_on_clear(packet_id, fields, packet)` and the handshake's sealed ones (KeyCheck,
     KeyCheckResponse) undecoded in `_on_handshake_sealed(packet_id, packet)`; from then on
     every packet is opened first and comes to `_on_sealed(packet_id, fields)`.
+
+    A subclass keeps its state in `_state`, an index into its `_allowed` table: per state,
+    the packet ids the peer may send then (Error is always allowed). Any other packet is
+    UNEXPECTED, checked here once, so the handlers see only packets their state allows.
     """
+
+    _allowed = ()
+    _state = 0
 
     def __init__(self, framer, now, handshake_timeout_ms):
         self._framer = framer
@@ -70,6 +78,23 @@ class Connection:
                 self._fault = e
             else:
                 self._fail(e, events)
+        return events
+
+    def connection_lost(self, why=""):
+        """The transport ended (EOF, reset, unplugged) without an Error from the peer:
+        returns the one Closed(ProtocolError(LINK_LOST, why)), remote since the peer's side
+        went away; nothing is left to send. A fault already found (the peer's Error, say)
+        is the reason instead. [] if the connection was closed already."""
+        if self.closed:
+            return []
+        events = []
+        if self._fault is not None:
+            self._fail(self._fault, events)
+        else:
+            self.error = ProtocolError(LINK_LOST, why or "connection closed by the peer", True)
+            self.closed = True
+            events.append(Closed(self.error))
+        self._out = bytearray()
         return events
 
     def tick(self, now):
@@ -119,25 +144,25 @@ class Connection:
         if packet[0] != codec.PROTO_REALM:
             raise ProtocolError(UNSUPPORTED, "protocol %d" % packet[0])
         packet_id = packet[1]
-        if not self._sealed:
-            if packet_id == codec.KEY_CHECK or packet_id == codec.KEY_CHECK_RESPONSE:
-                self._on_handshake_sealed(packet_id, packet, events)
-                return
+        fields = None  # stays None for the handshake's sealed packets, read by their handler
+        if self._sealed:
+            header = packet[:2]
+            plain = self._opener.open(header, packet[2:])  # MALFORMED if it does not open
+            packet_id, fields = codec.decode(header + plain)
+        elif packet_id != codec.KEY_CHECK and packet_id != codec.KEY_CHECK_RESPONSE:
             packet_id, fields = codec.decode(packet)
-            if packet_id == codec.ERROR:
-                self._on_peer_error(fields, events)
-            else:
-                self._on_clear(packet_id, fields, packet, events)
-            return
-        header = packet[:2]
-        plain = self._opener.open(header, packet[2:])  # MALFORMED if it does not open
-        packet_id, fields = codec.decode(header + plain)
         if packet_id == codec.ERROR:
             self._on_peer_error(fields, events)
-        elif packet_id == codec.HEARTBEAT and self.established:
-            pass
-        else:
+        elif packet_id not in self._allowed[self._state]:  # the one check of the state
+            raise ProtocolError(UNEXPECTED, packet_name(packet_id) + " not allowed now")
+        elif packet_id == codec.HEARTBEAT:
+            pass  # it has set _last_received: all a Heartbeat does
+        elif fields is None:
+            self._on_handshake_sealed(packet_id, packet, events)
+        elif self._sealed:
             self._on_sealed(packet_id, fields, events)
+        else:
+            self._on_clear(packet_id, fields, packet, events)
 
     def _on_peer_error(self, fields, events):
         code, _ref, message = fields
@@ -171,9 +196,6 @@ class Connection:
                 pass  # an Error that does not fit the frame is not sent; we close anyway
         self.closed = True
         events.append(Closed(error))
-
-    def _unexpected(self, packet_id):
-        raise ProtocolError(UNEXPECTED, packet_name(packet_id) + " not allowed now")
 
 
 def packet_name(packet_id):

@@ -9,11 +9,23 @@ from shared.errors import ProtocolError, MALFORMED, KEY_MISMATCH, KEY_CHECK_FAIL
 from shared.events import (Welcomed, ProxyPassPacket, DeliveryPacket, PeerKeyPacket)
 from shared.protocol import HANDSHAKE_TIMEOUT_MS, MIN_HEARTBEAT_S, MIN_MAX_PACKET, VERSION
 
-# Handshake states, in order.
-_SENT_HELLO = const(0)  # waiting for SendKey, or KeyCheck on the pinned path
-_SENT_KEY = const(1)  # sent our SendKey, waiting for KeyCheck
-_LOGGING_IN = const(2)  # sent KeyCheckResponse and DeviceLogin, waiting for Welcome
-_ESTABLISHED = const(3)
+# States, in order: an index into _ALLOWED.
+_SENT_HELLO = const(0)  # no pin: waiting for SendKey
+_SENT_HELLO_PINNED = const(1)  # sent a pin: SendKey, or KeyCheck if the realm knows our key
+_SENT_KEY = const(2)  # sent our SendKey, waiting for KeyCheck
+_LOGGING_IN = const(3)  # sent KeyCheckResponse and DeviceLogin, waiting for Welcome
+_ESTABLISHED = const(4)
+
+# What the realm may send in each state (PROTOCOL.md sections 5 to 7); Error is allowed in
+# every state. Connection checks it once, where packets arrive: the handlers below never
+# see another packet.
+_ALLOWED = (
+    (codec.SEND_KEY,),  # _SENT_HELLO
+    (codec.SEND_KEY, codec.KEY_CHECK),  # _SENT_HELLO_PINNED
+    (codec.KEY_CHECK,),  # _SENT_KEY
+    (codec.WELCOME,),  # _LOGGING_IN
+    (codec.HEARTBEAT, codec.PROXY_PASS, codec.DELIVERY, codec.PEER_KEY),  # _ESTABLISHED
+)
 
 _KEY_CHECK_LEN = const(90)  # header 2 + e_R 32 + sealed challenge (8 + 32 + 16)
 
@@ -26,6 +38,8 @@ class DeviceConnection(Connection):
     ephemeral: a (private, public) pair made ahead of time, used for this attempt only.
     token: the login token (str or bytes), or None to log in with method NONE.
     """
+
+    _allowed = _ALLOWED
 
     def __init__(self, device_id, private, public, token, framer, now, realm_public=None,
                  dh2=None, ephemeral=None, handshake_timeout_ms=HANDSHAKE_TIMEOUT_MS):
@@ -41,7 +55,7 @@ class DeviceConnection(Connection):
         self.realm_public = realm_public  # the key this attempt authenticates
         self.realm_key_changed = False
         self._pinned_path = False
-        self._state = _SENT_HELLO
+        self._state = _SENT_HELLO if realm_public is None else _SENT_HELLO_PINNED
         if ephemeral is None:
             ephemeral = crypto.generate_keypair()
         self._eph_private, eph_public = ephemeral
@@ -61,9 +75,7 @@ class DeviceConnection(Connection):
 
     # -- handshake --------------------------------------------------------------
     def _on_clear(self, packet_id, fields, packet, events):
-        if packet_id != codec.SEND_KEY or self._state != _SENT_HELLO:
-            self._unexpected(packet_id)
-        realm_public = fields[0]
+        realm_public = fields[0]  # SendKey: the only clear packet _ALLOWED
         if self._pinned is not None and realm_public != self._pinned:
             self.realm_key_changed = True
             raise ProtocolError(KEY_MISMATCH, "realm key changed: it offered fingerprint %s" %
@@ -76,12 +88,8 @@ class DeviceConnection(Connection):
         self._state = _SENT_KEY
 
     def _on_handshake_sealed(self, packet_id, packet, events):
-        if packet_id != codec.KEY_CHECK:
-            self._unexpected(packet_id)
-        if self._state == _SENT_HELLO and self._pinned is not None:
-            self._pinned_path = True  # the realm knows our key: KeyCheck at once
-        elif self._state != _SENT_KEY:
-            self._unexpected(packet_id)
+        # KeyCheck; straight after Hello, the realm knows our key and took the pinned path.
+        self._pinned_path = self._state == _SENT_HELLO_PINNED
         if len(packet) != _KEY_CHECK_LEN:
             raise ProtocolError(MALFORMED, "KeyCheck of %d bytes" % len(packet))
         clear = packet[:34]
@@ -113,9 +121,7 @@ class DeviceConnection(Connection):
 
     # -- session ----------------------------------------------------------------
     def _on_sealed(self, packet_id, fields, events):
-        if self._state == _LOGGING_IN:
-            if packet_id != codec.WELCOME:
-                self._unexpected(packet_id)
+        if packet_id == codec.WELCOME:
             heartbeat_s, max_packet, realm_name = fields
             if heartbeat_s < MIN_HEARTBEAT_S or max_packet < MIN_MAX_PACKET:
                 raise ProtocolError(MALFORMED, "Welcome out of range: heartbeat %d s, "
@@ -128,7 +134,5 @@ class DeviceConnection(Connection):
             events.append(ProxyPassPacket(fields[0], fields[1], fields[2]))
         elif packet_id == codec.DELIVERY:
             events.append(DeliveryPacket(fields[0], fields[1]))
-        elif packet_id == codec.PEER_KEY:
+        else:  # PEER_KEY
             events.append(PeerKeyPacket(fields[0], fields[1]))
-        else:
-            self._unexpected(packet_id)

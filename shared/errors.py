@@ -13,9 +13,13 @@ TIMEOUT = const(9)
 SESSION_REPLACED = const(10)
 INTERNAL = const(11)
 DENIED = const(12)
+# Not a wire code (the spec's start at 1, and no Error packet carries this one): the
+# transport ended without an Error from the peer (EOF, reset, unplugged). Only
+# Connection.connection_lost() makes it.
+LINK_LOST = const(0)
 
 NAMES = {
-    1: "MALFORMED", 2: "UNSUPPORTED", 3: "UNEXPECTED", 4: "KEY_MISMATCH",
+    0: "LINK_LOST", 1: "MALFORMED", 2: "UNSUPPORTED", 3: "UNEXPECTED", 4: "KEY_MISMATCH",
     5: "KEY_CHECK_FAILED", 6: "BAD_LOGIN", 7: "RATE_LIMITED", 8: "TOO_LARGE",
     9: "TIMEOUT", 10: "SESSION_REPLACED", 11: "INTERNAL", 12: "DENIED",
 }

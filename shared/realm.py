@@ -10,12 +10,26 @@ from shared.errors import ProtocolError, KEY_MISMATCH, KEY_CHECK_FAILED, UNEXPEC
 from shared.events import LoginRequest, ProxyPassPacket, PeerKeyRequestPacket
 from shared.protocol import HANDSHAKE_TIMEOUT_MS
 
+# States, in order: an index into _ALLOWED.
 _AWAIT_HELLO = const(0)
 _AWAIT_SEND_KEY = const(1)
 _AWAIT_RESPONSE = const(2)
 _AWAIT_LOGIN = const(3)
 _AWAIT_DECISION = const(4)  # LoginRequest handed to the shell
 _ESTABLISHED = const(5)
+
+# What a device may send in each state (PROTOCOL.md sections 5 to 7); Error is allowed in
+# every state. Connection checks it once, where packets arrive: the handlers below never
+# see another packet. A packet that grows the session (a device's report, say) is added
+# to the _ESTABLISHED row and handled in _on_sealed.
+_ALLOWED = (
+    (codec.HELLO,),  # _AWAIT_HELLO
+    (codec.SEND_KEY,),  # _AWAIT_SEND_KEY
+    (codec.KEY_CHECK_RESPONSE,),  # _AWAIT_RESPONSE
+    (codec.DEVICE_LOGIN,),  # _AWAIT_LOGIN
+    (),  # _AWAIT_DECISION: nothing until the realm has answered the login
+    (codec.HEARTBEAT, codec.PROXY_PASS, codec.PEER_KEY_REQUEST),  # _ESTABLISHED
+)
 
 
 class RealmConnection(Connection):
@@ -24,6 +38,8 @@ class RealmConnection(Connection):
     bound_key(device_id) -> the D_pub bound to that device, or None.
     ephemeral, challenge: injectable for test vectors; made fresh otherwise.
     """
+
+    _allowed = _ALLOWED
 
     def __init__(self, private, public, framer, now, bound_key,
                  handshake_timeout_ms=HANDSHAKE_TIMEOUT_MS, ephemeral=None, challenge=None):
@@ -67,7 +83,7 @@ class RealmConnection(Connection):
 
     # -- handshake --------------------------------------------------------------
     def _on_clear(self, packet_id, fields, packet, events):
-        if packet_id == codec.HELLO and self._state == _AWAIT_HELLO:
+        if packet_id == codec.HELLO:
             _version, self.device_id, pin, self._device_eph = fields
             self._th = hashlib.sha256(packet)
             bound = self._bound_key(self.device_id)
@@ -79,7 +95,7 @@ class RealmConnection(Connection):
                 self._th.update(reply)
                 self._send(reply)
                 self._state = _AWAIT_SEND_KEY
-        elif packet_id == codec.SEND_KEY and self._state == _AWAIT_SEND_KEY:
+        else:  # SEND_KEY
             device_public = fields[0]
             bound = self._bound_key(self.device_id)
             if bound is not None and bound != device_public:
@@ -87,8 +103,6 @@ class RealmConnection(Connection):
             self.device_public = device_public
             self._th.update(packet)
             self._send_key_check()
-        else:
-            self._unexpected(packet_id)
 
     def _send_key_check(self):
         if self._ephemeral is None:
@@ -112,8 +126,6 @@ class RealmConnection(Connection):
         self._state = _AWAIT_RESPONSE
 
     def _on_handshake_sealed(self, packet_id, packet, events):
-        if packet_id != codec.KEY_CHECK_RESPONSE or self._state != _AWAIT_RESPONSE:
-            self._unexpected(packet_id)
         header = packet[:2]
         try:
             plain = self._opener.open(header, packet[2:])
@@ -129,15 +141,11 @@ class RealmConnection(Connection):
 
     # -- session ----------------------------------------------------------------
     def _on_sealed(self, packet_id, fields, events):
-        if self._state == _AWAIT_LOGIN and packet_id == codec.DEVICE_LOGIN:
-            self._state = _AWAIT_DECISION
-            events.append(LoginRequest(self.device_id, fields[0], fields[1],
-                                       self.device_public))
-        elif self._state != _ESTABLISHED:
-            self._unexpected(packet_id)
-        elif packet_id == codec.PROXY_PASS:
+        if packet_id == codec.PROXY_PASS:
             events.append(ProxyPassPacket(fields[0], fields[1], fields[2]))
         elif packet_id == codec.PEER_KEY_REQUEST:
             events.append(PeerKeyRequestPacket(fields[0]))
-        else:
-            self._unexpected(packet_id)
+        else:  # DEVICE_LOGIN
+            self._state = _AWAIT_DECISION
+            events.append(LoginRequest(self.device_id, fields[0], fields[1],
+                                       self.device_public))

@@ -2,7 +2,8 @@
 # machines linked in memory. Runs on CPython and MicroPython.
 from shared import codec
 from shared.errors import (MALFORMED, UNSUPPORTED, UNEXPECTED, KEY_MISMATCH,
-                           KEY_CHECK_FAILED, BAD_LOGIN, TIMEOUT, SESSION_REPLACED, TOO_LARGE)
+                           KEY_CHECK_FAILED, BAD_LOGIN, TIMEOUT, SESSION_REPLACED, TOO_LARGE,
+                           LINK_LOST)
 from shared.events import Closed, Welcomed, ProxyPassPacket, PeerKeyRequestPacket, DeliveryPacket
 from shared.framing import StreamFramer
 from tests.core.linked import Link, keypair, device_id, sent_ids
@@ -101,12 +102,53 @@ def test_heartbeat_and_silence():
 
 
 def test_heartbeat_received_keeps_the_session():
+    # Heartbeat 30 s: silence is fatal at 90 s. Without the device's heartbeat at 30 s the
+    # realm would close at 90 s; with it, the limit runs from 30 s: alive at 119.999 s,
+    # closed at 120 s.
     link = _established()
     link.device.tick(30000)
     link.pump(30000)
-    link.realm.tick(60000)
+    eq(link.realm.tick(119999), [], "alive just under 90 s after the heartbeat")
     link.realm.data_to_send()
     check(not link.realm.closed, "alive: a packet came at 30 s")
+    eq(_closed(link.realm.tick(120000)).code, TIMEOUT, "closed at 90 s after the heartbeat")
+
+
+def test_connection_lost_gives_one_closed_with_link_lost():
+    for when in ("handshake", "established"):
+        link = Link()
+        if when == "established":
+            link.pump()
+        else:
+            link.realm.receive_data(link.device.data_to_send(), 0)  # Hello only
+        for conn in (link.device, link.realm):
+            conn.data_to_send()
+            events = conn.connection_lost("reset by peer")
+            err = _closed(events)
+            eq((err.code, err.name, err.message, err.remote),
+               (LINK_LOST, "LINK_LOST", "reset by peer", True), when)
+            check(conn.closed and conn.error is err, "closed: " + when)
+            eq(conn.data_to_send(), b"", "nothing to send on a lost link: " + when)
+            eq(conn.connection_lost("again"), [], "reported once: " + when)
+            eq(conn.receive_data(b"\x00\x02\x02\x00", 1), [], "then deaf: " + when)
+            eq(conn.next_deadline(), None, "no timer: " + when)
+
+
+def test_connection_lost_after_a_pending_error_reports_that_error():
+    link = _established()
+    link.realm.send_delivery(7, codec.DELIVERED)
+    link.realm.close(SESSION_REPLACED, "newer")  # Delivery and Error in one write
+    events = link.device.receive_data(link.realm.data_to_send(), 0)
+    eq([type(e) for e in events], [DeliveryPacket], "the Delivery first, connection open")
+    err = _closed(link.device.connection_lost("closed by the realm"))
+    eq((err.code, err.remote), (SESSION_REPLACED, True), "the realm's reason, not LINK_LOST")
+
+
+def test_connection_lost_after_a_close_adds_nothing():
+    link = _established()
+    link.realm.close(SESSION_REPLACED, "newer")
+    eq(link.realm.connection_lost("gone"), [], "already closed")
+    eq(link.realm.error.code, SESSION_REPLACED, "the first reason stays")
 
 
 def test_proxy_relay_events():
