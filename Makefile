@@ -54,7 +54,7 @@ clean:
 
 # The realm server (issue 3): `make realm` serves on 0.0.0.0:7711 with ./realm-data.
 realm: $(STAMP)
-	$(BIN)/realm serve
+	$(BIN)/realm serve $(if $(REALM_DATA),--data "$(REALM_DATA)")
 
 .PHONY: bench-realm
 bench-realm: $(STAMP)
@@ -64,7 +64,6 @@ bench-realm: $(STAMP)
 # Simulated devices get the heap of a small board: SIM_HEAP=128k by default.
 .PHONY: firmware flash provision sim demo console bench-device
 SIM_HEAP ?= 128k
-REALM_DATA ?= realm-data
 
 firmware: $(STAMP)
 	@$(PY) tools/build.py $(BOARD)
@@ -77,7 +76,8 @@ flash: $(STAMP)
 # quotes and spaces in them survive.
 provision: $(STAMP)
 	@$(PY) tools/provision.py --port "$(PORT)" --board "$(BOARD)" --name "$(NAME)" \
-	  --realm "$(REALM)" --data "$(REALM_DATA)" --app "$(APP)" --tool "$(TOOL)"
+	  --realm "$(REALM)" --data "$(REALM_DATA)" --app "$(APP)" --tool "$(TOOL)" \
+	  --peers "$(PEERS)"
 
 sim: $(STAMP)
 	@test -n "$(CONFIG)" || { echo "make sim: CONFIG is missing: make sim CONFIG=path/device.json [APP=app.py]" >&2; exit 2; }

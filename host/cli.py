@@ -16,11 +16,11 @@ import uuid
 from shared import codec, crypto, protocol
 from shared.errors import ProtocolError, INTERNAL, KEY_MISMATCH, LINK_LOST, TIMEOUT
 from shared.events import Message, Delivery, PeerKeyChanged
-from host import keyfile, logs
-from host.registry import Registry, RegistryError, canonical_id
+from host import keyfile, logs, realmdir
+from host.registry import Registry, RegistryError, label
 from host.server import Config
 
-DEFAULTS = Config()  # `realm serve`'s defaults, and the data folder every command uses
+DEFAULTS = Config()  # `realm serve`'s defaults
 
 
 class CliError(Exception):
@@ -64,7 +64,7 @@ def emit(args, value, human):
     print(json.dumps(value) if args.json else human)
 
 
-# -- serve -----------------------------------------------------------------------
+# -- serve and init --------------------------------------------------------------
 def cmd_serve(args):
     from host.server import serve
     from host.store import LocalStore
@@ -74,12 +74,13 @@ def cmd_serve(args):
                     heartbeat_s=args.heartbeat, handshake_timeout_s=args.handshake_timeout,
                     max_packet=args.max_packet, max_handshakes=args.max_handshakes,
                     send_limit=args.send_limit, summary_s=args.summary)
-    os.makedirs(args.data, mode=0o700, exist_ok=True)
+    realmdir.create(args.data)
     lock = open(os.path.join(args.data, "realm.lock"), "w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise CliError("another realm is already serving %s" % args.data)
+    serving = realmdir.hold_serving(args.data)
     keypair = keyfile.load_or_create_realm_key(args.data)
     store = LocalStore(args.data)
     try:
@@ -88,65 +89,128 @@ def cmd_serve(args):
         raise CliError("cannot listen on %s:%d: %s" % (args.listen[0], args.listen[1],
                                                          e.strerror or e))
     finally:
+        serving.close()
         lock.close()
 
 
+def cmd_init(args):
+    created = realmdir.create(args.data)
+    Registry(args.data).close()
+    public = _realm_public(args.data)
+    emit(args, {"data": os.path.abspath(args.data), "created": created,
+                "public_key": public.hex(), "fingerprint": fingerprint_hex(public)},
+         "%s %s\npublic key   %s\nfingerprint  %s" % (
+             "made a new realm in" if created else "a realm is there already:",
+             os.path.abspath(args.data), public.hex(), fingerprint_hex(public)))
+
+
 # -- key and device admin ----------------------------------------------------------
+def _realm_public(data):
+    return keyfile.load_or_create_realm_key(realmdir.require(data))[1]
+
+
 def cmd_key(args):
-    _private, public = keyfile.load_or_create_realm_key(args.data)
+    public = _realm_public(args.data)
     emit(args, {"public_key": public.hex(), "fingerprint": fingerprint_hex(public)},
          "public key   %s\nfingerprint  %s" % (public.hex(), fingerprint_hex(public)))
 
 
 def cmd_device_add(args):
+    if args.config and os.path.exists(args.config):
+        raise CliError("%s exists: remove it, or give another --config path" % args.config)
+    private = public = None
+    if args.config:  # the device's key pair, made here: peers reach it before it boots
+        private, public = crypto.generate_keypair()
     with _registry(args) as registry:
-        device_id, token = registry.add_device(time.time(), args.id, args.name)
-    emit(args, {"id": device_id, "token": token},
-         "id     %s\ntoken  %s\n(the token is shown only now: give it to the device)"
-         % (device_id, token))
+        peers = {registry.name(i): i for i in (registry.resolve(p) for p in args.peers)}
+        if "" in peers:
+            raise CliError("--peers: give devices that have a name")
+        device_id, token = registry.add_device(time.time(), args.id, args.name, public)
+    shown = {"id": device_id, "name": args.name, "token": token}
+    if args.config:
+        keyfile.write_json(args.config, device_config(args, device_id, token, private, peers))
+        shown["config"] = args.config
+    emit(args, shown, "id     %s\nname   %s\ntoken  %s\n%s" % (
+        device_id, args.name or "-", token,
+        "config written to %s (mode 0600: it holds the token and the device's key)"
+        % args.config if args.config else
+        "(the token is shown only now: give it to the device)"))
+
+
+def device_config(args, device_id, token, private, peers):
+    """The device's config.json (docs/FIRMWARE.md), the realm's key pre-pinned."""
+    config = {"device_id": device_id, "token": token, "name": args.name or device_id[:8],
+              "realm": {"host": args.realm[0], "port": args.realm[1]},
+              "realm_key": _realm_public(args.data).hex(), "private_key": private.hex()}
+    if args.wifi_ssid:
+        config["wifi"] = {"ssid": args.wifi_ssid,
+                          "password": args.wifi_password or os.environ.get("WIFI_PASSWORD", "")}
+    if peers:
+        config["peers"] = peers
+    return config
 
 
 def cmd_device_list(args):
     with _registry(args) as registry:
         devices = registry.list_devices()
+    running = realmdir.is_served(args.data)
     rows = [{"id": d.id, "name": d.name, "fingerprint": fingerprint_hex(d.bound_key),
-             "online": d.online, "queued": d.queued, "last_seen": d.last_seen}
+             "online": d.online if running else None, "queued": d.queued,
+             "last_seen": d.last_seen}
             for d in devices]
     if args.json:
         print(json.dumps(rows))
         return
     if not rows:
         print("no devices")
-        return
-    print("%-36s  %-12s  %-16s  %-7s  %6s  %s" % ("id", "name", "key", "online", "queued",
-                                                   "last seen"))
+    else:
+        print("%-36s  %-16s  %-16s  %-7s  %6s  %s" % ("id", "name", "key", "online", "queued",
+                                                       "last seen"))
     for r in rows:
         seen = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["last_seen"])) \
             if r["last_seen"] else "never"
-        print("%-36s  %-12s  %-16s  %-7s  %6d  %s" % (
+        print("%-36s  %-16s  %-16s  %-7s  %6d  %s" % (
             r["id"], r["name"] or "-", (r["fingerprint"] or "unbound")[:16],
-            "yes" if r["online"] else "no", r["queued"], seen))
+            "?" if r["online"] is None else "yes" if r["online"] else "no", r["queued"], seen))
+    if rows and not running:
+        print("online: unknown: the realm is not running (realm serve --data %s)" % args.data)
 
 
 def cmd_device_remove(args):
     with _registry(args) as registry:
-        registry.remove_device(args.device)
-    emit(args, {"removed": canonical_id(args.device)}, "removed %s" % canonical_id(args.device))
+        device_id = registry.resolve(args.device)
+        name = registry.name(device_id)
+        registry.remove_device(device_id)
+    emit(args, {"removed": device_id, "name": name}, "removed %s" % label(device_id, name))
 
 
 def cmd_device_reset_key(args):
     with _registry(args) as registry:
-        registry.reset_key(args.device)
-    emit(args, {"unbound": canonical_id(args.device)},
-         "%s unbound: its next first contact binds its new key" % canonical_id(args.device))
+        device_id = registry.resolve(args.device)
+        registry.reset_key(device_id)
+        name = registry.name(device_id)
+    emit(args, {"unbound": device_id, "name": name},
+         "%s unbound: its next first contact binds its new key" % label(device_id, name))
+
+
+def cmd_device_token(args):
+    with _registry(args) as registry:
+        device_id = registry.resolve(args.device)
+        token = registry.new_token(device_id)
+        name = registry.name(device_id)
+    emit(args, {"id": device_id, "name": name, "token": token},
+         "id     %s\nname   %s\ntoken  %s\n(the token is shown only now; the old one no "
+         "longer logs in)" % (device_id, name or "-", token))
 
 
 class _registry:
+    """The registry of the realm in args.data, which must hold one."""
+
     def __init__(self, args):
         self.args = args
 
     def __enter__(self):
-        self.registry = Registry(self.args.data)
+        self.registry = Registry(realmdir.require(self.args.data))
         return self.registry
 
     def __exit__(self, *exc):
@@ -155,11 +219,39 @@ class _registry:
 
 
 # -- the host-side device -----------------------------------------------------------
+def named_device(data, text):
+    """`(id, name)` of a device given by its id or its name. Names are looked up in the
+    registry of the realm in `data`; an id needs no realm here (it may be far away)."""
+    try:
+        device_id = str(uuid.UUID(text))
+    except ValueError:
+        device_id = None
+    if not realmdir.holds_realm(data):
+        if device_id is None:
+            raise CliError("%r is not a device id, and there is no realm in %s to look the "
+                           "name up in: give the id, or the realm's folder with --data or "
+                           "REALM_DATA" % (text, os.path.abspath(data)))
+        return device_id, ""
+    registry = Registry(data)
+    try:
+        if device_id is None:
+            device_id = registry.resolve(text)
+        return device_id, registry.name(device_id)
+    finally:
+        registry.close()
+
+
+def device_name(data, device_id):
+    """The device's name in the realm in `data`, '' if there is none (or no realm here)."""
+    return named_device(data, device_id)[1]
+
+
 def _device(args):
     from host.client import DeviceState, HostDevice, default_state_path
-    device_id = canonical_id(args.as_id)
+    device_id, args.as_name = named_device(args.data, args.as_id)
     if not args.token:
         raise CliError("a token is needed: --token or REALM_TOKEN")
+    args.as_id = device_id
     path = args.state or default_state_path(device_id)
     state = DeviceState.load(path, uuid.UUID(device_id).bytes)
     return HostDevice(state, args.token, handshake_timeout_s=args.timeout, repin=args.repin)
@@ -177,13 +269,19 @@ async def _connect(device, args):
     except ProtocolError as e:
         if e.code == KEY_MISMATCH and device.conn is not None and device.conn.realm_key_changed:
             raise CliError("%s; if the realm's key really changed, run again with --repin" % e)
+        if e.code == KEY_MISMATCH and e.remote:
+            raise CliError("the realm holds another key for %s than the one in %s (a new "
+                           "state file?); if so, on the realm: realm device reset-key %s"
+                           % (label(args.as_id, args.as_name), device.state.path,
+                              args.as_name or args.as_id))
         raise
     return welcome
 
 
 async def _send(args):
     device = _device(args)
-    peer = uuid.UUID(canonical_id(args.to)).bytes
+    to_id, to_name = named_device(args.data, args.to)
+    peer = uuid.UUID(to_id).bytes
     try:
         await _connect(device, args)
         msg_id = device.send(peer, args.message.encode())
@@ -195,10 +293,11 @@ async def _send(args):
     finally:
         device.close()
     if isinstance(event, PeerKeyChanged):
-        raise CliError("the realm offers another key for %s than the one pinned" % args.to)
+        raise CliError("the realm offers another key for %s than the one pinned"
+                       % label(to_id, to_name))
     status = codec.status_name(event.status)
-    emit(args, {"to": canonical_id(args.to), "msg_id": msg_id, "status": status},
-         "%s to %s" % (status.lower(), canonical_id(args.to)))
+    emit(args, {"to": to_id, "to_name": to_name, "msg_id": msg_id, "status": status},
+         "%s to %s" % (status.lower(), label(to_id, to_name)))
     if event.status not in (codec.DELIVERED, codec.QUEUED):
         raise CliError("not delivered: %s" % status)
 
@@ -226,7 +325,7 @@ async def _listen(args):
                     backoff, welcomed = 1.0, True
                     if not args.json:
                         print("listening as %s on realm %s" % (
-                            canonical_id(args.as_id), welcome.realm_name), flush=True)
+                            label(args.as_id, args.as_name), welcome.realm_name), flush=True)
                 event = await device.wait_for(Message, args.wait)
             except asyncio.TimeoutError:
                 raise CliError("no message in %s s" % args.wait)
@@ -241,9 +340,11 @@ async def _listen(args):
                 continue
             received += 1
             sender = str(uuid.UUID(bytes=event.peer))
+            name = device_name(args.data, sender)
             text = event.data.decode("utf-8", "replace")
-            emit(args, {"from": sender, "text": text, "hex": event.data.hex()},
-                 "%s: %s" % (sender, text))
+            emit(args, {"from": sender, "from_name": name, "text": text,
+                        "hex": event.data.hex()},
+                 "%s: %s" % (label(sender, name), text))
             sys.stdout.flush()
     finally:
         device.close()
@@ -268,8 +369,8 @@ def parser():
         return cmd
 
     def data_and_json(cmd, json_flag=True):
-        cmd.add_argument("--data", default=DEFAULTS.data_dir, metavar="DIR",
-                         help="the realm's data folder (default %s)" % DEFAULTS.data_dir)
+        cmd.add_argument("--data", metavar="DIR", help="the realm's data folder (default: "
+                         "$%s, else %s)" % (realmdir.ENV, realmdir.DEFAULT))
         if json_flag:
             cmd.add_argument("--json", action="store_true", help="print JSON")
 
@@ -311,27 +412,46 @@ def parser():
                    % DEFAULTS.summary_s)
     s.add_argument("-v", "--verbose", action="store_true")
 
-    k = add(sub, "key", cmd_key, "show the realm's public key and fingerprint")
-    data_and_json(k)
+    data_and_json(add(sub, "init", cmd_init, "make a new realm (its key pair and registry) in "
+                      "the data folder; says so if one is there already"))
+    data_and_json(add(sub, "key", cmd_key, "show the realm's public key and fingerprint"))
 
     d = sub.add_parser("device", help="manage the registered devices")
     dsub = d.add_subparsers(dest="device_command", metavar="ACTION", required=True)
-    a = add(dsub, "add", cmd_device_add, "register a device and print its one-time token")
+    a = add(dsub, "add", cmd_device_add, "register a device and print its one-time token; "
+            "with --config, also write its ready config.json (realm pre-pinned, key pair made)")
+    a.add_argument("--name", default="", help="a unique name (letters, digits, - _ .), usable "
+                   "wherever a device is named")
     a.add_argument("--id", help="the device's UUID (default: a new one)")
-    a.add_argument("--name", default="")
+    a.add_argument("--config", metavar="FILE", help="write the device's config here (mode "
+                   "0600), for make sim CONFIG=... or make flash CONFIG=...")
+    a.add_argument("--realm", type=lambda t: host_port(t, "127.0.0.1"),
+                   default=("127.0.0.1", protocol.DEFAULT_PORT), metavar="HOST:PORT",
+                   help="with --config: the realm's address as the device reaches it "
+                   "(default 127.0.0.1:%d; a board needs this computer's LAN address)"
+                   % protocol.DEFAULT_PORT)
+    a.add_argument("--wifi-ssid", help="with --config: the Wi-Fi network a board joins")
+    a.add_argument("--wifi-password", help="with --config (default: $WIFI_PASSWORD)")
+    a.add_argument("--peers", type=lambda t: [p for p in t.split(",") if p], default=[],
+                   metavar="NAME,...", help="with --config: devices the app may send to by "
+                   "name, device.send(\"kitchen\", ...)")
     data_and_json(a)
-    data_and_json(add(dsub, "list", cmd_device_list, "list the devices"))
+    data_and_json(add(dsub, "list", cmd_device_list, "list the devices; online only while "
+                      "the realm runs"))
     for name, func, help in (("remove", cmd_device_remove, "remove a device and its queue"),
                              ("reset-key", cmd_device_reset_key,
-                              "unbind a device's key: its next first contact binds a new one")):
+                              "unbind a device's key: its next first contact binds a new one"),
+                             ("token", cmd_device_token, "give a device a new token, printed "
+                              "once; the old one stops working")):
         r = add(dsub, name, func, help)
-        r.add_argument("device", metavar="ID")
+        r.add_argument("device", metavar="DEVICE", help="its name or id")
         data_and_json(r)
 
     for name, func, help in (("send", cmd_send, "send one message as a device"),
                              ("listen", cmd_listen, "print the messages a device receives")):
         c = add(sub, name, func, help)
-        c.add_argument("--as", dest="as_id", required=True, metavar="ID")
+        c.add_argument("--as", dest="as_id", required=True, metavar="DEVICE",
+                       help="the device to be: its id, or its name in the realm in --data")
         c.add_argument("--token", default=os.environ.get("REALM_TOKEN"),
                        help="the device's token (default: $REALM_TOKEN)")
         c.add_argument("--realm", type=lambda t: host_port(t, "127.0.0.1"),
@@ -346,9 +466,9 @@ def parser():
                        help="trust the realm's key even if it differs from the pinned one")
         c.add_argument("--timeout", type=positive(float, 0.01, 86400), default=10.0,
                        metavar="SECONDS", help="for the connection and the delivery")
-        c.add_argument("--json", action="store_true", help="print JSON")
+        data_and_json(c)
         if name == "send":
-            c.add_argument("--to", required=True, metavar="PEER")
+            c.add_argument("--to", required=True, metavar="DEVICE", help="its id or name")
             c.add_argument("message")
         else:
             c.add_argument("--count", type=positive(int, 1, 10 ** 9), metavar="N",
@@ -362,11 +482,12 @@ def parser():
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    args.data = realmdir.resolve(args.data)
     try:
         args.func(args)
     except KeyboardInterrupt:
         return 130
-    except (CliError, RegistryError, ProtocolError) as e:
+    except (CliError, RegistryError, ProtocolError, realmdir.NoRealm) as e:
         return fail(e)
     except (OSError, ValueError, sqlite3.Error) as e:
         return fail(e.strerror if isinstance(e, OSError) and e.strerror and not e.filename

@@ -9,6 +9,7 @@ Times are wall-clock seconds passed in by the caller, because they must mean the
 after a restart (queue expiry, last seen).
 """
 import os
+import re
 import sqlite3
 import uuid
 from collections import namedtuple
@@ -17,7 +18,7 @@ from shared.codec import QUEUED, QUEUE_FULL, UNKNOWN_TARGET
 from host import tokens
 
 DB_FILE = "realm.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: names unique, case-insensitively
 
 # Section 7 defaults for the offline queue.
 QUEUE_MAX_PACKETS = 64
@@ -44,7 +45,14 @@ CREATE TABLE IF NOT EXISTS queue (
     queued_at REAL NOT NULL
 )""", """
 CREATE INDEX IF NOT EXISTS queue_by_target ON queue(target, seq)
+""", """
+CREATE UNIQUE INDEX IF NOT EXISTS devices_by_name ON devices(name COLLATE NOCASE)
+    WHERE name != ''
 """)
+
+# A name is typed on command lines (`realm send --to kitchen`) and in app code.
+NAME_MAX = 32
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 Device = namedtuple("Device", "id name token_hash bound_key created last_seen online")
 DeviceInfo = namedtuple("DeviceInfo", "id name bound_key online queued last_seen created")
@@ -61,6 +69,23 @@ def canonical_id(text):
         return str(uuid.UUID(text))
     except (ValueError, TypeError, AttributeError):
         raise RegistryError("not a device id (a UUID): %r" % (text,))
+
+
+def check_name(name):
+    """A usable device name, or RegistryError saying what a name may be."""
+    if not name or len(name) > NAME_MAX or not _NAME.match(name):
+        raise RegistryError("bad device name %r: 1 to %d letters, digits, '-', '_' or '.', "
+                            "starting with a letter or digit" % (name, NAME_MAX))
+    try:
+        uuid.UUID(name)
+    except ValueError:
+        return name
+    raise RegistryError("bad device name %r: it reads as a device id" % name)
+
+
+def label(device_id, name):
+    """How logs and output name a device: its id, and its name beside it when it has one."""
+    return "%s (%s)" % (device_id, name) if name else device_id
 
 
 def id_text(raw):
@@ -88,12 +113,25 @@ class Registry:
             if version > SCHEMA_VERSION:
                 raise RegistryError("%s has schema %d, newer than this realm's %d"
                                     % (self.path, version, SCHEMA_VERSION))
+            if version == 1:
+                self._rename_duplicates()
             for statement in _SCHEMA:
                 self.db.execute(statement)
             self.db.execute("PRAGMA user_version=%d" % SCHEMA_VERSION)
 
     def close(self):
         self.db.close()
+
+    def _rename_duplicates(self):
+        """Schema 1 allowed two devices one name: the later ones get their id's first
+        8 digits appended, so that the unique index can be made."""
+        seen = set()
+        for device_id, name in self.db.execute(
+                "SELECT id, name FROM devices WHERE name != '' ORDER BY created, id").fetchall():
+            if name.lower() in seen:
+                self.db.execute("UPDATE devices SET name = ? WHERE id = ?",
+                                ("%s-%s" % (name, device_id[:8]), device_id))
+            seen.add(name.lower())
 
     def _transaction(self):
         return _Transaction(self.db)
@@ -104,19 +142,54 @@ class Registry:
 
     # -- devices ---------------------------------------------------------------
 
-    def add_device(self, now, device_id=None, name=""):
-        """Register a device; returns `(id, token)`. The token exists only in the return value."""
+    def add_device(self, now, device_id=None, name="", bound_key=None):
+        """Register a device; returns `(id, token)`. The token exists only in the return value.
+
+        `bound_key`: its public key, when it was made for the device (provisioning), so
+        that peers can reach it before its first login."""
         device_id = canonical_id(device_id) if device_id else str(uuid.uuid4())
+        if name:
+            check_name(name)
         token = tokens.new_token()
         token_hash = tokens.hash_token(token)
         try:
             with self._transaction():
+                self._check_free(device_id, name)
                 self.db.execute(
-                    "INSERT INTO devices (id, name, token_hash, created) VALUES (?, ?, ?, ?)",
-                    (device_id, name, token_hash, now))
-        except sqlite3.IntegrityError:
-            raise RegistryError("device %s already exists" % device_id)
+                    "INSERT INTO devices (id, name, token_hash, bound_key, created) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (device_id, name, token_hash, bytes(bound_key) if bound_key else None, now))
+        except sqlite3.IntegrityError:  # another process took the id or name meanwhile
+            raise RegistryError("device %s or the name %r exists already" % (device_id, name))
         return device_id, token
+
+    def _check_free(self, device_id, name):
+        if self.db.execute("SELECT 1 FROM devices WHERE id = ?", (device_id,)).fetchone():
+            raise RegistryError("device %s already exists" % device_id)
+        if name:
+            row = self.db.execute("SELECT id, name FROM devices WHERE name = ? COLLATE NOCASE",
+                                  (name,)).fetchone()
+            if row:
+                raise RegistryError("the name %s is taken by device %s" % (name, label(*row)))
+
+    def resolve(self, device):
+        """The id of a device named by its id or its name (RegistryError if neither)."""
+        try:
+            device_id = str(uuid.UUID(device))
+        except (ValueError, TypeError, AttributeError):
+            row = self.db.execute("SELECT id FROM devices WHERE name = ? COLLATE NOCASE",
+                                  (device,)).fetchone()
+            if row is None:
+                raise RegistryError("no device named %r (nor is it a device id)" % (device,))
+            return row[0]
+        if self.db.execute("SELECT 1 FROM devices WHERE id = ?", (device_id,)).fetchone() is None:
+            raise RegistryError("no device %s" % device_id)
+        return device_id
+
+    def name(self, device_id):
+        """The device's name ('' if it has none or is not registered)."""
+        row = self.db.execute("SELECT name FROM devices WHERE id = ?", (device_id,)).fetchone()
+        return row[0] if row else ""
 
     def enrol_device(self, device_id, key, now):
         """Open enrolment: register an unknown device with its key bound and no token.
@@ -140,6 +213,18 @@ class Registry:
                                   (canonical_id(device_id),))
         if cur.rowcount == 0:
             raise RegistryError("no device %s" % device_id)
+
+    def new_token(self, device_id):
+        """Give the device a new token (returned, never stored); the old one stops working
+        at its next login."""
+        token = tokens.new_token()
+        token_hash = tokens.hash_token(token)  # 80 ms: not inside the write transaction
+        with self._transaction():
+            cur = self.db.execute("UPDATE devices SET token_hash = ? WHERE id = ?",
+                                  (token_hash, canonical_id(device_id)))
+        if cur.rowcount == 0:
+            raise RegistryError("no device %s" % device_id)
+        return token
 
     def device(self, device_id):
         row = self.db.execute(

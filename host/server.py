@@ -10,14 +10,14 @@ import signal
 import time
 
 from shared import protocol
-from shared.errors import DENIED, INTERNAL, LINK_LOST
+from shared.errors import DENIED, INTERNAL, KEY_CHECK_FAILED, KEY_MISMATCH, LINK_LOST
 from shared.framing import StreamFramer
 from shared.realm import RealmConnection
 from shared.events import Closed, LoginRequest, ProxyPassPacket, PeerKeyRequestPacket
-from host import logs
+from host import logs, realmdir
 from host.login import Decision, LoginDecider
 from host.ratelimit import LoginLimiter
-from host.registry import id_text
+from host.registry import id_text, label
 from host.router import LocalRouter
 
 log = logs.get()
@@ -30,7 +30,7 @@ class Config:
     def __init__(self, **settings):
         self.host = "0.0.0.0"
         self.port = protocol.DEFAULT_PORT
-        self.data_dir = "./realm-data"
+        self.data_dir = realmdir.DEFAULT
         self.name = "realm"
         self.serial = []
         self.baud = 115200
@@ -110,7 +110,7 @@ class RealmServer:
         self.handshaking.discard(link)
         self.stats.logins += 1
         how = " (enrolled)" if decision.enrolled else " (key bound)" if decision.bound_now else ""
-        log.info("login %s from %s%s", link.device, link.address, how)
+        log.info("login %s from %s%s", link.label, link.address, how)
         await self.router.open_session(link, lambda: link.conn.accept_login(
             self.config.name, self.config.heartbeat_s, self.config.max_packet))
 
@@ -177,6 +177,7 @@ class Link:
         self.address = address
         self.source = source
         self.device = None  # its id text once logged in
+        self.name = None  # its name in the registry ("" for none), for the logs, once known
         self.ended = False
         self._timer = None
         self._timer_at = None
@@ -242,6 +243,9 @@ class Link:
             decision = Decision(INTERNAL, "login check failed")
         if self.ended or self.conn.closed:
             return
+        await self._fetch_name()
+        if self.ended or self.conn.closed:
+            return
         try:
             if decision.code is None:
                 await self.realm.start_session(self, decision)
@@ -291,24 +295,56 @@ class Link:
         if refused:
             self.realm.stats.refusals += 1
         self.realm.link_ended(self)
-        self._log_end(why, refused)
+        if self.name is None and self.conn.device_id is not None:
+            self.realm.spawn(self._log_end_named(why, refused))  # the name is in the store
+        else:
+            self._log_end(why, refused)
         if abort:
             self.transport.abort()
         else:
             self.transport.close()
 
+    @property
+    def label(self):
+        """How the logs name the device: its id, and its name beside it once known."""
+        if self.conn.device_id is None:
+            return "-"
+        return label(id_text(self.conn.device_id), self.name)
+
+    async def _fetch_name(self):
+        try:
+            record = await self.realm.store.device(id_text(self.conn.device_id))
+        except Exception as e:  # only the log lines lose the name
+            log.warning("registry read failed: %s", e)
+            record = None
+        self.name = record.name if record is not None else ""
+
+    async def _log_end_named(self, why, refused):
+        await self._fetch_name()
+        self._log_end(why, refused)
+
     def _log_end(self, why, refused):
         error = self.conn.error
-        who = self.device or (id_text(self.conn.device_id) if self.conn.device_id else "-")
+        who = self.label
         if why is not None or error is None or error.code == LINK_LOST:
             log.info("disconnect %s device %s: %s", self.address, who,
                      why or (error.message if error is not None else "closed"))
         elif error.remote:
-            log.info("disconnect %s device %s: peer sent %s%s", self.address, who, error.name,
-                     (" (%s)" % error.message) if error.message else "")
+            hint = ""
+            if error.code == KEY_CHECK_FAILED and self.device is None:
+                hint = ": it holds another key than the one bound to it, or it pinned another " \
+                       "realm's key"
+            log.info("disconnect %s device %s: the device sent %s%s%s", self.address, who,
+                     error.name, (" (%s)" % error.message) if error.message else "", hint)
         else:
-            log.info("%s %s device %s: %s %s", "refused" if refused else "disconnect",
-                     self.address, who, error.name, error.message)
+            hint = ""
+            if refused and error.code == KEY_MISMATCH:
+                # The realm holds another key for the device: the operator's fix.
+                hint = " (its key pair is new: flash erased, or its config moved or copied; " \
+                       "if so: realm device reset-key %s)" % (
+                           self.name or id_text(self.conn.device_id))
+            log.info("%s %s device %s: %s %s%s", "refused" if refused else "disconnect",
+                     self.address, who, error.name, error.message, hint)
 
 
 class _TcpProtocol(asyncio.Protocol):

@@ -104,3 +104,26 @@ def test_realm_key_file_is_private_and_stable(tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert keyfile.load_or_create_realm_key(str(tmp_path)) == (private, public)
     assert [p.name for p in tmp_path.iterdir()] == [keyfile.REALM_KEY_FILE]  # no temp left
+
+
+def test_a_schema_1_registry_with_a_name_twice_opens_with_the_later_one_renamed(tmp_path):
+    import sqlite3
+    db = sqlite3.connect(str(tmp_path / "realm.db"))
+    db.execute("CREATE TABLE devices (id TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT '', "
+               "token_hash TEXT, bound_key BLOB, created REAL NOT NULL, last_seen REAL, "
+               "online INTEGER NOT NULL DEFAULT 0)")
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    db.execute("INSERT INTO devices (id, name, created) VALUES (?, 'a', 1), (?, 'A', 2)",
+               (first, second))
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    registry = Registry(str(tmp_path))
+    try:
+        assert [(d.id, d.name) for d in registry.list_devices()] == [
+            (first, "a"), (second, "A-" + second[:8])]
+        assert registry.resolve("A") == first and registry.resolve(second) == second
+        with pytest.raises(RegistryError, match="taken"):
+            registry.add_device(T0, name="a")
+    finally:
+        registry.close()

@@ -47,7 +47,7 @@ def test_serial_device_talks_to_tcp_device(pty_realm):
         over_serial.close()
         over_tcp.close()
     run(body())
-    realm.wait_log("login %s from serial:" % uuid.UUID(bytes=serial_id))
+    realm.wait_log("login %s (on-serial) from serial:" % uuid.UUID(bytes=serial_id))
 
 
 def test_serial_garbage_is_dropped_and_the_port_keeps_serving(pty_realm):

@@ -84,7 +84,7 @@ def test_first_contact_binds_the_key_then_the_pinned_path_is_taken(realm):
     registry = Registry(realm.data_dir)
     assert registry.bound_key(str(uuid.UUID(bytes=device_id))) == state.public
     registry.close()
-    realm.wait_log("login %s from 127.0.0.1" % uuid.UUID(bytes=device_id))
+    realm.wait_log("login %s (first) from 127.0.0.1" % uuid.UUID(bytes=device_id))
 
 
 def test_proxy_is_relayed_end_to_end_with_delivery_delivered(realm):

@@ -2,12 +2,18 @@
 the realm's key pre-pinned, and flash it.
 
 usage: WIFI_SSID=... WIFI_PASSWORD=... python tools/provision.py --port PORT --board BOARD
-           --name NAME --realm HOST:PORT [--data realm-data] [--out FILE] [--app APP.py]
-(make provision PORT=... BOARD=... NAME=... WIFI_SSID=... WIFI_PASSWORD=... REALM=HOST:PORT)
+           --name NAME --realm HOST:PORT [--data DIR] [--out FILE] [--app APP.py]
+           [--peers NAME,NAME]
+(make provision PORT=... BOARD=... NAME=... WIFI_SSID=... WIFI_PASSWORD=... REALM=HOST:PORT
+ [PEERS=kitchen,hall] [REALM_DATA=DIR])
 
-The config is written to DATA/provisioned/NAME.json (mode 0600: it holds the token) unless
---out says otherwise. The realm's key in it means the device never trusts another realm,
-not even at its first connection.
+The realm is found as by every `realm` command: --data, else $REALM_DATA, else
+./realm-data. The config (`realm device add --config`) is written to
+DATA/provisioned/NAME.json (mode 0600: it holds the token and the device's private key)
+unless --out says otherwise. The realm's key in it means the device never trusts another
+realm, not even at its first connection; its key pair, made here and bound at once, means
+peers can send to it before it first boots. --peers lists devices the app may send to by
+name (the config's "peers").
 """
 import argparse
 import json
@@ -20,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from shared.protocol import DEFAULT_PORT  # noqa: E402
 from tools.build import BuildError, profile  # noqa: E402
 from tools.flash import FlashError, check_port, find_tool, flash  # noqa: E402
+from host import realmdir  # noqa: E402
 
 USAGE = "make provision PORT=/dev/ttyUSB0 BOARD=esp32 NAME=kitchen WIFI_SSID=... " \
         "WIFI_PASSWORD=... REALM=192.168.1.10:%d" % DEFAULT_PORT
@@ -37,12 +44,12 @@ def realm_address(text):
     return host, int(port)
 
 
-def realm_cli(*args):
+def realm_cli(*args, env=None):
     """Run the `realm` admin command; its --json output, parsed."""
     proc = subprocess.run([find_tool("realm")] + list(args) + ["--json"], capture_output=True,
-                          text=True)
+                          text=True, env=env)
     if proc.returncode != 0:
-        raise FlashError("realm %s failed: %s" % (args[0], proc.stderr.strip()))
+        raise FlashError("realm %s failed: %s" % (" ".join(args[:2]), proc.stderr.strip()))
     return json.loads(proc.stdout)
 
 
@@ -62,24 +69,25 @@ def provision(args):
         raise FlashError("WIFI_SSID is missing: the %s joins the realm over Wi-Fi" % args.board)
     check_port(args.port)
     find_tool(args.tool or "mpremote")
-    out = args.out or os.path.join(args.data, "provisioned", args.name + ".json")
+    data = realmdir.resolve(args.data)
+    out = args.out or os.path.join(data, "provisioned", args.name + ".json")
     if os.path.exists(out):
         raise FlashError("%s exists: %s is provisioned already; flash it again with "
                          "make flash PORT=%s BOARD=%s CONFIG=%s" % (
                              out, args.name, args.port, args.board, out))
 
-    device = realm_cli("device", "add", "--data", args.data, "--name", args.name)
-    realm_key = realm_cli("key", "--data", args.data)["public_key"]
-    config = {"device_id": device["id"], "token": device["token"], "name": args.name,
-              "realm": {"host": host, "port": port}, "realm_key": realm_key}
+    # The realm makes the device's key pair and binds it now, so that peers reach the
+    # device (QUEUED) before its first boot; the private key goes only into the config.
+    command = ["device", "add", "--data", data, "--name", args.name, "--config", out,
+               "--realm", "%s:%d" % (host, port)]
     if prof.get("HAS_WIFI"):
-        config["wifi"] = {"ssid": ssid, "password": password}
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(config, f, indent=1)
+        command += ["--wifi-ssid", ssid]
+    if args.peers:
+        command += ["--peers", args.peers.replace(" ", ",")]
+    os.makedirs(os.path.dirname(os.path.abspath(out)), mode=0o700, exist_ok=True)
+    device = realm_cli(*command, env=dict(os.environ, WIFI_PASSWORD=password))
     print("registered %s as %s in %s; config written to %s" % (
-        args.name, device["id"], args.data, out), flush=True)
+        args.name, device["id"], data, out), flush=True)
     if host in ("127.0.0.1", "localhost") and args.board != "unix":
         print("note: REALM=%s is this computer's loopback address: a board cannot reach it; "
               "use the computer's LAN address" % host)
@@ -93,9 +101,8 @@ def provision(args):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], usage=USAGE)
     for name in ("port", "board", "name", "realm", "app", "tool", "out", "wifi-ssid",
-                 "wifi-password"):
+                 "wifi-password", "peers", "data"):
         p.add_argument("--" + name, default="")
-    p.add_argument("--data", default="realm-data")
     args = p.parse_args(argv)
     try:
         provision(args)
