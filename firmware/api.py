@@ -4,7 +4,7 @@
 #   device.on_message(lambda peer, data: ...)  # peer is the sender's UUID text
 #   status = await device.delivery(msg_id)     # "DELIVERED", "QUEUED", "UNKNOWN_TARGET"...
 #
-# Peers are UUIDs, as text ("8-4-4-4-12") or 16 bytes.
+# Peers are UUIDs, as text ("8-4-4-4-12") or 16 bytes, or names from the config's "peers".
 import asyncio
 
 from shared import codec
@@ -13,10 +13,6 @@ from shared.endpoint import SendQueueFull  # noqa: F401 (raised by send, for app
 from shared.events import Message, Pong, Delivery
 
 _KEPT = const(16)  # Delivery results remembered for delivery()/delivery_status()
-
-
-def _peer_bytes(peer):
-    return codec.uuid_from_str(peer) if isinstance(peer, str) else bytes(peer)
 
 
 class Device:
@@ -33,12 +29,34 @@ class Device:
         self._pongs = []  # [peer, data] not yet claimed by ping()
         self._changed = asyncio.Event()
 
+    def peer_id(self, peer):
+        """The 16-byte id of a peer given as a name in the config's "peers", UUID text or
+        bytes. ValueError for a name the config does not list."""
+        if not isinstance(peer, str):
+            return bytes(peer)
+        known = self.config["peers"].get(peer)
+        if known is not None:
+            return known
+        try:
+            return codec.uuid_from_str(peer)
+        except ValueError:
+            raise ValueError("peer %r: not a device id, nor a name in the config's peers (%s)"
+                             % (peer, ", ".join(self.config["peers"]) or "none"))
+
+    def peer_name(self, peer):
+        """The config's name for a peer (UUID text or bytes), else its UUID text."""
+        peer = self.peer_id(peer)
+        for name in self.config["peers"]:
+            if self.config["peers"][name] == peer:
+                return name
+        return codec.uuid_to_str(peer)
+
     # -- sending ----------------------------------------------------------------
     def send(self, peer, data):
         """Send bytes to a peer; returns the msg_id that delivery() reports on.
         Raises SendQueueFull when too many sends wait (offline, or a key being fetched),
         ValueError when data is over the realm's size limit."""
-        msg_id = self._runtime.endpoint.send(_peer_bytes(peer), bytes(data))
+        msg_id = self._runtime.endpoint.send(self.peer_id(peer), bytes(data))
         self._after_call()
         return msg_id
 
@@ -55,7 +73,7 @@ class Device:
 
     async def ping(self, peer, data=b"", timeout_ms=10000):
         """Round trip to a peer's device (end-to-end Ping/Pong); its time in ms, or None."""
-        peer = _peer_bytes(peer)
+        peer = self.peer_id(peer)
         clock = self._runtime.clock
         started = clock.now()
         self._runtime.endpoint.ping(peer, data)
@@ -115,7 +133,7 @@ class Device:
 
     def repin_peer(self, peer):
         """Forget a peer's pinned key: its next key is trusted on first use."""
-        self._runtime.forget_peer(_peer_bytes(peer))
+        self._runtime.forget_peer(self.peer_id(peer))
 
     # -- from the runtime -------------------------------------------------------
     def event(self, event):

@@ -11,8 +11,8 @@ from shared.protocol import (DEFAULT_PORT, HANDSHAKE_TIMEOUT_MS, MAX_TOKEN_BYTES
 # Reconnect delays (ms): capped exponential backoff with jitter; authentication and key
 # errors wait auth_ms. Tests shorten them through the config's "reconnect" object.
 DEFAULT_RECONNECT = {"min_ms": 1000, "max_ms": 60000, "auth_ms": 300000}
-_KNOWN = ("device_id", "token", "name", "realm", "realm_key", "wifi", "reconnect",
-          "handshake_ms", "app")
+_KNOWN = ("device_id", "token", "name", "realm", "realm_key", "private_key", "peers", "wifi",
+          "reconnect", "handshake_ms", "app")
 _SERIAL_KEYS = ("uart", "tx", "rx", "baud", "path")
 
 
@@ -57,6 +57,10 @@ def validate(raw, has_wifi):
     c["realm_key"] = None
     if raw.get("realm_key") is not None:
         c["realm_key"] = _hex_key(raw["realm_key"], "realm_key")
+    c["private_key"] = None
+    if raw.get("private_key") is not None:
+        c["private_key"] = _hex_key(raw["private_key"], "private_key", "private")
+    c["peers"] = _peers(raw.get("peers", {}))
     c["wifi"] = None
     if has_wifi and c["serial"] is None:
         wifi = raw.get("wifi")
@@ -91,6 +95,20 @@ def _realm(realm, c):
                 _int(serial[key], "realm.serial." + key, 0, 4000000)
     elif not isinstance(serial, str) or not serial:
         raise ConfigError("realm.serial: a tty path, or an object with uart, tx, rx, baud")
+
+
+def _peers(given):
+    """{"kitchen": "<uuid>"}: names the app may send to, as {name: 16-byte id}."""
+    _object(given, "peers")
+    peers = {}
+    for name, text in given.items():
+        if not isinstance(text, str):
+            raise ConfigError("peers.%s: must be a device id (UUID text)" % name)
+        try:
+            peers[name] = uuid_from_str(text)
+        except ValueError:
+            raise ConfigError("peers.%s: not a UUID (8-4-4-4-12 hex): %r" % (name, text))
+    return peers
 
 
 def _reconnect(given):
@@ -128,10 +146,10 @@ def _int(value, what, low, high):
     return value
 
 
-def _hex_key(value, what):
-    if not isinstance(value, str) or len(value) != 64:
-        raise ConfigError("%s: must be 64 hex digits (a 32-byte public key)" % what)
-    try:
-        return unhexlify(value)
-    except Exception:  # binascii.Error on CPython, ValueError on MicroPython
-        raise ConfigError("%s: must be 64 hex digits (a 32-byte public key)" % what)
+def _hex_key(value, what, kind="public"):
+    if isinstance(value, str) and len(value) == 64:
+        try:
+            return unhexlify(value)
+        except Exception:  # binascii.Error on CPython, ValueError on MicroPython
+            pass
+    raise ConfigError("%s: must be 64 hex digits (a 32-byte %s key)" % (what, kind))

@@ -36,7 +36,7 @@ def start(config_path="config.json", state_dir=None, app=None, repin=False):
     board.show_status("booting")
     try:
         config = _read_config(config_path, board.HAS_WIFI)
-        store = Store(state_dir or board.STATE_DIR).load()
+        store = Store(state_dir or board.STATE_DIR).load(config["private_key"])
     except (ValueError, StoreError) as e:
         log("cannot start: %s" % e)
         board.show_status("error")

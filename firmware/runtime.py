@@ -84,6 +84,7 @@ class Runtime:
         self._serial = None
         self._lost = None
         self._started = 0
+        self._announced_pin = False
         self._wake = asyncio.Event()
         self._repinned = asyncio.Event()
         self._buf = bytearray(_READ_SIZE)
@@ -143,11 +144,23 @@ class Runtime:
             except MemoryError:
                 why, auth = "out of memory", False
             else:
+                error = conn.error
                 if conn.realm_key_changed:
-                    self.store.refuse_realm(str(conn.error))
+                    self.store.refuse_realm(str(error))
                     continue
-                why = _why(conn.error)
-                auth = conn.error.code in _AUTH_ERRORS
+                if error.code == KEY_CHECK_FAILED and not error.remote and self._announced_pin:
+                    # The realm's proof failed with the dh2 of this key pair: either the
+                    # realm holds another key for this device, or it is not the pinned
+                    # realm. The first-contact path, at once, tells the two apart.
+                    self.log("the realm's key check failed; trying again without the "
+                             "shortcut to learn why")
+                    self.store.unconfirm_realm()
+                    continue
+                why = _why(error)
+                auth = error.code in _AUTH_ERRORS
+                if error.code == KEY_MISMATCH and error.remote:
+                    # Fixed by the realm's operator, not by waiting: try at the normal pace.
+                    why, auth = self._device_key_refused(), False
                 if conn.established:
                     failures = 0
             failures += 1
@@ -156,15 +169,23 @@ class Runtime:
                              "%s; retrying in %d ms" % (why, delay))
             await asyncio.sleep_ms(delay)
 
+    def _device_key_refused(self):
+        return ("the realm holds another key for this device: its key pair is new (flash "
+                "erased, or its config moved or copied to another board); if so, on the "
+                "realm: realm device reset-key %s" % self.config["name"])
+
     async def _session(self):
         started = self.clock.now()
         stream, framer = await self._open_link()
         ephemeral, self._ephemeral = self._ephemeral, None
         store = self.store
         c = self.config
+        # The pinned path only once a Welcome confirmed this key pair (dh2 kept beside it).
+        self._announced_pin = store.dh2 is not None
         conn = DeviceConnection(c["device_id"], store.private, store.public, c["token"], framer,
                                 self.clock.now(), realm_public=store.realm_public, dh2=store.dh2,
-                                ephemeral=ephemeral, handshake_timeout_ms=c["handshake_ms"])
+                                ephemeral=ephemeral, handshake_timeout_ms=c["handshake_ms"],
+                                announce_pin=self._announced_pin)
         self.stats["connects"] += 1
         self._conn, self._stream = conn, stream
         self._started = started

@@ -2,7 +2,8 @@
 # binary files. Every write goes to a temporary file first and is then renamed over the
 # old one, so a power cut leaves the old file or the new one, never half of each.
 #
-#   identity   private(32) | public(32): made on first boot, kept for good
+#   identity   private(32) | public(32): made on first boot (or given by the config),
+#              kept for good
 #   realm      R_pub(32) | dh2(32): the pinned realm key (PROTOCOL.md section 5)
 #   refused    why the pinned realm refused us: set on a realm key change, cleared on re-pin
 #   boot       the boot count (section 8), decimal text
@@ -31,16 +32,20 @@ class Store:
         self.boot = 0
         self.peers = []  # (peer id, key) pairs, oldest first
 
-    def load(self):
-        """Read everything; make the device key pair on first boot."""
+    def load(self, private=None):
+        """Read everything; make the device key pair on first boot. `private`: the key the
+        config gives (made at provisioning and bound by the realm); it replaces another."""
         identity = self._read("identity", 2 * _KEY)
-        if identity is None:
-            self.private, self.public = crypto.generate_keypair()
+        if identity is not None and (private is None or identity[:_KEY] == private):
+            self.private, self.public = identity[:_KEY], identity[_KEY:]
+        else:
+            if private is None:
+                self.private, self.public = crypto.generate_keypair()
+            else:
+                self.private, self.public = private, crypto.public_key(private)
             self._write("identity", self.private + self.public)
             # A new key pair makes any old pin useless (section 5, device rule 3).
             self._remove("realm")
-        else:
-            self.private, self.public = identity[:_KEY], identity[_KEY:]
         realm = self._read("realm", 2 * _KEY)
         if realm is not None:
             self.realm_public = realm[:_KEY]
@@ -77,6 +82,11 @@ class Store:
             return
         self.realm_public, self.dh2 = realm_public, dh2
         self._write("realm", realm_public + (dh2 or bytes(_KEY)))
+
+    def unconfirm_realm(self):
+        """Forget dh2: the next handshake takes the first-contact path (see launch.py)."""
+        if self.realm_public is not None and self.dh2 is not None:
+            self.pin_realm(self.realm_public)
 
     def refuse_realm(self, why):
         """The pinned realm offered another key: stay away until the user re-pins."""

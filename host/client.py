@@ -120,10 +120,11 @@ class HostDevice:
 
     async def _handshake(self, framer):
         pinned = None if self.repin else self.state.realm_public
+        dh2 = self.state.dh2 if pinned else None
         self.conn = DeviceConnection(self.state.device_id, self.state.private, self.state.public,
                                      self.token, framer, self._now(), realm_public=pinned,
-                                     dh2=self.state.dh2 if pinned else None,
-                                     handshake_timeout_ms=self.handshake_timeout_ms)
+                                     dh2=dh2, handshake_timeout_ms=self.handshake_timeout_ms,
+                                     announce_pin=dh2 is not None)
         self._queue = asyncio.Queue()  # nothing of an earlier connection is left to read
         self.endpoint.attach(self.conn)
         self._flush()

@@ -37,12 +37,18 @@ class DeviceConnection(Connection):
     dh2: the cached X25519(private, realm_public), saving a multiplication.
     ephemeral: a (private, public) pair made ahead of time, used for this attempt only.
     token: the login token (str or bytes), or None to log in with method NONE.
+    announce_pin: False leaves the pin out of Hello, so the realm answers SendKey (the
+    first-contact path) while the device still checks its key against realm_public. For a
+    pin no Welcome confirmed with this key pair (provisioned, or kept across a new key
+    pair): if the realm has another key bound for the device, the pinned path would fail
+    at KeyCheck without saying why; this path makes the realm name it (KEY_MISMATCH).
     """
 
     _allowed = _ALLOWED
 
     def __init__(self, device_id, private, public, token, framer, now, realm_public=None,
-                 dh2=None, ephemeral=None, handshake_timeout_ms=HANDSHAKE_TIMEOUT_MS):
+                 dh2=None, ephemeral=None, handshake_timeout_ms=HANDSHAKE_TIMEOUT_MS,
+                 announce_pin=True):
         Connection.__init__(self, framer, now, handshake_timeout_ms)
         self.device_id = device_id
         self._private = private
@@ -59,7 +65,8 @@ class DeviceConnection(Connection):
         if ephemeral is None:
             ephemeral = crypto.generate_keypair()
         self._eph_private, eph_public = ephemeral
-        pin = crypto.fingerprint(realm_public) if realm_public is not None else None
+        pin = crypto.fingerprint(realm_public) if realm_public is not None and announce_pin \
+            else None
         hello = codec.encode(codec.PROTO_REALM, codec.HELLO, VERSION, device_id, pin, eph_public)
         self._th = hashlib.sha256(hello)
         self._send(hello)

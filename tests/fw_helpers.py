@@ -48,9 +48,9 @@ class Fleet:
         device_id, real_token = self.realm.add_device(name)
         token = token or real_token
         text_id = str(uuid.UUID(bytes=device_id))
+        config.setdefault("reconnect", FAST_RECONNECT)
         path = write_config(os.path.join(self.folder, name + ".json"), text_id, token, name,
-                            port=self.realm.port, serial=serial, reconnect=FAST_RECONNECT,
-                            **config)
+                            port=self.realm.port, serial=serial, **config)
         device = SimDevice(path)
         device.id = text_id
         device.name = name

@@ -72,7 +72,7 @@ def test_serial_device_talks_to_tcp_device(tmp_path, unix_build):
         received(tcp, wire, "over the wire")
         assert send(tcp, wire, "x" * 600) == "DELIVERED"  # several COBS blocks
         received(wire, tcp, "x" * 600)
-        realm.wait_log("login %s from serial:" % wire.id)
+        realm.wait_log("login %s (%s) from serial:" % (wire.id, wire.name))
         assert tcp_connections(wire.pid, realm.port) == 0  # its one link is the serial one
         assert tcp_connections(tcp.pid, realm.port) == 1
     finally:
@@ -101,7 +101,7 @@ def test_realm_restart_devices_reconnect_and_get_what_was_queued(fleet, realm):
     received(bob, alice, "while-the-realm-was-down", mark_b)
 
     # Bob is away: the realm queues for him, durably, across its own restart too.
-    ended = "device %s: " % bob.id  # the realm's line for a session that ended
+    ended = "device %s (bob): " % bob.id  # the realm's line for a session that ended
     before = realm.log().count(ended)
     bob.kill()
     realm.wait_log(ended, count=before + 1)
@@ -126,7 +126,7 @@ def test_restarted_device_keeps_its_identity_and_takes_the_pinned_path(fleet, re
     again = alice.wait(r"device \S+ \(alice\), boot (\d+), key fingerprint (\w+)")
     assert again.group(2) == first.group(2)
     assert int(again.group(1)) == int(first.group(1)) + 1  # counted before any e2e packet
-    realm.wait_log("login %s from" % alice.id, count=2)
+    realm.wait_log("login %s (alice) from" % alice.id, count=2)
 
 
 def test_realm_with_another_key_is_refused_until_the_user_repins(fleet, realm):

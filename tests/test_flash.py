@@ -45,7 +45,7 @@ def test_make_flash_then_the_board_boots_into_the_firmware_and_reaches_the_realm
     booted.id = flashed_id
     try:
         assert online(booted) == "first-contact"
-        realm.wait_log("login %s from" % flashed_id)
+        realm.wait_log("login %s (flashed) from" % flashed_id)
         peer = fleet.add("peer")
         online(peer)
         # The default app prints each message it receives as a line.
@@ -73,7 +73,7 @@ def test_make_provision_registers_pins_the_realm_and_flashes(realm, board, unix_
     try:
         # Pre-pinned: its very first connection already checks the realm's key.
         online(booted)
-        realm.wait_log("login %s from" % config["device_id"])
+        realm.wait_log("login %s (kitchen) from" % config["device_id"])
     finally:
         booted.kill()
     # The same name again is refused: its token was shown once and is in that file.
