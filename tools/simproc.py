@@ -112,26 +112,31 @@ class SimDevice:
                  self.config_path, "--app", self.app] + list(extra)), ROOT
 
     def start(self, *extra):
+        argv, cwd = self.command_line(extra)
+        proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         with self._cond:
+            self.proc = proc
             self.lines = []
             self._ended = False
-        argv, cwd = self.command_line(extra)
-        self.proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        threading.Thread(target=self._collect, args=(self.proc,), daemon=True).start()
+        threading.Thread(target=self._collect, args=(proc,), daemon=True).start()
         return self
 
     def _collect(self, proc):
+        # A process killed and started again: its reader may still be draining the old
+        # one's last lines, which belong to neither run.
         for raw in proc.stdout:
             line = raw.decode("utf-8", "replace").rstrip("\n")
-            if self.on_line is not None:
+            if self.on_line is not None and proc is self.proc:
                 self.on_line(self, line)
             with self._cond:
-                self.lines.append(line)
-                self._cond.notify_all()
+                if proc is self.proc:
+                    self.lines.append(line)
+                    self._cond.notify_all()
         with self._cond:
-            self._ended = True
-            self._cond.notify_all()
+            if proc is self.proc:
+                self._ended = True
+                self._cond.notify_all()
 
     @property
     def pid(self):
