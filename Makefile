@@ -15,16 +15,20 @@ help:
 	@echo "Realm make targets:"
 	@echo "  make demo        start a realm and two simulated devices that exchange messages"
 	@echo "  make test        create .venv, install pinned dependencies, run every test"
-	@echo "  make realm       run the realm server on its defaults (0.0.0.0:7711, ./realm-data)"
-	@echo "  make bench       protocol-core benchmarks, MicroPython beside CPython"
+	@echo "  make realm [REALM_DATA=DIR]  run the realm server (0.0.0.0:7711; data: REALM_DATA,"
+	@echo "                   else ./realm-data; make one first with .venv/bin/realm init)"
 	@echo "  make install     create .venv and install the 'realm' command into it"
-	@echo "  make sim CONFIG=path/device.json [APP=app.py]    one simulated device"
+	@echo "  make sim CONFIG=path/device.json [APP=app.py] [REPIN=1] [SIM_HEAP=128k]"
+	@echo "                   one simulated device (REPIN=1: trust the realm's current key)"
 	@echo "  make flash PORT=... BOARD=... CONFIG=... [APP=...] [TOOL=ampy]"
 	@echo "  make provision PORT=... BOARD=... NAME=... WIFI_SSID=... WIFI_PASSWORD=... REALM=HOST:PORT"
+	@echo "                   [PEERS=name,name] [REALM_DATA=DIR]   register, configure, flash"
 	@echo "  make console PORT=...   the board's serial console"
 	@echo "  make firmware BOARD=... compile shared/ and firmware/ to .mpy in build/BOARD/"
+	@echo "  make bench       protocol-core benchmarks, MicroPython beside CPython"
 	@echo "  make bench-realm  realm throughput, latency, memory; mosquitto side by side"
 	@echo "  make bench-device simulated devices: connect times, round trip, heap"
+	@echo "  make clean       remove .venv, build/ and the test caches"
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -82,8 +86,8 @@ provision: $(STAMP)
 sim: $(STAMP)
 	@test -n "$(CONFIG)" || { echo "make sim: CONFIG is missing: make sim CONFIG=path/device.json [APP=app.py]" >&2; exit 2; }
 	@$(PY) tools/build.py unix >/dev/null
-	$(MICROPYTHON) -X heapsize=$(SIM_HEAP) tools/sim.py "$(CONFIG)" $(if $(APP),--app "$(APP)") \
-	  $(if $(REPIN),--repin)
+	@umask 077 && exec $(MICROPYTHON) -X heapsize=$(SIM_HEAP) tools/sim.py "$(CONFIG)" \
+	  $(if $(APP),--app "$(APP)") $(if $(REPIN),--repin)
 
 demo: $(STAMP)
 	@$(PY) tools/demo.py

@@ -20,11 +20,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from tools.build import build  # noqa: E402
-from tools.simproc import HEAP, REMOTE_APP, RealmProcess, SimDevice, write_config  # noqa: E402
+from tools.simproc import (HANDSHAKE, HEAP, ONLINE, REMOTE_APP, RealmProcess,  # noqa: E402
+                           SimDevice, write_config)
 
 HEAP_APP = os.path.join(ROOT, "bench", "heap_app.py")
 
-ONLINE = r"realm: online: .* in (\d+) ms \((first-contact|pinned) path\)"
 FAILED = r"MemoryError.*|Traceback.*|out of memory.*|^error .*"
 
 
@@ -50,7 +50,7 @@ class Bench:
         m = sim.wait("%s|%s" % (ONLINE, FAILED), timeout)
         if m.group(1) is None:
             raise AssertionError("%s: %s" % (sim.config_path, m.group(0)))
-        return int(m.group(1)), m.group(2)
+        return int(m.group(1)), HANDSHAKE[m.group(2)]
 
     def stop_devices(self):
         for sim in self.running:

@@ -12,8 +12,11 @@ _MODULES = ("asyncio", "shared.errors", "shared.protocol", "shared.codec", "shar
             "firmware.runtime", "firmware.api")
 
 
+_speaker = "device"  # the config's name once it is read: each line says which device speaks
+
+
 def log(message):
-    print("realm:", message)
+    print("%s: %s" % (_speaker, message))
 
 
 def start(config_path="config.json", state_dir=None, app=None, repin=False):
@@ -23,6 +26,7 @@ def start(config_path="config.json", state_dir=None, app=None, repin=False):
     repin: the user's explicit re-pin: trust the config's realm_key if it has one, else
     whatever realm answers next.
     """
+    global _speaker
     for name in _MODULES:
         gc.collect()
         __import__(name)
@@ -36,6 +40,7 @@ def start(config_path="config.json", state_dir=None, app=None, repin=False):
     board.show_status("booting")
     try:
         config = _read_config(config_path, board.HAS_WIFI)
+        _speaker = config["name"]
         store = Store(state_dir or board.STATE_DIR).load(config["private_key"])
     except (ValueError, StoreError) as e:
         log("cannot start: %s" % e)

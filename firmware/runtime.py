@@ -152,8 +152,8 @@ class Runtime:
                     # The realm's proof failed with the dh2 of this key pair: either the
                     # realm holds another key for this device, or it is not the pinned
                     # realm. The first-contact path, at once, tells the two apart.
-                    self.log("the realm's key check failed; trying again without the "
-                             "shortcut to learn why")
+                    self.log("the realm did not prove its key with this device's key pair; "
+                             "connecting again the long way to learn why")
                     self.store.unconfirm_realm()
                     continue
                 why = _why(error)
@@ -282,8 +282,9 @@ class Runtime:
                 took = self.clock.now() - self._started
                 self.stats["welcome_ms"] = took
                 self.stats["pinned_path"] = event.pinned_path
-                self._set_status("online", "realm %r in %d ms (%s path)" % (
-                    event.realm_name, took, "pinned" if event.pinned_path else "first-contact"))
+                self._set_status("online", "realm %r at %s in %d ms (%s)" % (
+                    event.realm_name, self._link_name(), took,
+                    "known realm" if event.pinned_path else "first contact"))
                 gc.collect()  # the handshake's garbage, before the session's traffic
             for app_event in self.endpoint.handle(event):
                 self._app_event(app_event)

@@ -114,8 +114,8 @@ class DeviceConnection(Connection):
         try:
             challenge = self._opener.open(clear, packet[34:])
         except ProtocolError:
-            raise ProtocolError(KEY_CHECK_FAILED, "KeyCheck did not open: the realm does "
-                                                  "not hold the key it claims")
+            raise ProtocolError(KEY_CHECK_FAILED, "the realm did not prove it holds the key "
+                                                  "it claims")
         self._sealed = True
         self._send(codec.encode(codec.PROTO_REALM, codec.KEY_CHECK_RESPONSE, challenge))
         if self._token is None:

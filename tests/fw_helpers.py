@@ -10,7 +10,7 @@ import pytest
 
 from tests.realm_helpers import RealmProcess
 from tools.build import build
-from tools.simproc import HEAP, MICROPYTHON, ROOT, SimDevice, write_config
+from tools.simproc import HANDSHAKE, HEAP, MICROPYTHON, ONLINE, ROOT, SimDevice, write_config
 
 # Short waits so the suite stays fast: the realm's heartbeat is 1 s in these tests.
 FAST_RECONNECT = {"min_ms": 100, "max_ms": 800, "auth_ms": 2500}
@@ -66,8 +66,7 @@ class Fleet:
 
 def online(device, since=0, timeout=20):
     """Wait for the device's next Welcome; returns the handshake path it took."""
-    return device.wait(r"realm: online: .* \((first-contact|pinned) path\)", timeout,
-                       since).group(1)
+    return HANDSHAKE[device.wait(ONLINE, timeout, since).group(2)]
 
 
 def send(sender, receiver, text, timeout=15):

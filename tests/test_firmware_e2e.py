@@ -25,6 +25,9 @@ def test_two_devices_exchange_messages_over_tcp_one_connection_each(fleet, realm
     alice, bob = fleet.add("alice"), fleet.add("bob")
     assert online(alice) == "first-contact"
     assert online(bob) == "first-contact"
+    # Its console lines say which device speaks, in words a user knows.
+    alice.wait(r"^alice: online: realm 'realm' at 127\.0\.0\.1:%d in \d+ ms \(first contact\)$"
+               % fleet.realm.port)
     assert send(alice, bob, "hello bob") == "DELIVERED"
     received(bob, alice, "hello bob")
     assert send(bob, alice, "hello alice") == "DELIVERED"
@@ -42,7 +45,7 @@ def test_an_idle_device_stays_online_on_heartbeats_with_its_next_key_made(fleet,
     # The realm's heartbeat is 1 s: 3.5 s without traffic would close a silent link.
     mark = alice.mark()
     with pytest.raises(AssertionError):
-        alice.wait(r"realm: (offline|connecting)", timeout=3.5, since=mark)
+        alice.wait(r": (offline|connecting)", timeout=3.5, since=mark)
     alice.command("stats")
     stats = alice.wait(r"^stats (.*)$", since=mark).group(1)
     assert "connects=1 " in stats and "next_key_ready=True" in stats, stats
@@ -51,11 +54,11 @@ def test_an_idle_device_stays_online_on_heartbeats_with_its_next_key_made(fleet,
 
 def test_a_refused_login_is_reported_and_retried_only_after_the_long_wait(fleet, realm):
     intruder = fleet.add("intruder", token="not-the-right-token")
-    m = intruder.wait(r"realm: error: the realm said BAD_LOGIN.*; retrying in (\d+) ms")
+    m = intruder.wait(r": error: the realm said BAD_LOGIN.*; retrying in (\d+) ms")
     # auth_ms is 2.5 s here, against at most 0.8 s for a lost connection.
     assert int(m.group(1)) >= 1250
     with pytest.raises(AssertionError):
-        intruder.wait(r"realm: connecting", timeout=1.2, since=intruder.mark())
+        intruder.wait(r": connecting", timeout=1.2, since=intruder.mark())
 
 
 def test_serial_device_talks_to_tcp_device(tmp_path, unix_build):
@@ -91,7 +94,7 @@ def test_realm_restart_devices_reconnect_and_get_what_was_queued(fleet, realm):
     # The realm goes away: a send is kept in the device's own queue meanwhile.
     mark_a, mark_b = alice.mark(), bob.mark()
     realm.stop()
-    alice.wait(r"realm: offline: ", since=mark_a)
+    alice.wait(r": offline: ", since=mark_a)
     alice.command("send %s while-the-realm-was-down" % bob.id)
     alice.wait(r"^sent \d+ ", since=mark_a)
     realm.start()
@@ -137,17 +140,17 @@ def test_realm_with_another_key_is_refused_until_the_user_repins(fleet, realm):
     os.remove(os.path.join(realm.data_dir, REALM_KEY_FILE))
     mark = alice.mark()
     realm.start()
-    alice.wait(r"realm: refused: .*KEY_MISMATCH.*realm key changed", since=mark)
+    alice.wait(r": refused: .*KEY_MISMATCH.*realm key changed", since=mark)
     # Not retried, for longer than the longest backoff (auth_ms, 2.5 s here)...
     quiet_since = alice.mark()
     with pytest.raises(AssertionError):
-        alice.wait(r"realm: connecting", timeout=3, since=quiet_since)
+        alice.wait(r": connecting", timeout=3, since=quiet_since)
     # ...nor after a reboot: the refusal is kept on flash.
     alice.stop()
     alice.start()
-    alice.wait(r"realm: refused: .*realm key changed.*re-pin")
+    alice.wait(r": refused: .*realm key changed.*re-pin")
     with pytest.raises(AssertionError):
-        alice.wait(r"realm: connecting", timeout=3)
+        alice.wait(r": connecting", timeout=3)
     assert realm.log().count("login %s" % alice.id) == 1  # the first realm's login only
 
     mark = alice.mark()

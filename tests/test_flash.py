@@ -5,6 +5,7 @@ when a tool, port or argument is missing."""
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import uuid
@@ -12,7 +13,7 @@ import uuid
 import pytest
 
 from tests.fw_helpers import (Fleet, board, make, online, realm, received,  # noqa: F401
-                              send, start_realm, unix_build)  # (fixtures)
+                              send, start_realm, unix_build, wait_for_path)  # (fixtures)
 from tests.realm_helpers import run_cli
 from tools.simproc import ROOT, write_config
 
@@ -27,7 +28,7 @@ def test_make_flash_then_the_board_boots_into_the_firmware_and_reaches_the_realm
     code, out = make("flash", "PORT=" + board.port, "BOARD=unix", "CONFIG=" + config)
     assert code == 0, out
     assert "flashing unix on %s with mpremote" % board.port in out
-    assert "cp " in out and ":lib/shared/device.mpy" in out  # mpremote's progress, per file
+    assert "  copied    lib/shared/device.mpy\n" in out  # progress, per file
     files = board.files
     for path in ("main.py", "board.py", "config.json", "lib/shared/device.mpy",
                  "lib/firmware/runtime.mpy"):
@@ -36,10 +37,11 @@ def test_make_flash_then_the_board_boots_into_the_firmware_and_reaches_the_realm
     with open(os.path.join(files, "config.json")) as f:
         assert json.load(f)["device_id"] == flashed_id
 
-    # Flashing again copies only what changed.
+    # Flashing again copies only what changed, and says so once per file.
     code, out = make("flash", "PORT=" + board.port, "BOARD=unix", "CONFIG=" + config)
     assert code == 0, out
-    assert "Up to date: lib/shared/device.mpy" in out or "Up to date" in out
+    assert out.count("lib/shared/device.mpy") == 1, out
+    assert "  unchanged lib/shared/device.mpy\n" in out
 
     booted = board.boot().start()
     booted.id = flashed_id
@@ -83,9 +85,11 @@ def test_make_provision_registers_pins_the_realm_and_flashes(realm, board, unix_
 
 
 @pytest.mark.parametrize("args, message", [
-    (["flash", "BOARD=unix", "CONFIG=x.json"], "PORT is missing"),
-    (["flash", "PORT=/dev/no-such-tty", "BOARD=unix", "CONFIG=x.json"],
+    (["flash", "BOARD=unix", "CONFIG={ok}"], "PORT is missing"),
+    (["flash", "PORT=/dev/no-such-tty", "BOARD=unix", "CONFIG={ok}"],
      "no such port /dev/no-such-tty"),
+    (["flash", "PORT=/dev/no-such-tty", "BOARD=unix", "CONFIG=/no/such.json"],
+     "cannot read CONFIG"),  # the config is checked first: no board needed for that
     (["flash", "PORT=/dev/null", "CONFIG=x.json"], "BOARD is missing: one of esp32, esp32c3, "
                                                     "esp32s3, unix"),
     (["flash", "PORT=/dev/null", "BOARD=esp8266", "CONFIG=x.json"], "unknown board 'esp8266'"),
@@ -100,8 +104,10 @@ def test_make_provision_registers_pins_the_realm_and_flashes(realm, board, unix_
     (["sim"], "CONFIG is missing"),
     (["console"], "PORT is missing"),
 ])
-def test_make_targets_say_what_is_missing(args, message):
-    code, out = make(*args)
+def test_make_targets_say_what_is_missing(tmp_path, args, message):
+    ok = write_config(str(tmp_path / "ok.json"), "12345678-1234-1234-1234-123456789abc",
+                      "t" * 20, "ok", port=1)
+    code, out = make(*[a.replace("{ok}", ok) for a in args])
     assert code != 0
     assert message in out, out
 
@@ -143,7 +149,7 @@ def test_make_sim_runs_a_device_with_its_state_beside_the_config(tmp_path, realm
                             start_new_session=True)
     try:
         for line in proc.stdout:
-            if "realm: online:" in line:
+            if ": online:" in line:
                 break
         else:
             pytest.fail("make sim ended before its device was online")
@@ -151,3 +157,71 @@ def test_make_sim_runs_a_device_with_its_state_beside_the_config(tmp_path, realm
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)
     assert os.path.isfile(str(tmp_path / "simmed.state" / "identity"))
+
+
+def test_a_failed_flash_says_the_cause_in_one_line_without_a_traceback(tmp_path):
+    """A port whose far end is not MicroPython (it echoes): mpremote cannot enter the
+    raw REPL."""
+    port = str(tmp_path / "ttyEcho")
+    echo = subprocess.Popen(["socat", "PTY,link=%s,raw,echo=0" % port,
+                             "EXEC:/bin/cat,pty,raw,echo=0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_path(port)
+        config = write_config(str(tmp_path / "ok.json"), "12345678-1234-1234-1234-123456789abc",
+                              "t" * 20, "ok", port=1)
+        code, out = make("flash", "PORT=" + port, "BOARD=unix", "CONFIG=" + config)
+    finally:
+        echo.terminate()
+        echo.wait(5)
+    assert code != 0
+    assert "Traceback" not in out and "File \"" not in out, out
+    assert "flash: mpremote failed: could not enter raw repl (is MicroPython on the board" \
+        in out, out
+
+
+def test_make_help_lists_every_target_and_variable():
+    code, out = make("help")
+    assert code == 0
+    with open(os.path.join(ROOT, "Makefile")) as f:
+        makefile = f.read()
+    targets = set()
+    for line in makefile.splitlines():
+        if line.startswith(".PHONY:"):
+            targets.update(line.split()[1:])
+    targets -= {"help", "venv", "system-deps"}  # venv is install; the others are internal
+    for target in sorted(targets):
+        assert "make %s" % target in out, target
+    for variable in ("REPIN", "SIM_HEAP", "REALM_DATA", "PEERS", "APP", "TOOL"):
+        assert variable + "=" in out, variable
+
+
+def test_make_console_without_a_terminal_says_so_in_one_line(board):
+    proc = subprocess.run(["make", "-s", "-C", ROOT, "console", "PORT=" + board.port],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "console: the console needs a terminal" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr and "termios" not in proc.stderr
+
+
+def test_ctrl_c_on_make_sim_stops_it_without_a_traceback(tmp_path, realm, unix_build):
+    device_id, token = realm.add_device("stopped")
+    config = write_config(str(tmp_path / "stopped.json"), str(uuid.UUID(bytes=device_id)),
+                          token, "stopped", port=realm.port)
+    proc = subprocess.Popen(["make", "-s", "-C", ROOT, "sim", "CONFIG=" + config],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if ": online:" in line:
+            break
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
+    out, _ = proc.communicate(timeout=20)
+    out = "".join(seen) + out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    assert "Interrupt" not in out and "***" not in out, out  # nor make's own complaint
+    assert out.rstrip().endswith("stopped"), out
+    # Its identity is as private as the host-side device's (0600).
+    identity = tmp_path / "stopped.state" / "identity"
+    assert stat.S_IMODE(os.stat(str(identity)).st_mode) == 0o600

@@ -16,6 +16,9 @@ def main(argv):
     try:
         check_port(port)
         mpremote = find_tool("mpremote")
+        if not sys.stdin.isatty():
+            raise FlashError("the console needs a terminal, and stdin is not one: run it in "
+                             "a terminal (not from a script or a pipe)")
     except FlashError as e:
         print("console: %s\nusage: make console PORT=/dev/ttyUSB0" % e, file=sys.stderr)
         return 2

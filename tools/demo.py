@@ -14,7 +14,7 @@ import threading
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.build import build  # noqa: E402
-from tools.simproc import RealmProcess, SimDevice, write_config  # noqa: E402
+from tools.simproc import ONLINE, RealmProcess, SimDevice, write_config  # noqa: E402
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -25,6 +25,7 @@ class Demo:
         self.realm = RealmProcess(folder)
         self.devices = []
         self.names = {}
+        self.announced = set()  # (device name, msg_id) of the messages the demo sent
         self.print_lock = threading.Lock()
 
     def start_realm(self):
@@ -45,10 +46,16 @@ class Demo:
         return sim.start()
 
     def show(self, sim, line):
-        """Print a device's line as it comes, peer ids shown as names."""
+        """Print a device's line as it comes, peer ids shown as names. A Delivery is
+        shown for the messages the demo announced (a ping's shows as its pong)."""
         line = UUID.sub(lambda m: self.names.get(m.group(0), m.group(0)), line)
+        words = line.split(" ")
+        if words[0] == "sent":
+            self.announced.add((sim.name, words[1]))
+        elif words[0] == "delivery" and (sim.name, words[1]) not in self.announced:
+            return
         with self.print_lock:
-            say(sim.name, describe(line))
+            say(sim.name, describe(sim.name, line))
 
     def exchange(self, sender, receiver, text):
         mark = sender.mark()
@@ -63,7 +70,7 @@ class Demo:
         self.realm.stop()
 
 
-def describe(line):
+def describe(name, line):
     """The remote app's terse lines, as sentences."""
     words = line.split(" ", 3)
     if words[0] == "sent":
@@ -74,7 +81,7 @@ def describe(line):
         return "realm reports message %s %s" % (words[1], words[2])
     if words[0] == "pong":
         return "end-to-end ping to %s: answered in %s ms" % (words[1], words[2])
-    return line[len("realm: "):] if line.startswith("realm: ") else line
+    return line[len(name) + 2:] if line.startswith(name + ": ") else line
 
 
 def say(who, what):
@@ -89,7 +96,7 @@ def main():
         demo.start_realm()
         alice, bob = demo.add_device("alice"), demo.add_device("bob")
         for sim in (alice, bob):
-            sim.wait(r"realm: online: ")
+            sim.wait(ONLINE)
         demo.exchange(alice, bob, "Hello Bob, this is Alice. Only you can read this.")
         demo.exchange(bob, alice, "Hi Alice! Loud and clear; the realm only relayed it.")
         mark = alice.mark()

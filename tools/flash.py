@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -126,6 +127,43 @@ def ampy_commands(exe, port, prof, files):
     return cmds
 
 
+def run_tool(cmd, tool):
+    """Run mpremote or ampy: one line per file as it goes; on failure, its last line of
+    error (the cause) instead of its traceback."""
+    with tempfile.TemporaryFile("w+") as errors:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True)
+        print_progress(proc.stdout)
+        if proc.wait() == 0:
+            return
+        errors.seek(0)
+        lines = [line.strip() for line in errors if line.strip()]
+    cause = lines[-1] if lines else "exit code %d" % proc.returncode
+    cause = cause.split(": ", 1)[1] if cause.startswith(("mpremote.", "serial.")) else cause
+    raise FlashError("%s failed: %s (is MicroPython on the board, and the port free: no "
+                     "console still open?)" % (tool, cause))
+
+
+def print_progress(lines):
+    """mpremote says `cp LOCAL :REMOTE` before each copy and `Up to date: REMOTE` after a
+    skipped one: one line per file, said once its copy is done or skipped."""
+    pending = None
+    for line in lines:
+        line = line.rstrip("\n")
+        if line.startswith("Up to date: "):
+            print("  unchanged %s" % line[len("Up to date: "):], flush=True)
+            pending = None
+            continue
+        if pending is not None:
+            print("  copied    %s" % pending, flush=True)
+            pending = None
+        if line.startswith("cp ") and " :" in line:
+            pending = line.rsplit(" :", 1)[1]
+        else:
+            print(line, flush=True)
+    if pending is not None:
+        print("  copied    %s" % pending, flush=True)
+
+
 def flash(port, board, config, app=None, tool="mpremote"):
     if tool not in TOOLS:
         raise FlashError("TOOL=%s: use mpremote (default) or ampy" % tool)
@@ -133,8 +171,8 @@ def flash(port, board, config, app=None, tool="mpremote"):
         prof = profile(board)
     except BuildError as e:
         raise FlashError(str(e))
+    check_config(config, prof)  # the config first: it can be fixed without the board
     check_port(port)
-    check_config(config, prof)
     if app and not os.path.isfile(app):
         raise FlashError("APP %s: no such file" % app)
     exe = find_tool(tool)
@@ -151,8 +189,7 @@ def flash(port, board, config, app=None, tool="mpremote"):
     for i, cmd in enumerate(commands):
         if tool == "ampy":
             print("[%d/%d] %s" % (i + 1, len(commands), " ".join(cmd[3:])), flush=True)
-        if subprocess.call(cmd) != 0:
-            raise FlashError("%s failed (is the port busy, e.g. a console still open?)" % tool)
+        run_tool(cmd, tool)
     if prof.get("RESET_AFTER_FLASH"):
         print("done: the board was reset and runs the firmware (see it: make console PORT=%s)"
               % port)

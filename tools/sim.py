@@ -33,7 +33,11 @@ def main(argv):
         i += 1
     state = (config[:-5] if config.endswith(".json") else config) + ".state"
     from firmware.launch import start
-    return start(config, state, app, repin)
+    try:
+        return start(config, state, app, repin)
+    except KeyboardInterrupt:  # Ctrl-C: the user's way to stop it, not a failure
+        print("stopped")
+        return 0
 
 
 sys.exit(main(sys.argv[1:]) or 0)

@@ -15,6 +15,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 MICROPYTHON = os.path.join(BIN, "micropython")
 REMOTE_APP = os.path.join(ROOT, "tools", "remote_app.py")
+# A device's line when it comes online (it starts with the device's name): group 1 the
+# connect time, group 2 how it connected, which HANDSHAKE names as the protocol does.
+ONLINE = r": online: .* in (\d+) ms \((first contact|known realm)\)"
+HANDSHAKE = {"first contact": "first-contact", "known realm": "pinned"}
 # The heap the simulated devices get: the whole runtime, compiled, with room to work.
 HEAP = os.environ.get("SIM_HEAP", "128k")
 
@@ -113,7 +117,7 @@ class SimDevice:
 
     def start(self, *extra):
         argv, cwd = self.command_line(extra)
-        proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.PIPE,
+        proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.PIPE, umask=0o077,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         with self._cond:
             self.proc = proc
