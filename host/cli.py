@@ -68,7 +68,10 @@ def emit(args, value, human):
 def cmd_serve(args):
     from host.server import serve
     from host.store import LocalStore
-    logs.setup(args.verbose)
+    try:
+        logs.setup(args.verbose, log_file=args.log_file)
+    except OSError as e:
+        raise CliError("cannot write the log file %s: %s" % (args.log_file, e.strerror or e))
     config = Config(host=args.listen[0], port=args.listen[1], data_dir=args.data, name=args.name,
                     serial=args.serial, baud=args.baud, open_enrolment=args.open_enrolment,
                     heartbeat_s=args.heartbeat, handshake_timeout_s=args.handshake_timeout,
@@ -410,6 +413,9 @@ def parser():
     s.add_argument("--summary", type=positive(float, 0.1, 86400), default=DEFAULTS.summary_s,
                    metavar="SECONDS", help="period of the summary log line (default %g)"
                    % DEFAULTS.summary_s)
+    s.add_argument("--log-file", metavar="FILE",
+                   help="log to FILE instead of stderr, rotated at %d MiB with %d old files "
+                   "kept" % (logs.FILE_BYTES // 2 ** 20, logs.FILE_KEEP))
     s.add_argument("-v", "--verbose", action="store_true")
 
     data_and_json(add(sub, "init", cmd_init, "make a new realm (its key pair and registry) in "

@@ -1,13 +1,54 @@
-"""Logging for the realm: one line per event, to stderr, with a time stamp."""
+"""Logging for the realm: one line per event, to stderr or a rotated file, time-stamped.
+
+A peer must not be able to forge lines nor fill the disk: every message has its control
+characters escaped (no text can start a line of its own), text a peer supplied is quoted
+and cut (`quote`), each link writes at most LINK_LINES lines (`LinkLog`; its last line
+says how many more were suppressed), and a log file is rotated at FILE_BYTES, FILE_KEEP
+old files kept.
+"""
 import logging
+import logging.handlers
 import sys
 
 LOGGER = "realm"
+PEER_TEXT_MAX = 120              # characters of peer-supplied text kept in a line
+LINK_LINES = 8                   # lines one link may write; more are only counted
+FILE_BYTES = 10 * 1024 * 1024    # --log-file is rotated at this size,
+FILE_KEEP = 5                    # with this many old files kept (60 MiB at most)
+
+_CONTROL = {i: "\\x%02x" % i for i in list(range(32)) + list(range(127, 160))}
+_CONTROL.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t",
+                 0x2028: "\\u2028", 0x2029: "\\u2029"})
+_QUOTED = dict(_CONTROL)
+_QUOTED.update({ord('"'): '\\"', ord("\\"): "\\\\"})
 
 
-def setup(verbose=False, stream=None):
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+def escape(text):
+    """`text` with every character that could end or colour a line escaped."""
+    return text.translate(_CONTROL)
+
+
+def quote(text, limit=PEER_TEXT_MAX):
+    """Text a peer supplied, as a log line may show it: quoted, escaped, cut to `limit`."""
+    if len(text) <= limit:
+        return '"%s"' % text.translate(_QUOTED)
+    return '"%s"... (%d more characters)' % (text[:limit].translate(_QUOTED), len(text) - limit)
+
+
+class _Formatter(logging.Formatter):
+    def formatMessage(self, record):
+        record.message = escape(record.message)
+        return super().formatMessage(record)
+
+
+def setup(verbose=False, stream=None, log_file=None):
+    """Log to `log_file` (rotated) if given, else to `stream` (stderr)."""
+    if log_file:
+        handler = logging.handlers.RotatingFileHandler(log_file, maxBytes=FILE_BYTES,
+                                                       backupCount=FILE_KEEP)
+    else:
+        handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger(LOGGER)
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -17,3 +58,27 @@ def setup(verbose=False, stream=None):
 
 def get(name=None):
     return logging.getLogger(LOGGER if name is None else LOGGER + "." + name)
+
+
+class LinkLog:
+    """The lines of one link: the first `limit` are written, the rest counted; `last`,
+    the line that ends the link, is always written and says how many were suppressed."""
+
+    def __init__(self, logger, limit=LINK_LINES):
+        self.logger = logger
+        self.limit = limit
+        self.written = 0
+        self.suppressed = 0
+
+    def line(self, level, message, *args, exc_info=False):
+        if self.written < self.limit:
+            self.written += 1
+            self.logger.log(level, message, *args, exc_info=exc_info)
+        else:
+            self.suppressed += 1
+
+    def last(self, message, *args):
+        if self.suppressed:
+            message += " (%d more lines of this link suppressed)"
+            args += (self.suppressed,)
+        self.logger.info(message, *args)

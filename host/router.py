@@ -18,6 +18,7 @@ cluster's router on NATS (`host/cluster.py`) answer them the same way:
 Routing never waits on the loop: a packet for an offline target is stored by the store's
 worker and answered when the store says it is durable.
 """
+import logging
 import time
 
 from shared import codec
@@ -74,7 +75,8 @@ class LocalRouter:
                 link.conn.send_proxy(item.sender, item.msg_id, item.inner)
                 self.realm.stats.relayed += 1
             else:
-                log.warning("dropped a stored packet for %s: larger than its max_packet", device)
+                link.log.line(logging.WARNING, "dropped a stored packet for %s: larger than "
+                              "its max_packet", device)
         for sender, msg_id, inner, origin in held:
             origin.delivered(msg_id, self._send(link, sender, msg_id, inner))
         link.flush()

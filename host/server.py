@@ -6,6 +6,7 @@ registry questions to the store (`host/store.py`) and the packets to the router
 worker thread and the token checks in their pool, never on the loop.
 """
 import asyncio
+import logging
 import signal
 import time
 
@@ -110,7 +111,7 @@ class RealmServer:
         self.handshaking.discard(link)
         self.stats.logins += 1
         how = " (enrolled)" if decision.enrolled else " (key bound)" if decision.bound_now else ""
-        log.info("login %s from %s%s", link.label, link.address, how)
+        link.log.line(logging.INFO, "login %s from %s%s", link.label, link.address, how)
         await self.router.open_session(link, lambda: link.conn.accept_login(
             self.config.name, self.config.heartbeat_s, self.config.max_packet))
 
@@ -187,7 +188,8 @@ class Link:
         realm.links.add(self)
         realm.handshaking.add(self)
         realm.stats.connects += 1
-        log.info("connect %s", address)
+        self.log = logs.LinkLog(log)
+        self.log.line(logging.INFO, "connect %s", address)
 
     def _bound_key(self, device_id):
         return self.realm.store.bound_key(id_text(device_id))
@@ -216,7 +218,8 @@ class Link:
             try:
                 self._dispatch(event)
             except Exception:  # a realm bug or a registry failure, never the peer's doing
-                log.exception("internal error on the link from %s", self.address)
+                self.log.line(logging.ERROR, "internal error on the link from %s",
+                              self.address, exc_info=True)
                 self.conn.close(INTERNAL, "internal error")
 
     def _dispatch(self, event):
@@ -239,7 +242,8 @@ class Link:
         try:
             decision = await self.realm.decider.decide(request, self.source)
         except Exception:
-            log.exception("login check failed for %s", self.address)
+            self.log.line(logging.ERROR, "login check failed for %s", self.address,
+                          exc_info=True)
             decision = Decision(INTERNAL, "login check failed")
         if self.ended or self.conn.closed:
             return
@@ -252,7 +256,8 @@ class Link:
             else:
                 self.conn.refuse_login(decision.code, decision.message)
         except Exception:
-            log.exception("internal error at login from %s", self.address)
+            self.log.line(logging.ERROR, "internal error at login from %s", self.address,
+                          exc_info=True)
             self.conn.close(INTERNAL, "internal error")
         self.flush()
 
@@ -327,15 +332,17 @@ class Link:
         error = self.conn.error
         who = self.label
         if why is not None or error is None or error.code == LINK_LOST:
-            log.info("disconnect %s device %s: %s", self.address, who,
-                     why or (error.message if error is not None else "closed"))
+            self.log.last("disconnect %s device %s: %s", self.address, who,
+                          why or (error.message if error is not None else "closed"))
         elif error.remote:
             hint = ""
             if error.code == KEY_CHECK_FAILED and self.device is None:
                 hint = ": it holds another key than the one bound to it, or it pinned another " \
                        "realm's key"
-            log.info("disconnect %s device %s: the device sent %s%s%s", self.address, who,
-                     error.name, (" (%s)" % error.message) if error.message else "", hint)
+            # Its message is the peer's text: quoted and cut.
+            self.log.last("disconnect %s device %s: the device sent %s%s%s", self.address, who,
+                          error.name, (" " + logs.quote(error.message)) if error.message else "",
+                          hint)
         else:
             hint = ""
             if refused and error.code == KEY_MISMATCH:
@@ -343,8 +350,8 @@ class Link:
                 hint = " (its key pair is new: flash erased, or its config moved or copied; " \
                        "if so: realm device reset-key %s)" % (
                            self.name or id_text(self.conn.device_id))
-            log.info("%s %s device %s: %s %s%s", "refused" if refused else "disconnect",
-                     self.address, who, error.name, error.message, hint)
+            self.log.last("%s %s device %s: %s %s%s", "refused" if refused else "disconnect",
+                          self.address, who, error.name, error.message, hint)
 
 
 class _TcpProtocol(asyncio.Protocol):

@@ -1,13 +1,19 @@
 """What an attacker can make the realm spend or lose, against a real `realm serve`
 (issue 13): packets before a fault, rate limits, logs, descriptors, connection floods."""
+import io
+import logging
 import socket
+import time
 
 import pytest
 
 from shared import codec
 from shared.errors import MALFORMED, SESSION_REPLACED, TOO_LARGE
 from shared.events import DeliveryPacket, ProxyPassPacket
-from tests.realm_helpers import RawDevice, RealmProcess
+from shared.framing import StreamFramer
+from host import logs
+from tests.realm_helpers import RawDevice, RealmProcess, run_cli
+from tests.test_realm_fuzz import hello_bytes
 from tests.test_realm_server import check_registry
 
 
@@ -50,3 +56,84 @@ def test_a_packet_before_a_fault_in_the_same_read_is_relayed_and_answered(realm,
         assert sender.expect_closed().code == code
     target.close()
     sender.close()
+
+
+# -- logs (item 3) ----------------------------------------------------------------------------
+FORGED = "bye\n2026-12-03 08:00:00,000 ERROR Traceback (most recent call last):\r\n  File " \
+    "\"x.py\"\x1b[31m, line 1\u2028" + "A" * 3000
+
+
+def log_growth(realm, send):
+    """Bytes the realm logs for one unauthenticated connection that sends `send`."""
+    before = realm.log()
+    ends = before.count("disconnect ") + before.count("refused ")
+    with socket.create_connection(("127.0.0.1", realm.port)) as sock:
+        sock.sendall(send)
+        try:
+            while sock.recv(65536):
+                pass
+        except OSError:
+            pass
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        after = realm.log()
+        if after.count("disconnect ") + after.count("refused ") > ends:
+            return after[len(before):]
+        time.sleep(0.02)
+    raise AssertionError("the connection's end was not logged")
+
+
+def test_a_peers_error_text_is_quoted_and_cut_and_forges_no_line(tmp_path):
+    realm = RealmProcess(tmp_path / "data")  # its log holds the forged text, quoted
+    try:
+        error = StreamFramer().frame(codec.encode(codec.PROTO_REALM, codec.ERROR, 6, 0, FORGED))
+        hello = hello_bytes()
+        for send in (error, hello + error, hello + b"\x00\x05junk" * 200):
+            added = log_growth(realm, send)
+            assert len(added.encode()) < 1024, (len(added.encode()), added)
+            for line in added.splitlines():
+                assert line.startswith("20") and " INFO " in line, line
+    finally:
+        assert realm.stop() == 0
+    for line in realm.log().splitlines():
+        assert " ERROR " not in line.split('"')[0], line  # outside the peer's quoted text
+
+
+def test_log_text_is_escaped_and_a_link_has_a_line_budget():
+    assert logs.quote('a"b\\c\nd\x1b') == '"a\\"b\\\\c\\nd\\x1b"'
+    assert logs.quote("x" * 200, 10) == '"xxxxxxxxxx"... (190 more characters)'
+    stream = io.StringIO()
+    logger = logs.setup(stream=stream)
+    try:
+        logger.info("one %s", "line\nforged\u2028")
+        link = logs.LinkLog(logger, limit=3)
+        for i in range(10):
+            link.line(logging.INFO, "line %d", i)
+        link.last("end")
+    finally:
+        logs.setup()
+    lines = stream.getvalue().splitlines()
+    assert lines[0].endswith("one line\\nforged\\u2028")
+    assert [line.split(" INFO ")[1] for line in lines[1:]] == [
+        "line 0", "line 1", "line 2", "end (7 more lines of this link suppressed)"]
+
+
+def test_a_log_file_is_rotated_and_capped(tmp_path, monkeypatch):
+    monkeypatch.setattr(logs, "FILE_BYTES", 4096)
+    path = tmp_path / "realm.log"
+    logger = logs.setup(log_file=str(path))
+    try:
+        for i in range(2000):
+            logger.info("line %d %s", i, "x" * 60)
+    finally:
+        logs.setup()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["realm.log"] + ["realm.log.%d" % i for i in range(1, logs.FILE_KEEP + 1)]
+    assert sum(p.stat().st_size for p in tmp_path.iterdir()) <= 4096 * (logs.FILE_KEEP + 1)
+
+
+def test_an_unwritable_log_file_is_a_one_line_error(tmp_path):
+    code, _, err = run_cli("serve", "--data", tmp_path / "data", "--listen", "127.0.0.1:0",
+                           "--log-file", tmp_path / "no" / "such" / "dir" / "realm.log")
+    assert code == 1 and err.startswith("realm: cannot write the log file") and \
+        len(err.splitlines()) == 1, err
