@@ -16,6 +16,7 @@ from shared.framing import StreamFramer
 from shared.realm import RealmConnection
 from shared.events import Closed, LoginRequest, ProxyPassPacket, PeerKeyRequestPacket
 from host import logs, realmdir
+from host.listener import Listener
 from host.login import Decision, LoginDecider
 from host.ratelimit import LoginLimiter
 from host.registry import id_text, label
@@ -71,6 +72,7 @@ class RealmServer:
         self.router = (make_router or (lambda realm: LocalRouter(realm, store)))(self)
         self.handshaking = set()
         self.links = set()
+        self.adopting = 0  # TCP connections accepted, their Link not made yet
         self.stats = Stats()
         self._tasks = set()
         self._unflushed = set()  # links given packets since the loop last wrote them
@@ -93,6 +95,19 @@ class RealmServer:
             link.conn.close(DENIED, "too many handshakes in progress; try again later")
         link.flush()
         return link
+
+    def adopt_tcp(self, sock, address):
+        """A TCP connection the listener accepted: give it a transport and a Link."""
+        self.adopting += 1
+        self.spawn(self._adopt(sock))
+
+    async def _adopt(self, sock):
+        try:
+            await self.loop.connect_accepted_socket(lambda: _TcpProtocol(self), sock)
+        except OSError:  # gone before it got its transport
+            sock.close()
+        finally:
+            self.adopting -= 1
 
     def flush_soon(self, link):
         """Write to `link` once this loop iteration is done: a burst of packets from
@@ -379,16 +394,18 @@ async def serve(config, store, keypair, ready=None, make_router=None):
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         realm.loop.add_signal_handler(sig, stop.set)
-    server = await realm.loop.create_server(
-        lambda: _TcpProtocol(realm), config.host, config.port)
+    server = Listener(realm.loop, config.host, config.port, realm.adopt_tcp,
+                      lambda: len(realm.links) + realm.adopting)
     ports = [SerialPort(realm, path, config.baud) for path in config.serial]
     for port in ports:
         realm.spawn(port.run())
     realm.spawn(realm.housekeeping())
     bound = server.sockets[0].getsockname()
-    log.info("realm %s listening on %s:%d, data in %s, heartbeat %d s%s", config.name,
-             bound[0], bound[1], config.data_dir, config.heartbeat_s,
-             ", open enrolment" if config.open_enrolment else "")
+    log.info("realm %s listening on %s:%d, data in %s, heartbeat %d s%s, at most %d "
+             "connections (open-file limit %d)", config.name, bound[0], bound[1],
+             config.data_dir, config.heartbeat_s,
+             ", open enrolment" if config.open_enrolment else "", server.capacity,
+             server.fd_limit)
     if ready is not None:
         ready(realm)
     await stop.wait()

@@ -2,6 +2,7 @@
 drives the core's DeviceConnection over a blocking socket (for the attack cases)."""
 import asyncio
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -39,9 +40,11 @@ def run_cli(*args, env=None, timeout=30):
 class RealmProcess:
     """`realm serve` on a free loopback port with its data in `data_dir`."""
 
-    def __init__(self, data_dir, *extra):
+    def __init__(self, data_dir, *extra, fd_limit=None):
+        """`fd_limit`: (soft, hard) open-file limit the process starts with."""
         self.data_dir = str(data_dir)
         self.extra = [str(a) for a in extra]
+        self.fd_limit = fd_limit
         self.port = free_port()
         self.log_path = os.path.join(self.data_dir, "..", "realm-%d.log" % self.port)
         self.proc = None
@@ -54,7 +57,9 @@ class RealmProcess:
         self.proc = subprocess.Popen(
             realm_command() + ["serve", "--listen", "127.0.0.1:%d" % self.port,
                                "--data", self.data_dir] + self.extra,
-            stdout=self._log, stderr=subprocess.STDOUT)
+            stdout=self._log, stderr=subprocess.STDOUT,
+            preexec_fn=self.fd_limit and (
+                lambda: resource.setrlimit(resource.RLIMIT_NOFILE, self.fd_limit)))
         self.wait_log("listening on", count=started_before + 1)
 
     def log(self):

@@ -8,11 +8,11 @@ import time
 import pytest
 
 from shared import codec
-from shared.errors import MALFORMED, SESSION_REPLACED, TOO_LARGE
+from shared.errors import DENIED, MALFORMED, SESSION_REPLACED, TOO_LARGE
 from shared.events import DeliveryPacket, ProxyPassPacket
 from shared.framing import StreamFramer
 from host import logs
-from tests.realm_helpers import RawDevice, RealmProcess, run_cli
+from tests.realm_helpers import RawDevice, RealmProcess, read_frames, run_cli
 from tests.test_realm_fuzz import hello_bytes
 from tests.test_realm_server import check_registry
 
@@ -137,3 +137,43 @@ def test_an_unwritable_log_file_is_a_one_line_error(tmp_path):
                            "--log-file", tmp_path / "no" / "such" / "dir" / "realm.log")
     assert code == 1 and err.startswith("realm: cannot write the log file") and \
         len(err.splitlines()) == 1, err
+
+
+# -- file descriptors (item 2) -----------------------------------------------------------------
+def open_files_limit(pid):
+    with open("/proc/%d/limits" % pid) as f:
+        line = [line for line in f if line.startswith("Max open files")][0]
+    return int(line.split()[3])
+
+
+def test_at_the_open_file_limit_connections_are_refused_cleanly_and_logged_once(tmp_path):
+    realm = RealmProcess(tmp_path / "data", fd_limit=(64, 100))
+    held = []
+    try:
+        assert open_files_limit(realm.proc.pid) == 100  # the soft limit raised to the hard
+        capacity = int(realm.log().split("at most ")[1].split()[0])
+        assert 20 < capacity < 100
+        for _ in range(capacity + 100):
+            held.append(socket.create_connection(("127.0.0.1", realm.port)))
+        realm.wait_log("connect ", count=capacity)
+        refused = held[capacity + 10:]  # the realm took the first `capacity` in order
+        for sock in refused:
+            assert [(p, f[0]) for p, f in read_frames(sock)] == [(codec.ERROR, DENIED)]
+        for sock in held:
+            sock.close()
+        held = []
+        realm.wait_log("disconnect ", count=capacity)
+        device_id, token = realm.add_device()
+        device = RawDevice(realm.port, device_id, token)  # served again
+        device.handshake()
+        device.close()
+        log = realm.log()
+        assert log.count("at the connection limit") == 1
+        assert log.count("below the connection limit again: ") == 1
+        assert "%d connections were refused" % (len(refused) + 10) in log
+    finally:
+        for sock in held:
+            sock.close()
+        assert realm.stop() == 0
+    realm.assert_clean_log()
+    assert len(realm.log().encode()) < 300 * (capacity + 10), "about two lines per link"

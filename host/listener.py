@@ -1,0 +1,154 @@
+"""The realm's TCP listener: accepts within the process's file-descriptor budget.
+
+asyncio's own server writes a traceback for every failed accept() once the process is
+out of descriptors, and schedules one retry per failure, so a flood at the limit wrote
+tens of thousands of them. Here instead:
+- at start the soft RLIMIT_NOFILE is raised to the hard one;
+- `capacity` links at most (the limit less the descriptors already open and a reserve
+  kept for the registry, the log file and serial ports); past it a new connection is
+  answered `Error DENIED` and closed at once, so the realm never runs out by its links;
+- if accept() still fails for want of descriptors or memory, accepting stops and
+  resumes after a pause (0.1 s, doubling up to 2 s);
+- each of these states is logged once when it starts and once when it ends, with counts.
+"""
+import errno
+import os
+import resource
+import socket
+
+from shared import codec
+from shared.errors import DENIED
+from shared.framing import StreamFramer
+from host import logs
+
+log = logs.get()
+
+RESERVE_FDS = 32         # kept free below the limit for everything but links
+BACKLOG = 128
+_OUT_OF = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_PAUSE_S = (0.1, 2.0)    # first and longest pause of accepting after such a failure
+_FULL = StreamFramer().frame(codec.encode(
+    codec.PROTO_REALM, codec.ERROR, DENIED, 0, "realm at its connection limit; try again later"))
+
+
+def raise_fd_limit():
+    """Raise the soft open-file limit to the hard one; returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, e)
+    return soft
+
+
+def open_fds():
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return RESERVE_FDS  # no /proc: a guess that errs on the safe side
+
+
+class Listener:
+    """Listening sockets for (host, port); `accepted(sock, address)` gets each connection
+    taken; `count()` says how many links are open now."""
+
+    def __init__(self, loop, host, port, accepted, count):
+        self.loop = loop
+        self.accepted = accepted
+        self.count = count
+        self.fd_limit = raise_fd_limit()
+        self.sockets = _listen(host, port)
+        self.capacity = max(1, self.fd_limit - open_fds() - RESERVE_FDS)
+        self.refused = 0        # connections refused since the cap was reached
+        self.failed = 0         # accept() failures since accepting was paused
+        self._pause_s = _PAUSE_S[0]
+        self._retry = None
+        for sock in self.sockets:
+            loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def close(self):
+        if self._retry is not None:
+            self._retry.cancel()
+        for sock in self.sockets:
+            self.loop.remove_reader(sock.fileno())
+            sock.close()
+
+    def _accept(self, sock):
+        for _ in range(BACKLOG):
+            try:
+                conn, address = sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as e:
+                if e.errno not in _OUT_OF:
+                    raise
+                self._out_of_resources(e)
+                return
+            if self.failed:
+                log.info("accepting again: %d accepts had failed", self.failed)
+                self.failed = 0
+            self._pause_s = _PAUSE_S[0]
+            links = self.count()
+            if links >= self.capacity:
+                self._refuse(conn)
+                continue
+            if self.refused and links < self.capacity - max(1, self.capacity // 10):
+                # Logged with some room back, so a realm at its limit is not two lines
+                # per connection that ends.
+                log.info("below the connection limit again: %d connections were refused",
+                         self.refused)
+                self.refused = 0
+            conn.setblocking(False)
+            self.accepted(conn, address)
+
+    def _refuse(self, conn):
+        if not self.refused:
+            log.warning("at the connection limit (%d links; open-file limit %d): new "
+                        "connections are refused", self.capacity, self.fd_limit)
+        self.refused += 1
+        try:
+            conn.setblocking(False)
+            conn.send(_FULL)
+        except OSError:
+            pass
+        conn.close()
+
+    def _out_of_resources(self, error):
+        if not self.failed:
+            log.warning("cannot accept connections: %s; retrying in %.1f s (open-file limit "
+                        "%d, %d links)", os.strerror(error.errno), self._pause_s,
+                        self.fd_limit, self.count())
+        self.failed += 1
+        for sock in self.sockets:
+            self.loop.remove_reader(sock.fileno())
+        self._retry = self.loop.call_later(self._pause_s, self._resume)
+        self._pause_s = min(_PAUSE_S[1], self._pause_s * 2)
+
+    def _resume(self):
+        self._retry = None
+        for sock in self.sockets:
+            self.loop.add_reader(sock.fileno(), self._accept, sock)
+
+
+def _listen(host, port):
+    """Bound, listening, non-blocking sockets for every address `host` resolves to."""
+    sockets = []
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(
+                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
