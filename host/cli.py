@@ -13,9 +13,8 @@ import sys
 import time
 import uuid
 
-from shared import codec, crypto, protocol
-from shared.errors import ProtocolError, INTERNAL, KEY_MISMATCH, LINK_LOST, TIMEOUT
-from shared.events import Message, Delivery, PeerKeyChanged
+from shared import crypto, protocol
+from shared.errors import ProtocolError, KEY_MISMATCH
 from host import keyfile, logs, realmdir
 from host.registry import Registry, RegistryError, label
 from host.server import Config
@@ -25,10 +24,6 @@ DEFAULTS = Config()  # `realm serve`'s defaults
 
 class CliError(Exception):
     """A failure to report as one line."""
-
-
-class NoAnswer(CliError):
-    """The realm did not finish the handshake in time."""
 
 
 def host_port(text, default_host):
@@ -249,108 +244,152 @@ def device_name(data, device_id):
     return named_device(data, device_id)[1]
 
 
-def _device(args):
-    from host.client import DeviceState, HostDevice, default_state_path
+def _client(args, on_status=None, reconnect=True):
+    from host.client import RealmClient
     device_id, args.as_name = named_device(args.data, args.as_id)
     if not args.token:
         raise CliError("a token is needed: --token or REALM_TOKEN")
     args.as_id = device_id
-    path = args.state or default_state_path(device_id)
-    state = DeviceState.load(path, uuid.UUID(device_id).bytes)
-    return HostDevice(state, args.token, handshake_timeout_s=args.timeout, repin=args.repin)
+    return RealmClient(device_id, args.token, realm=args.realm, state=args.state or "default",
+                       serial=args.serial, baud=args.baud, repin=args.repin,
+                       handshake_timeout_s=args.timeout, on_status=on_status,
+                       reconnect=reconnect)
 
 
-async def _connect(device, args):
-    try:
-        if args.serial:
-            welcome = await asyncio.wait_for(device.connect_serial(args.serial, args.baud),
-                                             args.timeout)
-        else:
-            welcome = await asyncio.wait_for(device.connect_tcp(*args.realm), args.timeout)
-    except asyncio.TimeoutError:
-        raise NoAnswer("no answer from the realm in %s s" % args.timeout)
-    except ProtocolError as e:
-        if e.code == KEY_MISMATCH and device.conn is not None and device.conn.realm_key_changed:
-            raise CliError("%s; if the realm's key really changed, run again with --repin" % e)
-        if e.code == KEY_MISMATCH and e.remote:
-            raise CliError("the realm holds another key for %s than the one in %s (a new "
-                           "state file?); if so, on the realm: realm device reset-key %s"
-                           % (label(args.as_id, args.as_name), device.state.path,
-                              args.as_name or args.as_id))
-        raise
-    return welcome
+def _refused(error, client, args):
+    """The CliError for a failure that ended the client, with the fix when there is one."""
+    from host.client import describe
+    if isinstance(error, ProtocolError) and error.code == KEY_MISMATCH:
+        if client.realm_key_changed:
+            return CliError("%s; if the realm's key really changed, run again with --repin"
+                            % describe(error))
+        if error.remote:
+            return CliError("the realm holds another key for %s than the one in %s (a new "
+                            "state file?); if so, on the realm: realm device reset-key %s"
+                            % (label(args.as_id, args.as_name), client._state.path,
+                               args.as_name or args.as_id))
+    return CliError(describe(error))
 
 
 async def _send(args):
-    device = _device(args)
+    from host.client import PeerKeyChangedError
+    client = _client(args, reconnect=False)
     to_id, to_name = named_device(args.data, args.to)
-    peer = uuid.UUID(to_id).bytes
+    data = sys.stdin.buffer.read() if args.message == "-" else args.message.encode()
     try:
-        await _connect(device, args)
-        msg_id = device.send(peer, args.message.encode())
-        event = await device.wait_for(
-            (Delivery, PeerKeyChanged), args.timeout,
-            lambda e: isinstance(e, PeerKeyChanged) or e.msg_id == msg_id)
+        try:
+            await asyncio.wait_for(client.start(), args.timeout)
+        except asyncio.TimeoutError:
+            raise CliError("no answer from the realm at %s in %s s" % (client.where,
+                                                                       args.timeout))
+        status = await client.send(to_id, data, args.timeout)
     except asyncio.TimeoutError:
         raise CliError("no Delivery report in %s s" % args.timeout)
+    except PeerKeyChangedError as e:
+        raise CliError(str(e))
+    except (ProtocolError, OSError) as e:
+        raise _refused(e, client, args)
     finally:
-        device.close()
-    if isinstance(event, PeerKeyChanged):
-        raise CliError("the realm offers another key for %s than the one pinned"
-                       % label(to_id, to_name))
-    status = codec.status_name(event.status)
-    emit(args, {"to": to_id, "to_name": to_name, "msg_id": msg_id, "status": status},
-         "%s to %s" % (status.lower(), label(to_id, to_name)))
-    if event.status not in (codec.DELIVERED, codec.QUEUED):
-        raise CliError("not delivered: %s" % status)
-
-
-# Once it has logged in, `listen` connects again when the link goes away, the realm stops
-# or times the session out, or does not answer; a refusal (bad token, key mismatch, rate
-# limit, another session of the same device) ends it.
-RECONNECT_MAX_S = 30.0
-
-
-def _transient(error):
-    if isinstance(error, ProtocolError):
-        return error.code in (TIMEOUT, INTERNAL, LINK_LOST)
-    return isinstance(error, (OSError, NoAnswer))
+        await client.close()
+    delivered = status in ("DELIVERED", "QUEUED")
+    if args.json:
+        print(json.dumps({"to": to_id, "to_name": to_name, "status": status}))
+    elif delivered:
+        print("%s to %s" % (status.lower(), label(to_id, to_name)))
+    if not delivered:
+        raise CliError(None if args.json else "not delivered to %s: %s"
+                       % (label(to_id, to_name), status))
 
 
 async def _listen(args):
-    device = _device(args)
-    received, backoff, welcomed = 0, 1.0, False
+    def status(state, detail):
+        if state == "online" and not args.json:
+            print("online as %s at %s; waiting for messages" % (
+                label(args.as_id, args.as_name), client.where), flush=True)
+        elif state == "offline":
+            print("realm: offline: %s" % detail, file=sys.stderr, flush=True)
+
+    client = _client(args, status, reconnect=args.reconnect)
+    chat = None
+    received = 0
     try:
+        await client.start()
+        if args.chat:
+            chat = asyncio.ensure_future(_chat(client, args))
         while args.count is None or received < args.count:
             try:
-                if not device.endpoint.online:
-                    welcome = await _connect(device, args)
-                    backoff, welcomed = 1.0, True
-                    if not args.json:
-                        print("listening as %s on realm %s" % (
-                            label(args.as_id, args.as_name), welcome.realm_name), flush=True)
-                event = await device.wait_for(Message, args.wait)
+                message = await client.receive(args.wait)
             except asyncio.TimeoutError:
                 raise CliError("no message in %s s" % args.wait)
-            except (CliError, ProtocolError, OSError) as e:
-                if not (args.reconnect and welcomed and _transient(e)):
-                    raise
-                device.close()
-                print("realm: %s; connecting again in %.0f s" % (e, backoff), file=sys.stderr,
-                      flush=True)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, RECONNECT_MAX_S)
-                continue
             received += 1
-            sender = str(uuid.UUID(bytes=event.peer))
-            name = device_name(args.data, sender)
-            text = event.data.decode("utf-8", "replace")
-            emit(args, {"from": sender, "from_name": name, "text": text,
-                        "hex": event.data.hex()},
-                 "%s: %s" % (label(sender, name), text))
+            name = device_name(args.data, message.peer)
+            text = message.data.decode("utf-8", "replace")
+            emit(args, {"from": message.peer, "from_name": name, "text": text,
+                        "hex": message.data.hex()},
+                 "%s: %s" % (label(message.peer, name), text))
             sys.stdout.flush()
+            if args.reply:
+                await _reply(client, args, message, name)
+    except (ProtocolError, OSError) as e:
+        raise _refused(e, client, args)
     finally:
-        device.close()
+        if chat is not None:
+            chat.cancel()
+        await client.close()
+
+
+async def _reply(client, args, message, name):
+    """Run --reply's command with the message on its stdin; what it prints goes back."""
+    env = dict(os.environ, REALM_FROM=message.peer, REALM_FROM_NAME=name)
+    proc = await asyncio.create_subprocess_shell(
+        args.reply, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env)
+    out, _ = await proc.communicate(message.data)
+    if proc.returncode != 0:
+        print("realm: --reply command ended with exit code %d: nothing sent back"
+              % proc.returncode, file=sys.stderr, flush=True)
+        return
+    if out:
+        await _report_delivery(args, client.send_nowait(message.peer, out.rstrip(b"\n")),
+                               client, message.peer, name)
+
+
+async def _chat(client, args):
+    """--chat: each line typed on stdin, `PEER TEXT`, is sent to PEER (a name or an id)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = (await reader.readline()).decode("utf-8", "replace")
+        if not line:
+            return  # end of input: listening goes on
+        peer, _, text = line.rstrip("\n").partition(" ")
+        if not peer:
+            continue
+        try:
+            peer_id, name = named_device(args.data, peer)
+        except (CliError, RegistryError) as e:
+            print("realm: %s" % e, file=sys.stderr, flush=True)
+            continue
+        asyncio.ensure_future(_report_delivery(args, client.send_nowait(peer_id, text.encode()),
+                                               client, peer_id, name))
+
+
+async def _report_delivery(args, msg_id, client, peer_id, name):
+    """Say what became of a message sent while listening: its status, or why not."""
+    from host.client import PeerKeyChangedError, describe
+    try:
+        status = await client.delivery(msg_id, args.timeout)
+    except asyncio.TimeoutError:
+        status = "no Delivery report in %s s" % args.timeout
+    except (ProtocolError, OSError, PeerKeyChangedError) as e:
+        status = "not sent: %s" % describe(e)
+    if args.json:
+        print(json.dumps({"to": peer_id, "to_name": name, "msg_id": msg_id,
+                          "status": status}), flush=True)
+    elif status.isupper():
+        print("%s to %s" % (status.lower(), label(peer_id, name)), flush=True)
+    else:
+        print("realm: to %s: %s" % (label(peer_id, name), status), file=sys.stderr, flush=True)
 
 
 def cmd_send(args):
@@ -475,7 +514,7 @@ def parser():
         data_and_json(c)
         if name == "send":
             c.add_argument("--to", required=True, metavar="DEVICE", help="its id or name")
-            c.add_argument("message")
+            c.add_argument("message", help="the text to send; - reads it from stdin")
         else:
             c.add_argument("--count", type=positive(int, 1, 10 ** 9), metavar="N",
                            help="exit after N messages")
@@ -483,6 +522,11 @@ def parser():
                            help="exit with an error after this long without a message")
             c.add_argument("--no-reconnect", dest="reconnect", action="store_false",
                            help="exit when the connection ends instead of connecting again")
+            c.add_argument("--reply", metavar="COMMAND", help="run COMMAND (a shell command) "
+                           "for each message, the message on its stdin, $REALM_FROM and "
+                           "$REALM_FROM_NAME set; what it prints is sent back to the sender")
+            c.add_argument("--chat", action="store_true", help="also send what is typed: "
+                           "each line `PEER TEXT` on stdin goes to PEER (a name or an id)")
     return p
 
 
@@ -493,8 +537,11 @@ def main(argv=None):
         args.func(args)
     except KeyboardInterrupt:
         return 130
-    except (CliError, RegistryError, ProtocolError, realmdir.NoRealm) as e:
+    except (CliError, RegistryError, realmdir.NoRealm) as e:
         return fail(e)
+    except ProtocolError as e:
+        from host.client import describe
+        return fail(describe(e))
     except (OSError, ValueError, sqlite3.Error) as e:
         return fail(e.strerror if isinstance(e, OSError) and e.strerror and not e.filename
                     else e)
@@ -502,7 +549,9 @@ def main(argv=None):
 
 
 def fail(cause):
-    print("realm: %s" % cause, file=sys.stderr)
+    """One line on stderr (none when the output said it already, e.g. in JSON)."""
+    if str(cause) != "None":
+        print("realm: %s" % cause, file=sys.stderr)
     return 1
 
 

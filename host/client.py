@@ -7,13 +7,16 @@ key with its cached dh2, the boot count of the end-to-end nonce, and the pinned 
 import asyncio
 import os
 import uuid
+from collections import namedtuple
 
 import serial
 
-from shared import crypto
+from shared import codec, crypto
 from shared.device import DeviceConnection
 from shared.endpoint import Endpoint
-from shared.events import Closed, Welcomed, PeerPinned
+from shared.errors import (ProtocolError, BAD_LOGIN, KEY_MISMATCH, KEY_CHECK_FAILED, LINK_LOST,
+                           RATE_LIMITED, DENIED, SESSION_REPLACED, UNSUPPORTED)
+from shared.events import Closed, Delivery, Message, PeerKeyChanged, PeerPinned, Pong, Welcomed
 from shared.framing import StreamFramer
 from shared.protocol import HANDSHAKE_TIMEOUT_MS
 from shared.serial_framing import SerialFramer
@@ -245,3 +248,284 @@ class _StreamProtocol(asyncio.Protocol):
 
 def default_state_path(device_id_text):
     return os.path.join(os.path.expanduser("~"), ".realm", "devices", device_id_text + ".json")
+
+
+# -- the host API: one device kept online ---------------------------------------------
+# Errors after which connecting again soon would only be refused again: they end the
+# client. Anything else (the link lost, a timeout, the realm not up yet or restarting)
+# is waited out: 1 s, doubling to 30 s.
+REFUSALS = (BAD_LOGIN, KEY_MISMATCH, KEY_CHECK_FAILED, RATE_LIMITED, DENIED, SESSION_REPLACED,
+            UNSUPPORTED)
+RETRY_MIN_S = 1.0
+RETRY_MAX_S = 30.0
+
+Incoming = namedtuple("Incoming", "peer data")  # peer: the sender's id as UUID text
+
+
+class PeerKeyChangedError(Exception):
+    """The realm offers another key for the peer than the pinned one: nothing was sent."""
+
+
+def describe(error):
+    """A failure in words for people: who said what."""
+    if isinstance(error, ProtocolError):
+        if error.code == LINK_LOST:
+            return "the link to the realm ended (%s)" % error.message
+        text = error.name + (": " + error.message if error.message else "")
+        return "the realm said " + text if error.remote else text
+    if isinstance(error, asyncio.TimeoutError):
+        return "no answer from the realm"
+    return str(error.strerror or error) if isinstance(error, OSError) else str(error)
+
+
+def _peer_bytes(peer):
+    return uuid.UUID(peer).bytes if isinstance(peer, str) else bytes(peer)
+
+
+class RealmClient:
+    """A host-side device that stays online: it connects, and connects again by itself
+    whenever the link ends, until it is closed or the realm refuses it (a refusal is
+    raised by start() and by every later call). docs/HOST_API.md.
+
+        async with RealmClient(device_id, token, realm=("127.0.0.1", 7711)) as device:
+            async for message in device.messages():
+                await device.send(message.peer, b"got it")
+
+    device_id: UUID text or 16 bytes. state: the file that keeps the device's keys and
+    pins (default ~/.realm/devices/ID.json; None keeps them in memory). serial: a serial
+    port path to reach the realm over, instead of `realm`. on_status(status, detail):
+    "connecting", "online", "offline" (with why and when it tries again). reconnect=False:
+    the first attempt or session that ends ends the client (for one-shot tools).
+    """
+
+    def __init__(self, device_id, token, realm=("127.0.0.1", 7711), state="default",
+                 serial=None, baud=115200, repin=False, handshake_timeout_s=10.0,
+                 on_status=None, reconnect=True):
+        device_id = _peer_bytes(device_id)
+        if state == "default":
+            state = default_state_path(str(uuid.UUID(bytes=device_id)))
+        self.device_id = str(uuid.UUID(bytes=device_id))
+        self._state = DeviceState.load(state, device_id) if state else DeviceState(device_id)
+        self._token = token
+        self._realm = realm
+        self._serial = serial
+        self._baud = baud
+        self._repin = repin
+        self._handshake_timeout_s = handshake_timeout_s
+        self._on_status = on_status
+        self._reconnect = reconnect
+        self.device = None  # the HostDevice, once started
+        self.error = None  # the refusal that ended the client
+        self.last_failure = None  # why the last attempt ended, while it retries
+        self._messages = asyncio.Queue()
+        self._waiting = {}  # msg_id -> (peer, future of its Delivery status)
+        self._pongs = []  # [peer bytes, data, future]
+        self._online = asyncio.Event()
+        self._ended = asyncio.Event()
+        self._task = None
+
+    @property
+    def online(self):
+        return self._online.is_set()
+
+    @property
+    def where(self):
+        return "serial %s" % self._serial if self._serial else "%s:%d" % self._realm
+
+    async def start(self):
+        """Connect, and keep connected from now on; returns once online (it waits for
+        a realm that is not up yet). Raises the realm's refusal."""
+        if self._task is None:
+            self.device = HostDevice(self._state, self._token, self._handshake_timeout_s,
+                                     self._repin)
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        await self.wait_online()
+        return self
+
+    async def wait_online(self):
+        online = asyncio.ensure_future(self._online.wait())
+        ended = asyncio.ensure_future(self._ended.wait())
+        await asyncio.wait((online, ended), return_when=asyncio.FIRST_COMPLETED)
+        online.cancel()
+        ended.cancel()
+        self._check()
+
+    async def close(self):
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self.device is not None:
+            self.device.close()
+        self._end(None)
+
+    async def __aenter__(self):
+        return await self.start()
+
+    async def __aexit__(self, *exc):
+        await self.close()
+        return False
+
+    # -- the application --------------------------------------------------------
+    def send_nowait(self, peer, data):
+        """Send bytes end to end (kept while offline, sent after the next Welcome);
+        returns the msg_id. delivery(msg_id) waits for the realm's word on it."""
+        self._check()
+        peer = _peer_bytes(peer)
+        msg_id = self.device.send(peer, bytes(data))
+        self._waiting[msg_id] = (peer, asyncio.get_running_loop().create_future())
+        self._dispatch_pending()
+        return msg_id
+
+    async def delivery(self, msg_id, timeout=None):
+        """The Delivery status of msg_id: "DELIVERED", "QUEUED" (peer offline, stored by
+        the realm), "UNKNOWN_TARGET", ... asyncio.TimeoutError after `timeout` s."""
+        future = self._waiting[msg_id][1]
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        finally:
+            if future.done():
+                self._waiting.pop(msg_id, None)
+
+    async def send(self, peer, data, timeout=None):
+        """send_nowait() then delivery(): the status name."""
+        return await self.delivery(self.send_nowait(peer, data), timeout)
+
+    async def ping(self, peer, timeout=10.0):
+        """An end-to-end round trip to the peer's device: seconds, or None on timeout."""
+        self._check()
+        peer = _peer_bytes(peer)
+        data = os.urandom(8)
+        future = asyncio.get_running_loop().create_future()
+        self._pongs.append([peer, data, future])
+        started = asyncio.get_running_loop().time()
+        self.device.ping(peer, data)
+        self._dispatch_pending()
+        try:
+            await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            self._pongs = [p for p in self._pongs if p[2] is not future]
+        return asyncio.get_running_loop().time() - started
+
+    async def receive(self, timeout=None):
+        """The next message (Incoming: peer as UUID text, data as bytes)."""
+        getter = asyncio.ensure_future(self._messages.get())
+        ended = asyncio.ensure_future(self._ended.wait())
+        try:
+            done, _ = await asyncio.wait((getter, ended), timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+            if not getter.done():
+                getter.cancel()
+        if getter in done:
+            return getter.result()
+        self._check()
+        raise asyncio.TimeoutError
+
+    async def messages(self):
+        """Every message, as it comes, until the client ends."""
+        while True:
+            yield await self.receive()
+
+    # -- the connection loop ----------------------------------------------------
+    async def _run(self):
+        retry = RETRY_MIN_S
+        while True:
+            self._status("connecting", self.where)
+            try:
+                await asyncio.wait_for(self._connect(), self._handshake_timeout_s)
+            except (OSError, asyncio.TimeoutError, ProtocolError) as e:
+                error = e
+            else:
+                retry = RETRY_MIN_S
+                self.last_failure = None
+                self._online.set()
+                self._status("online", "as %s at %s" % (self.device_id, self.where))
+                error = await self._pump()
+                self._online.clear()
+            self.device.close()
+            self._dispatch_pending()
+            if not self._reconnect or isinstance(error, ProtocolError) and \
+                    error.code in REFUSALS:
+                self._end(error)
+                return
+            self.last_failure = error
+            self._status("offline", "%s; connecting again in %.0f s" % (describe(error), retry))
+            await asyncio.sleep(retry)
+            retry = min(retry * 2, RETRY_MAX_S)
+
+    async def _connect(self):
+        self._dispatch_pending()
+        if self._serial:
+            await self.device.connect_serial(self._serial, self._baud)
+        else:
+            await self.device.connect_tcp(*self._realm)
+
+    async def _pump(self):
+        """Dispatch the session's events until it closes; its error."""
+        while True:
+            event = await self.device.next_event()
+            if isinstance(event, Closed):
+                return event.error
+            self._dispatch(event)
+
+    def _dispatch_pending(self):
+        queue = self.device._queue
+        while not queue.empty():
+            event = queue.get_nowait()
+            if not isinstance(event, (Closed, Welcomed)):
+                self._dispatch(event)
+
+    def _dispatch(self, event):
+        if isinstance(event, Message):
+            self._messages.put_nowait(Incoming(str(uuid.UUID(bytes=event.peer)), event.data))
+        elif isinstance(event, Delivery):
+            peer, future = self._waiting.get(event.msg_id, (None, None))
+            if future is not None and not future.done():
+                future.set_result(codec.status_name(event.status))
+        elif isinstance(event, Pong):
+            for peer, data, future in self._pongs:
+                if peer == event.peer and data == event.data and not future.done():
+                    future.set_result(True)
+        elif isinstance(event, PeerKeyChanged):
+            refused = PeerKeyChangedError(
+                "the realm offers another key for %s than the one pinned: refused until you "
+                "trust it (delete it from the device's state file)"
+                % uuid.UUID(bytes=event.peer))
+            for peer, future in self._waiting.values():
+                if peer == event.peer:
+                    _fail(future, refused)
+
+    def _status(self, status, detail):
+        if self._on_status is not None:
+            self._on_status(status, detail)
+
+    def _end(self, error):
+        if self.error is None:
+            self.error = error
+        self._online.clear()
+        self._ended.set()
+        for _peer, future in self._waiting.values():
+            _fail(future, error or ProtocolError(LINK_LOST, "the client is closed"))
+
+    def _check(self):
+        if self._ended.is_set():
+            raise self.error or ProtocolError(LINK_LOST, "the client is closed")
+
+    @property
+    def realm_key_changed(self):
+        """The refusal was ours: the realm offered another key than the pinned one."""
+        conn = self.device.conn if self.device is not None else None
+        return conn is not None and conn.realm_key_changed
+
+
+def _fail(future, error):
+    if not future.done():
+        future.set_exception(error)
+        future.exception()  # retrieved: no warning if the caller never asks

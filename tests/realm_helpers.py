@@ -30,10 +30,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run_cli(*args, env=None, timeout=30):
+def run_cli(*args, env=None, timeout=30, input_text=None):
     """`realm ARGS...` as a subprocess: (exit code, stdout, stderr)."""
     p = subprocess.run(realm_command() + [str(a) for a in args], capture_output=True,
-                       text=True, timeout=timeout, env=env)
+                       text=True, timeout=timeout, env=env, input=input_text)
     return p.returncode, p.stdout, p.stderr
 
 

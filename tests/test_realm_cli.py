@@ -97,14 +97,22 @@ def test_send_and_listen_through_a_realm(tmp_path):
         assert [(m["from"], m["text"]) for m in got] == [(a["id"], "hello"), (a["id"], "world")]
         assert stat.S_IMODE(os.stat(tmp_path / "a.json").st_mode) == 0o600
 
+        nobody = str(uuid.uuid4())
         code, out, err = run_cli("send", "--as", a["id"], "--token", a["token"], "--to",
-                                 str(uuid.uuid4()), "--realm", address,
+                                 nobody, "--realm", address,
                                  "--state", str(tmp_path / "a.json"), "to nobody")
-        assert code == 1 and err.strip() == "realm: not delivered: UNKNOWN_TARGET"
+        # One line, on stderr only.
+        assert code == 1 and out == ""
+        assert err == "realm: not delivered to %s: UNKNOWN_TARGET\n" % nobody
+        code, out, err = run_cli("send", "--as", a["id"], "--token", a["token"], "--to",
+                                 nobody, "--realm", address, "--json",
+                                 "--state", str(tmp_path / "a.json"), "to nobody")
+        assert code == 1 and err == "" and json.loads(out)["status"] == "UNKNOWN_TARGET"
 
         code, out, err = run_cli("send", "--as", a["id"], "--token", "w" * 43, "--to", b["id"],
                                  "--realm", address, "--state", str(tmp_path / "a.json"), "x")
-        assert code == 1 and "BAD_LOGIN" in err and len(err.strip().splitlines()) == 1
+        assert code == 1 and len(err.strip().splitlines()) == 1
+        assert err.startswith("realm: the realm said BAD_LOGIN: ") and "peer" not in err
     finally:
         assert realm.stop() == 0
     realm.assert_clean_log()
@@ -253,7 +261,7 @@ def test_names_are_unique_and_name_a_device_everywhere(tmp_path):
                                  "--state", str(tmp_path / "a.json"), "by name")
         assert code == 0 and out.strip() == "delivered to %s (kitchen)" % b["id"], err
         out, err = listener.communicate(timeout=20)
-        assert "listening as %s (kitchen)" % b["id"] in out
+        assert "online as %s (kitchen) at %s; waiting for messages" % (b["id"], address) in out
         assert "%s (Porch): by name" % a["id"] in out
         code, _, err = run_cli("send", "--as", "porch", "--token", a["token"], "--to",
                                "nobody", "--data", data, "--realm", address, "x")
