@@ -35,6 +35,14 @@ def client(realm, device, tmp_path, **kw):
                        state=str(tmp_path / (device["name"] + ".json")), **kw)
 
 
+async def ask(realm, asker, tmp_path, to, text):
+    """`asker` sends text to `to` and waits for an answer: (from, data)."""
+    async with client(realm, asker, tmp_path) as device:
+        assert await device.send(to["id"], text) == "DELIVERED"
+        answer = await device.receive(10)
+        return answer.peer, answer.data
+
+
 def test_one_session_listens_and_sends_and_comes_back_after_a_realm_restart(realm, tmp_path):
     a, b = add(realm, "a"), add(realm, "b")
     seen = []
@@ -99,12 +107,8 @@ def test_the_documented_example_answers_each_message(realm, tmp_path):
     try:
         realm.wait_log("login %s (echo)" % echo["id"])
 
-        async def body():
-            async with client(realm, a, tmp_path) as asker:
-                assert await asker.send(echo["id"], b"shout this") == "DELIVERED"
-                answer = await asker.receive(10)
-                assert (answer.peer, answer.data) == (echo["id"], b"SHOUT THIS")
-        run(body(), 30)
+        assert run(ask(realm, a, tmp_path, echo, b"shout this"), 30) == (echo["id"],
+                                                                        b"SHOUT THIS")
         out = ""
         for line in proc.stdout:  # the answer's Delivery may follow the answer itself
             out += line
@@ -134,16 +138,15 @@ def test_realm_listen_answers_with_reply_and_sends_what_is_typed_with_chat(realm
         realm.wait_log("login %s (b)" % b["id"])
         realm.wait_log("login %s (c)" % c["id"])
 
-        async def body():
-            async with client(realm, a, tmp_path) as asker:
-                assert await asker.send(b["id"], b"hello") == "DELIVERED"
-                answer = await asker.receive(10)
-                assert (answer.peer, answer.data) == (b["id"], b"a says: HELLO")
+        assert run(ask(realm, a, tmp_path, b, b"hello"), 30) == (b["id"], b"a says: HELLO")
+
+        async def typed():
+            async with client(realm, a, tmp_path) as device:
                 chatter.stdin.write("a typed by c\n")
                 chatter.stdin.flush()
-                typed = await asker.receive(10)
-                assert (typed.peer, typed.data) == (c["id"], b"typed by c")
-        run(body(), 30)
+                message = await device.receive(10)
+                return message.peer, message.data
+        assert run(typed(), 30) == (c["id"], b"typed by c")
         out, err = replier.communicate(timeout=15)
         assert replier.returncode == 0, err
         assert "%s (a): hello" % a["id"] in out and "delivered to %s (a)" % a["id"] in out
