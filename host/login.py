@@ -1,9 +1,12 @@
 """Deciding a DeviceLogin (PROTOCOL.md section 7), apart from any socket.
 
-The token check is slow on purpose (scrypt), so it runs in a small thread pool and the
-event loop keeps serving everyone else. A token that has passed once is remembered as
-an HMAC under a key that lives only in this process, so a device that reconnects costs
-a microsecond, not 80 ms; the database still holds only the slow hash.
+How a token is checked depends on its stored form (`host/tokens.py`). A token the realm
+made is stored as SHA-256 and checked on the loop in a microsecond, so a whole fleet
+logs in again within seconds of a restart. A slow (scrypt) hash, for a token a person
+chose or one stored before the fast form existed, is checked in a small thread pool so
+the event loop keeps serving everyone else; one that passed is remembered as an HMAC
+under a key that lives only in this process, and a realm-made token that passed it is
+stored again in the fast form (the registry migrates itself as devices log in).
 """
 import asyncio
 import hmac
@@ -15,8 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from shared import codec
 from shared.errors import BAD_LOGIN, KEY_MISMATCH, RATE_LIMITED
 from shared.protocol import MAX_TOKEN_BYTES, MIN_TOKEN_BYTES
-from host import tokens
+from host import logs, tokens
 from host.registry import id_text
+
+log = logs.get()
 
 
 class Decision:
@@ -93,8 +98,13 @@ class LoginDecider:
         proven = device is not None and device.bound_key is not None and \
             bytes(device.bound_key) == bytes(request.device_public)
         token = request.method == codec.LOGIN_TOKEN
+        # A token stored in the fast form is checked before anything is awaited, so even
+        # a burst of wrong ones is counted one by one as each fails: only the slow checks
+        # (and unknown ids) are counted as they start and draw on the realm-wide budget.
+        slow = token and not (device is not None and device.token_hash is not None and
+                              not tokens.is_slow(device.token_hash))
         attempt = self.limiter.start(device_id if device is not None else None,
-                                     None if proven else address, token, token and not proven,
+                                     None if proven else address, slow, slow and not proven,
                                      self.clock())
         if attempt is None:
             return Decision(RATE_LIMITED, "too many logins; try again later")
@@ -118,15 +128,24 @@ class LoginDecider:
             return Decision(BAD_LOGIN, "unknown device or wrong token")
         if not (MIN_TOKEN_BYTES <= len(token) <= MAX_TOKEN_BYTES):
             return Decision(BAD_LOGIN, "token of %d bytes" % len(token))
+        if tokens.is_slow(device.token_hash):
+            ok = await self._slow_check(device, token, address)
+        else:
+            ok = tokens.verify_token(token, device.token_hash)  # one SHA-256: on the loop
+        if not ok:
+            return Decision(BAD_LOGIN, "unknown device or wrong token")
+        return Decision()
+
+    async def _slow_check(self, device, token, address):
         mark = hmac.new(self._cache_key, token, hashlib.sha256).digest()
         if self._cached(device, mark):
-            return Decision()
+            return True
         await self._device_checks.acquire(device.id)
         try:
             await self._address_checks.acquire(address)
             try:
                 if self._cached(device, mark):  # the check it waited for passed this token
-                    return Decision()
+                    return True
                 loop = asyncio.get_running_loop()
                 ok = await loop.run_in_executor(self._pool, tokens.verify_token, token,
                                                 device.token_hash)
@@ -134,10 +153,20 @@ class LoginDecider:
                 self._address_checks.release(address)
         finally:
             self._device_checks.release(device.id)
-        if not ok:
-            return Decision(BAD_LOGIN, "unknown device or wrong token")
-        self._verified[device.id] = (device.token_hash, mark)
-        return Decision()
+        if ok:
+            self._verified[device.id] = (device.token_hash, mark)
+            if tokens.needs_rehash(token, device.token_hash):
+                await self._rehash(device, token)
+        return ok
+
+    async def _rehash(self, device, token):
+        """Store a realm-made token in the fast form: its next check is a microsecond,
+        in this process and after a restart."""
+        try:
+            await self.store.replace_token_hash(device.id, device.token_hash,
+                                                tokens.hash_token(token))
+        except Exception as e:  # it stays in the slow form; the login goes on
+            log.warning("cannot store the token of %s in its fast form: %s", device.id, e)
 
     def _cached(self, device, mark):
         cached = self._verified.get(device.id)

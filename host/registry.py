@@ -218,13 +218,22 @@ class Registry:
         """Give the device a new token (returned, never stored); the old one stops working
         at its next login."""
         token = tokens.new_token()
-        token_hash = tokens.hash_token(token)  # 80 ms: not inside the write transaction
+        token_hash = tokens.hash_token(token)
         with self._transaction():
             cur = self.db.execute("UPDATE devices SET token_hash = ? WHERE id = ?",
                                   (token_hash, canonical_id(device_id)))
         if cur.rowcount == 0:
             raise RegistryError("no device %s" % device_id)
         return token
+
+    def replace_token_hash(self, device_id, old, new):
+        """Store the token hash `new` in place of `old` (the token migrating to another
+        stored form); nothing if the hash is no longer `old` (`device token` ran meanwhile).
+        Returns True if replaced."""
+        with self._transaction():
+            cur = self.db.execute("UPDATE devices SET token_hash = ? WHERE id = ? AND "
+                                  "token_hash = ?", (new, device_id, old))
+        return cur.rowcount == 1
 
     def device(self, device_id):
         row = self.db.execute(

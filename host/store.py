@@ -7,6 +7,8 @@ worker thread) and the cluster's store on NATS KV and JetStream (`host/cluster.p
     await device(id) -> Device or None
     await enrol_device(id, key, now) -> True if registered now
     await bind_key(id, key) -> the key bound after (binds `key` if none was)
+    await replace_token_hash(id, old, new) -> True if the token hash was `old` and is now
+                                         `new` (a token migrating to its fast stored form)
     set_online(id, online, now)          fire and forget; kept in call order
     await enqueue(target, sender, msg_id, inner, now) -> codec QUEUED | QUEUE_FULL | UNKNOWN_TARGET
                                          QUEUED only once the packet is durably stored
@@ -67,6 +69,9 @@ class LocalStore:
 
     def bind_key(self, device_id, key):
         return self._run(self._db.bind_key, device_id, key)
+
+    def replace_token_hash(self, device_id, old, new):
+        return self._run(self._db.replace_token_hash, device_id, old, new)
 
     def set_online(self, device_id, online, now):
         future = self._worker.submit(self._db.set_online, device_id, online, now)

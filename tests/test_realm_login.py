@@ -115,6 +115,7 @@ class Checks:
         self.calls = 0
         self.running = 0
         self.most = 0
+        self.on_call = None  # run at each check, in its thread
         self._lock = threading.Lock()
 
     def __call__(self, token, token_hash):
@@ -122,6 +123,8 @@ class Checks:
             self.calls += 1
             self.running += 1
             self.most = max(self.most, self.running)
+        if self.on_call is not None:
+            self.on_call()
         time.sleep(self.seconds)
         with self._lock:
             self.running -= 1
@@ -159,13 +162,26 @@ def realm(tmp_path):
     asyncio.run(store.stop())
 
 
-def add(decider, bound=True):
-    """A registered device: (raw id, token, its public key), its key bound if `bound`."""
+def add(decider, bound=True, slow=True):
+    """A registered device: (raw id, token, its public key), its key bound if `bound`;
+    its token stored with the slow hash if `slow` (as a registry made before the fast
+    form holds it), else in the fast form `device add` gives it."""
     device_id, token = decider.admin.add_device(T0)
+    if slow:
+        store_slow_hash(decider.admin, device_id, token)
     public = crypto.generate_keypair()[1]
     if bound:
         decider.admin.bind_key(device_id, public)
     return uuid.UUID(device_id).bytes, token, public
+
+
+def store_slow_hash(registry, device_id, token):
+    registry.db.execute("UPDATE devices SET token_hash = ? WHERE id = ?",
+                        (tokens.slow_hash_token(token), device_id))
+
+
+def stored_hash(decider, device_id):
+    return decider.admin.device(str(uuid.UUID(bytes=device_id))).token_hash
 
 
 def request(device_id, token, public):
@@ -239,3 +255,64 @@ def test_a_fleet_may_enrol_at_once_from_one_address(realm, checks):
                                              crypto.generate_keypair()[1]), "10.4.0.1")
                                for _ in range(64)])
     assert codes == [None] * 64
+
+
+# -- the token's stored form ----------------------------------------------------------------
+def test_wrong_fast_tokens_are_counted_one_by_one_without_the_pool(realm, checks):
+    device_id, token, public = add(realm, slow=False)
+    codes = decide_all(realm, [(request(device_id, "w" * 43, public), "10.9.9.9")] * 250)
+    assert codes.count(BAD_LOGIN) == checks.calls == ratelimit.DEVICE_LIMIT
+    assert codes.count(RATE_LIMITED) == 250 - ratelimit.DEVICE_LIMIT
+    assert checks.most == 1  # inline, one at a time
+    assert decide_all(realm, [(request(device_id, token, public), "10.8.8.8")]) == [RATE_LIMITED]
+
+
+def test_a_fleet_with_fast_tokens_logs_in_at_once_from_one_address(realm, checks):
+    """Neither the address limit nor the realm-wide budget (both there for the slow
+    check) holds back a fleet whose tokens the realm made, first logins included."""
+    devices = [add(realm, bound=i % 2 == 0, slow=False) for i in range(200)]
+    codes = decide_all(realm, [(request(d, t, p), "10.4.0.1") for d, t, p in devices])
+    assert codes == [None] * 200
+
+
+def test_an_old_registry_logs_in_and_migrates_to_the_fast_form(realm, checks, tmp_path):
+    device_id, token, public = add(realm, bound=False)
+    assert stored_hash(realm, device_id).startswith("scrypt$")
+    assert decide_all(realm, [(request(device_id, token, public), "10.1.0.1")]) == [None]
+    assert checks.calls == 1
+    assert stored_hash(realm, device_id) == tokens.hash_token(token)
+    assert tokens.verify_token(token, stored_hash(realm, device_id))
+    # A restarted realm (no memory of the check) checks the fast form on the loop.
+    restarted = LoginDecider(realm.store, LoginLimiter(), clock=realm.test_clock)
+    try:
+        assert decide_all(restarted, [(request(device_id, token, public), "10.1.0.1")]) == \
+            [None]
+        assert decide_all(restarted, [(request(device_id, "w" * 43, public), "10.1.0.1")]) == \
+            [BAD_LOGIN]
+    finally:
+        restarted.close()
+    assert checks.most == 1
+
+
+def test_a_chosen_token_keeps_its_slow_hash(realm, checks):
+    device_id, _, public = add(realm)
+    chosen = "correct horse battery staple"
+    store_slow_hash(realm.admin, str(uuid.UUID(bytes=device_id)), chosen)
+    before = stored_hash(realm, device_id)
+    for _ in range(2):
+        assert decide_all(realm, [(request(device_id, chosen, public), "10.1.0.2")]) == [None]
+    assert stored_hash(realm, device_id) == before
+    assert checks.calls == 1  # the second login: the in-memory mark of the first check
+
+
+def test_a_token_changed_during_its_slow_check_is_not_overwritten(realm, checks):
+    device_id, token, public = add(realm)
+    text_id = str(uuid.UUID(bytes=device_id))
+
+    def admin_gives_a_new_token():  # `realm device token`, another process, meanwhile
+        admin = Registry(realm.admin.path.rsplit("/", 1)[0])
+        admin.new_token(text_id)
+        admin.close()
+    checks.on_call = admin_gives_a_new_token
+    assert decide_all(realm, [(request(device_id, token, public), "10.1.0.3")]) == [None]
+    assert not tokens.verify_token(token, stored_hash(realm, device_id))

@@ -20,17 +20,51 @@ def registry(tmp_path):
     r.close()
 
 
-def test_tokens_are_stored_as_salted_scrypt_and_checked(registry):
+def test_realm_made_tokens_are_stored_as_sha256_and_checked(registry):
     device_id, token = registry.add_device(T0, name="a")
     stored = registry.device(device_id).token_hash
-    assert stored.startswith("scrypt$16384$8$1$") and token not in stored
+    assert stored.startswith("sha256$") and token not in stored
+    assert not tokens.is_slow(stored) and tokens.is_generated(token)
     assert tokens.verify_token(token, stored)
     assert not tokens.verify_token(token[:-1] + ("A" if token[-1] != "A" else "B"), stored)
     assert not tokens.verify_token("short", stored)
     assert not tokens.verify_token("x" * 65, stored)
     assert not tokens.verify_token(token, "garbage")
-    other_id, other_token = registry.add_device(T0)
-    assert registry.device(other_id).token_hash != stored  # salted: no two alike
+    assert not tokens.verify_token(token, "sha256$zz")
+    assert not tokens.verify_token(token, "md5$" + stored[7:])  # an unknown scheme
+    new = registry.new_token(device_id)
+    assert registry.device(device_id).token_hash.startswith("sha256$")
+    assert tokens.verify_token(new, registry.device(device_id).token_hash)
+
+
+def test_slow_hashes_are_salted_scrypt_and_still_checked():
+    token = "correct horse battery staple"  # a token a person chose
+    stored = tokens.slow_hash_token(token)
+    assert stored.startswith("scrypt$16384$8$1$") and tokens.is_slow(stored)
+    assert tokens.verify_token(token, stored) and tokens.verify_token(token.encode(), stored)
+    assert not tokens.verify_token(token + "!", stored)
+    assert stored != tokens.slow_hash_token(token)  # salted: no two alike
+    assert not tokens.needs_rehash(token, stored)  # guessable: it keeps the slow hash
+    made = tokens.new_token()
+    assert tokens.needs_rehash(made, tokens.slow_hash_token(made))
+    assert not tokens.needs_rehash(made, tokens.hash_token(made))
+
+
+@pytest.mark.parametrize("token,generated", [
+    (tokens.new_token(), True), ("A" * 43, True), ("A" * 42, False), ("A" * 44, False),
+    ("A" * 42 + "B", False),  # its last character carries bits past the 32 bytes
+    ("A" * 42 + "+", False), ("A" * 42 + "=", False), ("correct horse battery staple", False)])
+def test_the_shape_of_a_realm_made_token(token, generated):
+    assert tokens.is_generated(token) is generated
+
+
+def test_a_token_hash_is_replaced_only_if_unchanged(registry):
+    device_id, token = registry.add_device(T0)
+    old = tokens.slow_hash_token(token)
+    assert not registry.replace_token_hash(device_id, old, tokens.hash_token(token))
+    registry.db.execute("UPDATE devices SET token_hash = ? WHERE id = ?", (old, device_id))
+    assert registry.replace_token_hash(device_id, old, tokens.hash_token(token))
+    assert registry.device(device_id).token_hash == tokens.hash_token(token)
 
 
 def test_queue_keeps_order_and_survives_reopening(tmp_path):

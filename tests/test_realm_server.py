@@ -13,7 +13,7 @@ from shared.errors import (BAD_LOGIN, DENIED, INTERNAL, KEY_MISMATCH, MALFORMED,
                            RATE_LIMITED, SESSION_REPLACED, TIMEOUT, TOO_LARGE, UNEXPECTED)
 from shared.events import DeliveryPacket, Message, Delivery, PeerKeyPacket
 from shared.framing import StreamFramer
-from host import keyfile
+from host import keyfile, tokens
 from host.client import DeviceState, HostDevice
 from host.registry import Registry
 from tests.realm_helpers import RawDevice, RealmProcess, read_frames, run, run_cli
@@ -379,3 +379,25 @@ def test_open_enrolment_registers_unknown_devices(own_realm):
 def test_login_method_none_is_refused_without_open_enrolment(realm):
     device_id, _ = realm.add_device()
     assert RawDevice(realm.port, device_id, None).expect_closed().code == BAD_LOGIN
+
+
+def test_a_registry_holding_slow_token_hashes_logs_in_and_migrates(own_realm):
+    """A registry from before the fast stored form: its devices log in, their tokens are
+    stored again as SHA-256 on the way, and they log in after a restart too."""
+    realm = own_realm()
+    device_id, token = realm.add_device("old")
+    text_id = str(uuid.UUID(bytes=device_id))
+    registry = Registry(realm.data_dir)
+    registry.db.execute("UPDATE devices SET token_hash = ? WHERE id = ?",
+                        (tokens.slow_hash_token(token), text_id))
+    state = DeviceState(device_id)
+
+    async def log_in():
+        device = await host_device(realm, device_id, token, state)
+        device.close()
+    run(log_in())
+    assert registry.device(text_id).token_hash == tokens.hash_token(token)
+    realm.restart()
+    run(log_in())
+    registry.close()
+    assert realm.log().count("login %s (old)" % text_id) == 2
