@@ -33,18 +33,48 @@ else:
 
 # X25519: OpenSSL through `cryptography` where it is installed (CPython: fast and
 # constant time), else the pure-Python ladder (MicroPython has no binding).
+# `x25519_keypair()` makes a fresh (private, public) pair, None where only the ladder is.
 try:
     from cryptography.hazmat.primitives.asymmetric.x25519 import (
         X25519PrivateKey, X25519PublicKey)
 except ImportError:
     from shared.x25519 import x25519
+    x25519_keypair = None
 else:
     from shared import x25519 as _pure
 
+    # Loading a private key costs OpenSSL more than an exchange (it derives the public
+    # key), and a realm pays three per handshake. So a key pair made here reaches its
+    # one exchange loaded, and the keys used again (the realm's own) stay loaded. Both
+    # tables are bounded: a pair whose handshake failed is forgotten after a while.
+    _FRESH_MAX = 256
+    _LOADED_MAX = 16
+    _fresh = {}   # private bytes -> key, made by x25519_keypair, until its first exchange
+    _loaded = {}  # private bytes -> key, for keys used more than once
+
+    def x25519_keypair():
+        key = X25519PrivateKey.generate()
+        private = key.private_bytes_raw()
+        if len(_fresh) >= _FRESH_MAX:
+            del _fresh[next(iter(_fresh))]
+        _fresh[private] = key
+        return private, key.public_key().public_bytes_raw()
+
+    def _private_key(scalar):
+        key = _fresh.pop(scalar, None)
+        if key is None:
+            key = _loaded.get(scalar)
+            if key is None:
+                key = X25519PrivateKey.from_private_bytes(scalar)
+                if len(_loaded) >= _LOADED_MAX:
+                    _loaded.clear()
+                _loaded[scalar] = key
+        return key
+
     def x25519(scalar, u):
         try:
-            return X25519PrivateKey.from_private_bytes(bytes(scalar)).exchange(
-                X25519PublicKey.from_public_bytes(bytes(u)))
+            return _private_key(bytes(scalar)).exchange(X25519PublicKey.from_public_bytes(
+                bytes(u)))
         except ValueError:
             # OpenSSL refuses a low-order u (all-zero result). The protocol wants those
             # zeros, so that both interpreters refuse the handshake the same way.

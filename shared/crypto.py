@@ -27,6 +27,8 @@ def public_key(private):
 
 
 def generate_keypair():
+    if compat.x25519_keypair is not None:
+        return compat.x25519_keypair()
     private = urandom(32)
     return private, public_key(private)
 
