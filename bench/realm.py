@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import os
 import pwd
+import resource
 import shutil
 import signal
 import socket
@@ -21,7 +22,7 @@ import uuid
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.realm_clients import BenchDevice, Identity, Pair, connect_many  # noqa: E402
+from bench.realm_clients import BenchDevice, Fleet, Identity, Pair, connect_many  # noqa: E402
 from host.registry import Registry  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -67,14 +68,17 @@ class RealmProcess:
     def __init__(self, workdir, *extra):
         self.port = free_port()
         self.data = os.path.join(workdir, "realm-%d" % self.port)
-        self.log = open(os.path.join(workdir, "realm-%d.log" % self.port), "w")
+        self.log_path = os.path.join(workdir, "realm-%d.log" % self.port)
         realm = os.path.join(os.path.dirname(sys.executable), "realm")
         cmd = [realm] if os.path.exists(realm) else [sys.executable, "-m", "host.cli"]
-        self.proc = subprocess.Popen(
-            cmd + ["serve", "--listen", "127.0.0.1:%d" % self.port, "--data", self.data,
-                   "--heartbeat", "3600", "--handshake-timeout", "120",
-                   "--max-handshakes", "1000", "--summary", "3600"] + list(extra),
-            stdout=self.log, stderr=subprocess.STDOUT)
+        self.cmd = cmd + ["serve", "--listen", "127.0.0.1:%d" % self.port, "--data", self.data,
+                          "--heartbeat", "3600", "--handshake-timeout", "120",
+                          "--max-handshakes", "1000", "--summary", "3600"] + list(extra)
+        self.start()
+
+    def start(self):
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT)
         wait_port(self.port, self.proc)
 
     def cpu(self):
@@ -84,9 +88,9 @@ class RealmProcess:
         return rss_bytes(self.proc.pid)
 
     def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(30)
-        self.log.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(60)
 
 
 # -- realm phases --------------------------------------------------------------------------
@@ -168,6 +172,39 @@ async def latency(realm, count):
     return latencies
 
 
+async def fleet_restart(workdir, count):
+    """`count` devices logged in (tokens made by the realm, keys bound at provisioning);
+    the realm stopped with SIGTERM and started again; every device reconnects at once.
+    Returns (first login s, realm start to listening s, start to all logged in again s,
+    connections refused and retried)."""
+    realm = RealmProcess(workdir)
+    registry = Registry(realm.data)
+    identities = []
+    for _ in range(count):
+        identity = Identity()
+        device_id, identity.token = registry.add_device(time.time(),
+                                                        bound_key=identity.public)
+        identity.device_id = uuid.UUID(device_id).bytes
+        identities.append(identity)
+    registry.close()
+    fleet = Fleet(identities)
+    try:
+        t0 = time.perf_counter()
+        await fleet.connect_all(realm.port)
+        first = time.perf_counter() - t0
+        realm.stop()
+        await fleet.all_lost()
+        t0 = time.perf_counter()
+        realm.start()
+        listening = time.perf_counter() - t0
+        await fleet.connect_all(realm.port)
+        again = time.perf_counter() - t0
+    finally:
+        fleet.close()
+        realm.stop()
+    return first, listening, again, fleet.retries
+
+
 def percentile(values, p):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
@@ -235,6 +272,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small numbers, a smoke run")
     p.add_argument("--no-mosquitto", action="store_true")
+    p.add_argument("--fleet", type=int, help="devices in the restart phase (default 10000, "
+                   "--quick 200)")
+    p.add_argument("--only", choices=("fleet",), help="run only this phase")
     args = p.parse_args()
     q = args.quick
     sessions = (100, 300) if q else (1000, 5000)
@@ -242,13 +282,20 @@ def main():
     pairs, per_pair = (4, 500) if q else (16, 5000)
     one_to_one = 2000 if q else 50000
     pings = 200 if q else 2000
+    fleet = args.fleet or (200 if q else 10000)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # a socket per bench device
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     workdir = tempfile.mkdtemp(prefix="realm-bench-")
     print("realm bench: %s, CPython %s, %d cores" % (
         "quick" if q else "full", sys.version.split()[0], os.cpu_count()))
     try:
+        if args.only == "fleet":
+            report_fleet(asyncio.run(fleet_restart(workdir, fleet)), fleet)
+            return
         figures = asyncio.run(realm_phases(workdir, sessions, token_devices, rounds, pairs,
                                            per_pair, one_to_one, pings))
+        figures["fleet"] = asyncio.run(fleet_restart(workdir, fleet))
         broker = []
         if not args.no_mosquitto and ensure_mosquitto():
             for tls in (False, True):
@@ -257,6 +304,7 @@ def main():
         elif not args.no_mosquitto:
             print("mosquitto unavailable: broker comparison skipped")
         report(figures, broker, one_to_one)
+        report_fleet(figures["fleet"], fleet)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -321,6 +369,16 @@ def report(f, broker, one_to_one):
     for name, b_rate, b_cpu in broker:
         print("%-50s %12.0f %14.1f %10.2f" % (name, b_rate, b_cpu, cpu / b_cpu))
     print("\nCPU ratio = realm CPU per message / broker CPU per message.")
+
+
+def report_fleet(figures, count):
+    first, listening, again, retries = figures
+    print()
+    print("fleet restart, %d devices (realm-made tokens, keys bound):" % count)
+    print("  first logins, all at once:            %6.1f s" % first)
+    print("  SIGTERM, start: listening after       %6.1f s" % listening)
+    print("  start to all %d logged in again:   %6.1f s (%d connections retried)"
+          % (count, again, retries))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 DeviceConnection over a TCP socket, with no end-to-end layer (the realm relays `inner`
 without looking at it, so the bench spends its own CPU on the hop only)."""
 import asyncio
+import random
 import time
 import uuid
 
@@ -31,6 +32,7 @@ class BenchDevice(asyncio.Protocol):
         self.identity = identity
         self.on_proxy = on_proxy
         self.welcomed = asyncio.get_running_loop().create_future()
+        self.lost = asyncio.get_running_loop().create_future()
         self.transport = None
         self.conn = None
 
@@ -55,6 +57,7 @@ class BenchDevice(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self._handle(self.conn.connection_lost("realm closed the connection"))
+        self.lost.set_result(None)
 
     def _handle(self, events):
         for event in events:
@@ -93,6 +96,34 @@ async def connect_many(port, identities, concurrency, keep=True):
                 device.close()
     await asyncio.gather(*(one(i) for i in identities))
     return devices
+
+
+class Fleet:
+    """Devices that all connect at once, each retrying a refused or failed connection
+    after 0.1 to 0.5 s (a device's backoff, shortened: the realm is known to be up)."""
+
+    def __init__(self, identities):
+        self.identities = identities
+        self.devices = []
+        self.retries = 0
+
+    async def connect_all(self, port):
+        self.devices = await asyncio.gather(*(self._connect(port, i) for i in self.identities))
+
+    async def _connect(self, port, identity):
+        while True:
+            try:
+                return await BenchDevice.connect(port, identity)
+            except Exception:  # refused by the kernel (OSError) or the realm: try again
+                self.retries += 1
+                await asyncio.sleep(random.uniform(0.1, 0.5))
+
+    async def all_lost(self):
+        await asyncio.gather(*(device.lost for device in self.devices))
+
+    def close(self):
+        for device in self.devices:
+            device.close()
 
 
 class Pair:
