@@ -24,6 +24,8 @@ help:
 	@echo "  make provision PORT=... BOARD=... NAME=... WIFI_SSID=... WIFI_PASSWORD=... REALM=HOST:PORT"
 	@echo "                   [PEERS=name,name] [REALM_DATA=DIR]   register, configure, flash"
 	@echo "  make console PORT=...   the board's serial console"
+	@echo "  make board [BOARD_DIR=build/virtual-board]   a virtual board (MicroPython unix port)"
+	@echo "                   on a pty: prints the PORT to flash; boots what was flashed"
 	@echo "  make firmware BOARD=... compile shared/ and firmware/ to .mpy in build/BOARD/"
 	@echo "  make bench       protocol-core benchmarks, MicroPython beside CPython"
 	@echo "  make bench-realm  realm throughput, latency, memory; mosquitto side by side"
@@ -66,7 +68,7 @@ bench-realm: $(STAMP)
 
 # The firmware (issue 4): flashing, provisioning, simulated devices. docs/FIRMWARE.md.
 # Simulated devices get the heap of a small board: SIM_HEAP=128k by default.
-.PHONY: firmware flash provision sim demo console bench-device
+.PHONY: firmware flash provision sim demo board console bench-device
 SIM_HEAP ?= 128k
 
 firmware: $(STAMP)
@@ -91,6 +93,10 @@ sim: $(STAMP)
 
 demo: $(STAMP)
 	@$(PY) tools/demo.py
+
+# A MicroPython unix-port board behind a pty, to try make flash/provision on (docs/FIRMWARE.md).
+board: $(STAMP)
+	@exec $(PY) tools/virtual_board.py --heap $(SIM_HEAP) $(if $(BOARD_DIR),--dir "$(BOARD_DIR)")
 
 console: $(STAMP)
 	@$(PY) tools/console.py "$(PORT)"

@@ -4,10 +4,13 @@ realm; `make provision` does the same from a bare name. And each make target's m
 when a tool, port or argument is missing."""
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
 import sys
+import threading
+import time
 import uuid
 
 import pytest
@@ -225,3 +228,39 @@ def test_ctrl_c_on_make_sim_stops_it_without_a_traceback(tmp_path, realm, unix_b
     # Its identity is as private as the host-side device's (0600).
     identity = tmp_path / "stopped.state" / "identity"
     assert stat.S_IMODE(os.stat(str(identity)).st_mode) == 0o600
+
+
+def test_make_board_is_a_virtual_board_that_boots_what_was_flashed(tmp_path, realm, unix_build):
+    proc = subprocess.Popen(["make", "-s", "-C", ROOT, "board", "BOARD_DIR=%s" % (tmp_path / "vb")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+
+    def wait(pattern, timeout=30, since=0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in lines[since:]:
+                m = re.search(pattern, line)
+                if m:
+                    return m
+            time.sleep(0.05)
+        raise AssertionError("no %r from make board:\n%s" % (pattern, "".join(lines)))
+
+    try:
+        port = wait(r"^virtual board on (\S+) ").group(1)
+        code, out = make("provision", "PORT=" + port, "BOARD=unix", "NAME=vb",
+                         "REALM=127.0.0.1:%d" % realm.port, "REALM_DATA=" + realm.data_dir)
+        assert code == 0, out
+        wait(r"^vb: online: realm 'realm' at ")  # it booted what was flashed, by itself
+        mark = len(lines)
+        config = os.path.join(realm.data_dir, "provisioned", "vb.json")
+        code, out = make("flash", "PORT=" + port, "BOARD=unix", "CONFIG=" + config)
+        assert code == 0, out
+        wait(r"^board: interrupted", since=mark)
+        wait(r"^vb: online: realm 'realm' at .*\(known realm\)", since=mark)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(10)
+    out = "".join(lines)
+    assert "Traceback" not in out and "***" not in out, out
