@@ -2,7 +2,9 @@
 # by id, end to end encrypted (PROTOCOL.md section 8). It learns peer keys with
 # PeerKeyRequest (trust on first use), keeps a small bounded queue while offline or while
 # a key is on its way, answers Ping with Pong, and turns the connection's events into the
-# application's: Message, Pong, Delivery, PeerPinned, PeerKeyChanged.
+# application's: Message, Pong, Delivery, PeerPinned, PeerKeyChanged, and ServiceMessage
+# for the system services the device offers (a Service it does not offer is dropped and
+# counted).
 # Shared by the firmware and the host-side device, so both behave the same.
 from shared import codec
 from shared.compat import const
@@ -10,7 +12,8 @@ from shared.connection import PROXY_OVERHEAD
 from shared.e2e import E2E
 from shared.errors import ProtocolError
 from shared.events import (Welcomed, Closed, ProxyPassPacket, DeliveryPacket, PeerKeyPacket,
-                           Message, Pong, Delivery, PeerPinned, PeerKeyChanged)
+                           Message, Pong, Delivery, PeerPinned, PeerKeyChanged,
+                           ServiceMessage)
 from shared.protocol import DEFAULT_MAX_PACKET, MAX_PEERS
 
 _DEFAULT_MAX_QUEUE = const(16)
@@ -23,18 +26,24 @@ class SendQueueFull(Exception):
 
 
 class Endpoint:
+    services = ()
+    services_dropped = 0  # Service packets for a service this device does not offer
     """One device's end of its conversations with other devices.
 
     pins: the pinned peer keys kept on flash, (peer id, key) pairs, oldest first. At most
     MAX_PEERS are kept, the oldest dropped first; after a PeerPinned event the shell saves
     pins(). on_new_boot(boot): called when the boot count must grow (see E2E).
+    services: the Service numbers this device offers (codec.SERVICE_UPDATE...); their
+    packets become ServiceMessage events, any other Service is dropped and counted.
     Call attach(conn) for each new DeviceConnection, handle(event) for each of its events,
     and take_events() after send()/ping() for events those produced.
     """
 
     def __init__(self, device_id, private, boot, pins=(), on_new_boot=None,
-                 max_queue=_DEFAULT_MAX_QUEUE):
+                 max_queue=_DEFAULT_MAX_QUEUE, services=()):
         self.device_id = device_id
+        if services:  # else the class's (): no instance slot on a device that offers none
+            self.services = services
         self._e2e = E2E(device_id, private, boot, on_new_boot)
         self._pins = {}  # peer id -> pinned key, at most MAX_PEERS
         self._pin_order = []  # peer ids, oldest pin first: MicroPython's dicts keep no order
@@ -168,8 +177,12 @@ class Endpoint:
         elif dpacket_id == codec.PING:
             if self.online:
                 self._conn.send_proxy(peer, 0, self._e2e.seal(peer, codec.PONG, fields[0]))
-        else:
+        elif dpacket_id == codec.PONG:
             self._events.append(Pong(peer, fields[0]))
+        elif fields[0] in self.services:  # codec.SERVICE: (service, data)
+            self._events.append(ServiceMessage(peer, fields[0], fields[1]))
+        else:
+            self.services_dropped += 1
 
     def _learn_key(self, peer, key):
         if peer in self._asked:

@@ -2,12 +2,13 @@
 # Registry answers come from the shell: the bound_key callback during the handshake,
 # and accept_login()/refuse_login() in answer to a LoginRequest event.
 import hashlib
+import json
 
 from shared import codec, crypto
 from shared.compat import const, urandom
 from shared.connection import Connection, session_keys
-from shared.errors import ProtocolError, KEY_MISMATCH, KEY_CHECK_FAILED, UNEXPECTED
-from shared.events import LoginRequest, ProxyPassPacket, PeerKeyRequestPacket
+from shared.errors import ProtocolError, KEY_MISMATCH, KEY_CHECK_FAILED, MALFORMED, UNEXPECTED
+from shared.events import Event, LoginRequest, ProxyPassPacket, PeerKeyRequestPacket
 from shared.protocol import HANDSHAKE_TIMEOUT_MS
 
 # States, in order: an index into _ALLOWED.
@@ -28,8 +29,50 @@ _ALLOWED = (
     (codec.KEY_CHECK_RESPONSE,),  # _AWAIT_RESPONSE
     (codec.DEVICE_LOGIN,),  # _AWAIT_LOGIN
     (),  # _AWAIT_DECISION: nothing until the realm has answered the login
-    (codec.HEARTBEAT, codec.PROXY_PASS, codec.PEER_KEY_REQUEST),  # _ESTABLISHED
+    (codec.HEARTBEAT, codec.PROXY_PASS, codec.PEER_KEY_REQUEST,  # _ESTABLISHED
+     codec.DEVICE_REPORT),
 )
+
+# DeviceReport's known keys (section 7) by the JSON type they must have. Integers are
+# bounded to what JavaScript holds exactly: the realm shows them on a web page.
+_REPORT_TEXT = ("fw", "app", "board", "link")
+_REPORT_COUNTS = ("up", "boot", "heap")  # never negative
+_MAX_SAFE_INT = 9007199254740991  # 2**53 - 1
+
+
+def parse_report(text):
+    """The known fields of a DeviceReport's JSON text, as a dict; ProtocolError(MALFORMED)
+    for anything but a JSON object of at most MAX_REPORT bytes whose known keys have their
+    types. Unknown keys are dropped; a null value counts as absent."""
+    if len(text) > codec.MAX_REPORT or len(text.encode()) > codec.MAX_REPORT:
+        raise ProtocolError(MALFORMED, "DeviceReport over %d bytes" % codec.MAX_REPORT)
+    try:
+        value = json.loads(text)
+    except (ValueError, RuntimeError):  # RuntimeError: nesting too deep
+        raise ProtocolError(MALFORMED, "DeviceReport is not JSON")
+    if not isinstance(value, dict):
+        raise ProtocolError(MALFORMED, "DeviceReport is not a JSON object")
+    report = {}
+    for key in value:
+        field = value[key]
+        if field is None or not (key in _REPORT_TEXT or key in _REPORT_COUNTS or key == "rssi"):
+            continue
+        if key in _REPORT_TEXT:
+            ok = isinstance(field, str)
+        else:
+            low = 0 if key in _REPORT_COUNTS else -_MAX_SAFE_INT
+            ok = isinstance(field, int) and not isinstance(field, bool) and \
+                low <= field <= _MAX_SAFE_INT
+        if not ok:
+            raise ProtocolError(MALFORMED, "DeviceReport %s: wrong type or range" % key)
+        report[key] = field
+    return report
+
+
+class DeviceReportPacket(Event):
+    """The device's DeviceReport, its known keys only (the device's word, for display;
+    never trusted for anything else). Here, not in shared/events.py: no device loads it."""
+    _fields = "report"
 
 
 class RealmConnection(Connection):
@@ -54,6 +97,7 @@ class RealmConnection(Connection):
         self._device_eph = None
         self.device_id = None
         self.device_public = None
+        self.pinned_path = False  # the device's pin matched: no SendKey exchanged
 
     # -- the shell's answers ----------------------------------------------------
     def accept_login(self, realm_name, heartbeat_s, max_packet):
@@ -89,6 +133,7 @@ class RealmConnection(Connection):
             bound = self._bound_key(self.device_id)
             if pin is not None and bound is not None and pin == crypto.fingerprint(self._public):
                 self.device_public = bound
+                self.pinned_path = True
                 self._send_key_check()
             else:
                 reply = codec.encode(codec.PROTO_REALM, codec.SEND_KEY, self._public)
@@ -145,6 +190,8 @@ class RealmConnection(Connection):
             events.append(ProxyPassPacket(fields[0], fields[1], fields[2]))
         elif packet_id == codec.PEER_KEY_REQUEST:
             events.append(PeerKeyRequestPacket(fields[0]))
+        elif packet_id == codec.DEVICE_REPORT:
+            events.append(DeviceReportPacket(parse_report(fields[0])))
         else:  # DEVICE_LOGIN
             self._state = _AWAIT_DECISION
             events.append(LoginRequest(self.device_id, fields[0], fields[1],

@@ -28,7 +28,8 @@ REALM_MAY_GET = {
     R._AWAIT_RESPONSE: {codec.KEY_CHECK_RESPONSE},
     R._AWAIT_LOGIN: {codec.DEVICE_LOGIN},
     R._AWAIT_DECISION: set(),
-    R._ESTABLISHED: {codec.HEARTBEAT, codec.PROXY_PASS, codec.PEER_KEY_REQUEST},
+    R._ESTABLISHED: {codec.HEARTBEAT, codec.PROXY_PASS, codec.PEER_KEY_REQUEST,
+                     codec.DEVICE_REPORT},
 }
 KEY = bytes(range(32))
 # One well-formed packet per realm packet id. A packet added to the codec needs a line

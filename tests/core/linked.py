@@ -29,16 +29,22 @@ class Link:
     """One connection attempt. `bound` is the realm's registry: device id -> key."""
 
     def __init__(self, realm_seed=1, device_seed=2, dev=1, bound=None, pinned=None,
-                 token=TOKEN, accept=True, now=0, dh2=None, heartbeat_s=30, max_packet=4096):
+                 token=TOKEN, accept=True, now=0, dh2=None, heartbeat_s=30, max_packet=4096,
+                 reporter=None):
         self.realm_private, self.realm_public = keypair(realm_seed)
         private, public = keypair(device_seed)
         self.bound = {} if bound is None else bound
         self.accept = accept
         self.heartbeat_s = heartbeat_s
         self.max_packet = max_packet
-        self.device = DeviceConnection(device_id(dev), private, public, token, StreamFramer(),
-                                       now, realm_public=pinned, dh2=dh2,
-                                       ephemeral=keypair(device_seed + 100))
+        device_args = (device_id(dev), private, public, token, StreamFramer(), now)
+        device_settings = {"realm_public": pinned, "dh2": dh2,
+                           "ephemeral": keypair(device_seed + 100)}
+        if reporter is None:
+            self.device = DeviceConnection(*device_args, **device_settings)
+        else:  # loaded only here: most tests run in a small MicroPython heap
+            from shared.report import ReportingConnection
+            self.device = ReportingConnection(reporter, *device_args, **device_settings)
         self.realm = RealmConnection(self.realm_private, self.realm_public, StreamFramer(), now,
                                      self.bound.get, ephemeral=keypair(realm_seed + 100))
         self.device_events = []

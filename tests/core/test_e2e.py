@@ -1,15 +1,16 @@
 # The device-to-device layer: vectors of crypto.json "e2e", and the Endpoint between two
 # devices through an in-memory realm. Runs on CPython and MicroPython.
-from shared import codec
+from shared import codec, crypto
 from shared.e2e import E2E, e2e_keys
 from shared.endpoint import Endpoint, SendQueueFull
 from shared.events import (ProxyPassPacket, PeerKeyPacket, PeerKeyRequestPacket, Message, Pong,
-                           Delivery, PeerPinned, PeerKeyChanged)
+                           Delivery, PeerPinned, PeerKeyChanged,
+                           ServiceMessage)
 from shared.protocol import MAX_PEERS
 from tests.core.linked import Link, keypair, device_id
 from tests.core.support import vectors, unhex, eq, check, expect_error
 
-MP_HEAP = "128k"
+MP_HEAP = "192k"  # compiling the realm side too (linked.py), which no device loads
 
 
 def _e2e_parties(v):
@@ -209,3 +210,33 @@ def test_e2e_open_garbage_is_protocol_error():
     b.add_peer(a_id, a_pub)
     for garbage in (b"", b"\x01", b"\x01\x00" + bytes(23), b"\x02\x00" + bytes(40)):
         expect_error("MALFORMED", b.open, a_id, garbage)
+
+
+def _service_from_a_to(b_services):
+    """b's Endpoint (offering b_services) given a Service 1 and a Service 7 from a, sealed
+    as section 8 says (n = boot 1, counter 0 and 1)."""
+    a_id, b_id = device_id(1), device_id(2)
+    send_enc, send_mac, _, _ = e2e_keys(a_id, keypair(2)[0], b_id, keypair(3)[1])
+    b = Endpoint(b_id, keypair(3)[0], 1, pins=[(a_id, keypair(2)[1])], services=b_services)
+    header = bytes((codec.PROTO_DEVICE, codec.SERVICE))
+    events = []
+    for counter, service in enumerate((codec.SERVICE_UPDATE, 7)):
+        body = bytes((service,)) + b"\x01"
+        inner = header + crypto.seal(send_enc, send_mac, (1 << 32) | counter, header, body)
+        events += b.handle(ProxyPassPacket(a_id, 0, inner))
+    return b, events
+
+
+def test_endpoint_drops_and_counts_a_service_it_does_not_offer():
+    b, events = _service_from_a_to(())
+    eq(events, [], "nothing reaches the application")
+    eq(b.services_dropped, 2, "both counted")
+    eq(b.dropped, 0, "not counted as packets that failed to open")
+
+
+def test_endpoint_hands_an_offered_service_to_the_application():
+    b, events = _service_from_a_to((codec.SERVICE_UPDATE,))
+    eq([(e.peer, e.service, e.data) for e in _of(events, ServiceMessage)],
+       [(device_id(1), codec.SERVICE_UPDATE, b"\x01")], "service 1 offered")
+    eq(_of(events, Pong), [], "a Service is no Pong")
+    eq(b.services_dropped, 1, "service 7 dropped")
