@@ -8,7 +8,7 @@ import sys
 # runs (at 128 KB: a 21 KB run instead of 2 KB when everything loads at once).
 _MODULES = ("asyncio", "shared.errors", "shared.protocol", "shared.codec", "shared.x25519",
             "shared.crypto", "shared.framing", "shared.events", "shared.connection",
-            "shared.device", "shared.e2e", "shared.endpoint", "board", "firmware.store",
+            "shared.device", "shared.report", "shared.e2e", "shared.endpoint", "board", "firmware.store",
             "firmware.runtime", "firmware.api")
 
 
@@ -50,6 +50,7 @@ def start(config_path="config.json", state_dir=None, app=None, repin=False):
         # A realm_key in the config that differs from the pin is the user re-pinning.
         store.repin(config["realm_key"])
     runtime = Runtime(config, store, board, log)
+    runtime.app_version = getattr(app, "__version__", None)
     device = Device(runtime)
     log("device %s (%s), boot %d, key fingerprint %s" % (
         config["device_id_str"], config["name"], store.boot, _hex(_fingerprint(store.public))))

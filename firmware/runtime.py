@@ -11,10 +11,10 @@ import gc
 import random
 import time
 
-from shared import crypto
+from shared import RELEASE, crypto
 from shared.framing import StreamFramer
 from shared.compat import const
-from shared.device import DeviceConnection
+from shared.report import ReportingConnection
 from shared.endpoint import Endpoint
 from shared.errors import (BAD_LOGIN, KEY_MISMATCH, KEY_CHECK_FAILED, RATE_LIMITED, DENIED,
                            SESSION_REPLACED, UNSUPPORTED, LINK_LOST)
@@ -24,6 +24,7 @@ from shared.events import Welcomed, PeerPinned, PeerKeyChanged
 _READ_SIZE = const(512)
 _CONNECT_TIMEOUT_MS = const(10000)
 _IDLE_MS = const(200)  # quiet this long after Welcome: time to make the next ephemeral key
+_REPORT_TEXT = const(64)  # characters kept of a text in the DeviceReport: it must fit 512 bytes
 # Refusals that another try soon would only repeat: wait reconnect.auth_ms, and say so.
 _AUTH_ERRORS = (BAD_LOGIN, KEY_MISMATCH, KEY_CHECK_FAILED, RATE_LIMITED, DENIED,
                 SESSION_REPLACED, UNSUPPORTED)
@@ -75,6 +76,7 @@ class Runtime:
         self.endpoint = Endpoint(config["device_id"], store.private, store.next_boot(),
                                  store.peers, on_new_boot=store.set_boot)
         self.listener = None
+        self.app_version = None  # the app's __version__, for the DeviceReport
         self.status = "booting"
         self.detail = ""
         self.stats = {"connects": 0, "welcome_ms": None, "pinned_path": None}
@@ -182,10 +184,11 @@ class Runtime:
         c = self.config
         # The pinned path only once a Welcome confirmed this key pair (dh2 kept beside it).
         self._announced_pin = store.dh2 is not None
-        conn = DeviceConnection(c["device_id"], store.private, store.public, c["token"], framer,
-                                self.clock.now(), realm_public=store.realm_public, dh2=store.dh2,
-                                ephemeral=ephemeral, handshake_timeout_ms=c["handshake_ms"],
-                                announce_pin=self._announced_pin)
+        conn = ReportingConnection(self.report, c["device_id"], store.private, store.public,
+                                   c["token"], framer, self.clock.now(),
+                                   realm_public=store.realm_public, dh2=store.dh2,
+                                   ephemeral=ephemeral, handshake_timeout_ms=c["handshake_ms"],
+                                   announce_pin=self._announced_pin)
         self.stats["connects"] += 1
         self._conn, self._stream = conn, stream
         self._started = started
@@ -201,6 +204,22 @@ class Runtime:
             if self.config["serial"] is None or self._lost is not None:
                 await self._close_link(stream)
         return conn
+
+    def report(self):
+        """The DeviceReport (PROTOCOL.md section 7): the connection sends it right after
+        Welcome and then once a minute."""
+        c = self.config
+        report = {"fw": RELEASE, "board": self.board.NAME, "up": self.clock.now() // 1000,
+                  "boot": self.store.boot, "heap": gc.mem_free(),
+                  "link": "serial" if c["serial"] is not None else
+                  "wifi" if c["wifi"] is not None else "tcp"}
+        if self.app_version is not None:
+            report["app"] = str(self.app_version)[:_REPORT_TEXT]
+        if c["wifi"] is not None:
+            rssi = self.board.rssi()
+            if rssi is not None:
+                report["rssi"] = rssi
+        return report
 
     def _link_name(self):
         c = self.config

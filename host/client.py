@@ -6,13 +6,15 @@ key with its cached dh2, the boot count of the end-to-end nonce, and the pinned 
 """
 import asyncio
 import os
+import platform
+import time
 import uuid
 from collections import namedtuple
 
 import serial
 
-from shared import codec, crypto
-from shared.device import DeviceConnection
+from shared import RELEASE, codec, crypto
+from shared.report import ReportingConnection
 from shared.endpoint import Endpoint
 from shared.errors import (ProtocolError, BAD_LOGIN, KEY_MISMATCH, KEY_CHECK_FAILED, LINK_LOST,
                            RATE_LIMITED, DENIED, SESSION_REPLACED, UNSUPPORTED)
@@ -97,6 +99,8 @@ class HostDevice:
         self._write = None
         self._close_transport = None
         self._timer = None
+        self._link = None  # "tcp" or "serial", for the DeviceReport
+        self._started = time.monotonic()
 
     # -- connecting -------------------------------------------------------------
     async def connect_tcp(self, host, port):
@@ -104,7 +108,7 @@ class HostDevice:
             lambda: _StreamProtocol(self), host, port)
         self._write = transport.write
         self._close_transport = transport.close
-        return await self._handshake(StreamFramer())
+        return await self._handshake(StreamFramer(), "tcp")
 
     async def connect_serial(self, path, baud=115200):
         port = serial.Serial(path, baud, timeout=0)
@@ -112,22 +116,23 @@ class HostDevice:
                           lambda why: self._lost(why, port.close))
         self._write = stream.write
         self._close_transport = lambda: (stream.close(), port.close())
-        return await self._handshake(SerialFramer())
+        return await self._handshake(SerialFramer(), "serial")
 
     async def connect_fd(self, fd):
         """Over an open descriptor the caller owns (a pty in tests)."""
         stream = FdStream(self.loop, fd, self._received, self._lost)
         self._write = stream.write
         self._close_transport = stream.close
-        return await self._handshake(SerialFramer())
+        return await self._handshake(SerialFramer(), "serial")
 
-    async def _handshake(self, framer):
+    async def _handshake(self, framer, link):
+        self._link = link
         pinned = None if self.repin else self.state.realm_public
         dh2 = self.state.dh2 if pinned else None
-        self.conn = DeviceConnection(self.state.device_id, self.state.private, self.state.public,
-                                     self.token, framer, self._now(), realm_public=pinned,
-                                     dh2=dh2, handshake_timeout_ms=self.handshake_timeout_ms,
-                                     announce_pin=dh2 is not None)
+        self.conn = ReportingConnection(
+            self.report, self.state.device_id, self.state.private, self.state.public, self.token,
+            framer, self._now(), realm_public=pinned, dh2=dh2,
+            handshake_timeout_ms=self.handshake_timeout_ms, announce_pin=dh2 is not None)
         self._queue = asyncio.Queue()  # nothing of an earlier connection is left to read
         self.endpoint.attach(self.conn)
         self._flush()
@@ -175,6 +180,12 @@ class HostDevice:
                 return event
             if isinstance(event, Closed):
                 raise event.error
+
+    def report(self):
+        """This device's DeviceReport: sent right after Welcome, then once a minute."""
+        return {"fw": RELEASE, "board": "host %s" % platform.machine(),
+                "up": int(time.monotonic() - self._started), "boot": self.state.boot,
+                "link": self._link}
 
     # -- the shell --------------------------------------------------------------
     def _now(self):

@@ -41,6 +41,8 @@ class WLAN:
         calls.append(("connect", ssid, password))
     def ifconfig(self):
         return ("10.0.0.7", "255.255.255.0", "10.0.0.1", "10.0.0.1")
+    def status(self, what):
+        return {"rssi": -61}[what]
 ''',
     "neopixel.py": '''
 import machine
@@ -61,6 +63,7 @@ logs = []
 asyncio.run(board.join_network({"ssid": "home", "password": "pw"}, logs.append))
 print(repr(network.calls))
 print(repr(logs))
+print(repr(board.rssi()))
 board.open_serial({"baud": 9600})
 board.open_serial(True)
 board.show_status("online")
@@ -86,8 +89,9 @@ def test_esp32_profiles_drive_the_hardware(tmp_path, board, uart, led):
                            os.path.join(boards, board), os.path.join(boards, "common")],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    wifi, logs, machine = [ast.literal_eval(line) for line in proc.stdout.splitlines()]
+    wifi, logs, rssi, machine = [ast.literal_eval(line) for line in proc.stdout.splitlines()]
     assert wifi == [("active", True), ("connect", "home", "pw")]
     assert logs == ["joining Wi-Fi 'home'", "Wi-Fi up, address 10.0.0.7"]
+    assert rssi == -61  # for the DeviceReport
     default_uart = (uart[0], uart[1], 115200) + uart[3:]
     assert machine == [uart, default_uart] + led + [("reset",)]

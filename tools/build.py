@@ -21,11 +21,12 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from shared import RELEASE  # noqa: E402  (the release, one number for everything)
 BOARDS = os.path.join(ROOT, "boards")
 # Sources a device does not import: the realm's side of the core, and firmware/main.py,
 # which is copied as the board's main.py.
 NOT_COMPILED = (("shared", "realm.py"), ("firmware", "main.py"))
-VERSION = "0.1.0"
 
 
 class BuildError(Exception):
@@ -80,7 +81,7 @@ def package_json():
     """micropython-lib's package.json for `mpremote mip install`: the device's modules as
     source, at paths relative to this file, so it works from a clone and from a fork."""
     urls = ",\n".join("  " + json.dumps(["%s/%s" % f] * 2) for f in device_sources())
-    return '{\n "urls": [\n%s\n ],\n "version": %s\n}\n' % (urls, json.dumps(VERSION))
+    return '{\n "urls": [\n%s\n ],\n "version": %s\n}\n' % (urls, json.dumps(RELEASE))
 
 
 def build(board, out=None):

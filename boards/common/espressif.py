@@ -34,6 +34,18 @@ async def join_wifi(wifi, log):
     log("Wi-Fi up, address %s" % sta.ifconfig()[0])
 
 
+def wifi_rssi():
+    """The station's signal strength in dBm, or None when it is not connected."""
+    import network
+    sta = network.WLAN(network.STA_IF)
+    if not sta.isconnected():
+        return None
+    try:
+        return sta.status("rssi")
+    except (OSError, ValueError):  # a port without the query
+        return None
+
+
 def restart():
     """A hard reset: the runtime's last resort after a failure it cannot recover from."""
     import machine

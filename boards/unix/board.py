@@ -26,6 +26,10 @@ async def join_network(wifi, log):
     pass
 
 
+def rssi():
+    return None  # no radio: the host's network carries the link
+
+
 def open_serial(serial):
     """The tty at the config's "serial" (a path, or {"path", "baud"}), raw and
     non-blocking for reads: a stream asyncio can poll."""
