@@ -11,11 +11,13 @@ import os
 import sqlite3
 import sys
 import time
+import urllib.error
 import uuid
 
 from shared import crypto, protocol
 from shared.errors import ProtocolError, KEY_MISMATCH
 from host import keyfile, logs, realmdir
+from host.fleet import fingerprint_hex, registry_status
 from host.registry import Registry, RegistryError, label
 from host.server import Config
 
@@ -26,10 +28,10 @@ class CliError(Exception):
     """A failure to report as one line."""
 
 
-def host_port(text, default_host):
+def host_port(text, default_host, default_port=protocol.DEFAULT_PORT):
     host, sep, port = text.rpartition(":")
     if not sep:
-        host, port = text, str(protocol.DEFAULT_PORT)
+        host, port = text, str(default_port)
     try:
         port = int(port)
         if not 0 <= port <= 65535:
@@ -51,8 +53,11 @@ def positive(kind, low, high):
     return parse
 
 
-def fingerprint_hex(key):
-    return crypto.fingerprint(key).hex() if key is not None else None
+def http_address(text):
+    """--http: HOST:PORT, or "off"."""
+    if text == "off":
+        return None
+    return host_port(text, DEFAULTS.http[0], DEFAULTS.http[1])
 
 
 def emit(args, value, human):
@@ -63,15 +68,21 @@ def emit(args, value, human):
 def cmd_serve(args):
     from host.server import serve
     from host.store import LocalStore
+    from host.web import is_loopback
     try:
         logs.setup(args.verbose, log_file=args.log_file)
     except OSError as e:
         raise CliError("cannot write the log file %s: %s" % (args.log_file, e.strerror or e))
+    if args.http is not None and not args.http_token and not is_loopback(args.http[0]):
+        raise CliError("--http %s:%d would show the fleet beyond this machine: give a token "
+                       "(--http-token or REALM_HTTP_TOKEN), or keep it on 127.0.0.1"
+                       % args.http)
     config = Config(host=args.listen[0], port=args.listen[1], data_dir=args.data, name=args.name,
                     serial=args.serial, baud=args.baud, open_enrolment=args.open_enrolment,
                     heartbeat_s=args.heartbeat, handshake_timeout_s=args.handshake_timeout,
                     max_packet=args.max_packet, max_handshakes=args.max_handshakes,
-                    send_limit=args.send_limit, summary_s=args.summary)
+                    send_limit=args.send_limit, summary_s=args.summary, http=args.http,
+                    http_token=args.http_token or None)
     realmdir.create(args.data)
     lock = open(os.path.join(args.data, "realm.lock"), "w")
     try:
@@ -199,6 +210,96 @@ def cmd_device_token(args):
     emit(args, {"id": device_id, "name": name, "token": token},
          "id     %s\nname   %s\ntoken  %s\n(the token is shown only now; the old one no "
          "longer logs in)" % (device_id, name or "-", token))
+
+
+# -- status -------------------------------------------------------------------------
+def cmd_status(args):
+    from host.server import HTTP_FILE
+    from host.web import fetch_status
+    url = args.url
+    served = realmdir.is_served(args.data)
+    if url is None and served:
+        try:
+            with open(os.path.join(args.data, HTTP_FILE)) as f:
+                url = f.read().strip()
+        except FileNotFoundError:
+            pass  # the realm serving the folder runs with --http off
+    status = None
+    if not served and url is None:
+        why = "no realm is serving %s" % args.data
+    else:
+        why = "the realm serving %s has its HTTP API off" % args.data
+    if url:
+        try:
+            status = fetch_status(url, args.token)
+        except urllib.error.HTTPError as e:
+            if e.code == 401:
+                raise CliError("the realm at %s wants its HTTP token: --token or "
+                               "REALM_HTTP_TOKEN" % url)
+            raise CliError("the realm at %s answered %d %s" % (url, e.code, e.reason))
+        except (OSError, ValueError) as e:
+            if args.url:
+                raise CliError("no answer from %s: %s" % (url, getattr(e, "reason", e)))
+            why = "the realm at %s does not answer" % url
+    if status is None:
+        with _registry(args) as registry:
+            status = registry_status(registry, _realm_public(args.data))
+        status["realm"]["why"] = why
+    if args.json:
+        print(json.dumps(status))
+    else:
+        print(format_status(status, url))
+
+
+def format_status(status, url):
+    r, now = status["realm"], status["realm"]["now"]
+    if r["source"] == "realm":
+        lines = ["realm %s %s, up %s, from its HTTP API at %s" % (
+                     r["name"], r["version"], _duration(now - r["started"]), url),
+                 "fingerprint %s" % r["fingerprint"],
+                 "%d of %d devices online, %d in handshake, %d packets queued; "
+                 "%.1f packets/s, %.1f logins/s" % (
+                     r["online"], r["devices"], r["handshakes"], r["queue"]["packets"],
+                     r["rates"]["packets_per_s"], r["rates"]["logins_per_s"])]
+    else:
+        lines = ["from the registry (%s): online is what the realm last wrote" % r["why"],
+                 "fingerprint %s" % r["fingerprint"],
+                 "%d devices, %d packets queued" % (r["devices"], r["queue"]["packets"])]
+    devices = status["devices"]
+    if not devices:
+        return "\n".join(lines + ["no devices"])
+    lines.append("")
+    lines.append("%-16s %-36s %-8s %-16s %6s  %-10s %9s %7s %s" % (
+        "name", "id", "state", "since/last seen", "queued", "firmware", "heap", "rssi",
+        "report"))
+    for d in devices:
+        report = d["report"] or {}
+        if d["online"]:
+            when = _duration(now - d["since"]) if d.get("since") else "elsewhere"
+        else:
+            when = _duration(now - d["last_seen"]) + " ago" if d["last_seen"] else "never"
+        lines.append("%-16s %-36s %-8s %-16s %6d  %-10s %9s %7s %s" % (
+            _printable(d["name"] or "-"), d["id"], "online" if d["online"] else "offline", when,
+            d["queued"], _printable(report.get("fw", "-")),
+            report.get("heap", "-"), report.get("rssi", "-"),
+            _duration(now - d["report_at"]) + " old" if d.get("report_at") else "-"))
+    return "\n".join(lines)
+
+
+def _printable(value):
+    """A device's own words, safe for a terminal: no control characters."""
+    return "".join(c if c.isprintable() else "?" for c in str(value))
+
+
+def _duration(seconds):
+    s = max(0, int(seconds))
+    if s < 60:
+        return "%d s" % s
+    if s < 3600:
+        return "%d min" % (s // 60)
+    if s < 86400:
+        return "%d h %d min" % (s // 3600, s % 3600 // 60)
+    return "%d d %d h" % (s // 86400, s % 86400 // 3600)
 
 
 class _registry:
@@ -455,11 +556,24 @@ def parser():
     s.add_argument("--log-file", metavar="FILE",
                    help="log to FILE instead of stderr, rotated at %d MiB with %d old files "
                    "kept" % (logs.FILE_BYTES // 2 ** 20, logs.FILE_KEEP))
+    s.add_argument("--http", type=http_address, default=DEFAULTS.http, metavar="HOST:PORT|off",
+                   help="the status page, /api/status and /metrics (default %s:%d; off to "
+                   "disable). Any address but loopback needs --http-token" % DEFAULTS.http)
+    s.add_argument("--http-token", default=os.environ.get("REALM_HTTP_TOKEN"), metavar="TOKEN",
+                   help="bearer token the HTTP API asks for (default: $REALM_HTTP_TOKEN); a "
+                   "browser opens /?token=TOKEN once")
     s.add_argument("-v", "--verbose", action="store_true")
 
     data_and_json(add(sub, "init", cmd_init, "make a new realm (its key pair and registry) in "
                       "the data folder; says so if one is there already"))
     data_and_json(add(sub, "key", cmd_key, "show the realm's public key and fingerprint"))
+    st = add(sub, "status", cmd_status, "the realm's health and one line per device: from the "
+             "running realm's HTTP API, or from the registry when it does not answer")
+    data_and_json(st)
+    st.add_argument("--url", metavar="URL", help="the realm's HTTP API (default: the one the "
+                    "realm serving --data wrote to DATA/realm.http)")
+    st.add_argument("--token", default=os.environ.get("REALM_HTTP_TOKEN"),
+                    help="the HTTP API's token (default: $REALM_HTTP_TOKEN)")
 
     d = sub.add_parser("device", help="manage the registered devices")
     dsub = d.add_subparsers(dest="device_command", metavar="ACTION", required=True)

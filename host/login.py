@@ -74,7 +74,7 @@ class LoginDecider:
     """`store`: the registry as the server uses it (`host/store.py`)."""
 
     def __init__(self, store, limiter, open_enrolment=False, workers=2,
-                 clock=time.monotonic, wall_clock=time.time):
+                 clock=time.monotonic, wall_clock=time.time, on_token_check=None):
         self.store = store
         self.clock = clock
         self.wall_clock = wall_clock
@@ -85,6 +85,7 @@ class LoginDecider:
         self._verified = {}  # device id text -> (token_hash, HMAC of the token that passed)
         self._device_checks = _Slots(CHECKS_PER_DEVICE)
         self._address_checks = _Slots(CHECKS_PER_ADDRESS)
+        self._on_token_check = on_token_check  # called with the seconds each slow check took
 
     def close(self):
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -147,8 +148,11 @@ class LoginDecider:
                 if self._cached(device, mark):  # the check it waited for passed this token
                     return True
                 loop = asyncio.get_running_loop()
+                started = time.perf_counter()
                 ok = await loop.run_in_executor(self._pool, tokens.verify_token, token,
                                                 device.token_hash)
+                if self._on_token_check is not None:
+                    self._on_token_check(time.perf_counter() - started)
             finally:
                 self._address_checks.release(address)
         finally:

@@ -309,6 +309,12 @@ class Registry:
             self.db.execute("DELETE FROM queue WHERE target = ?", (target,))
         return [Queued(bytes(s), m, bytes(i)) for s, m, i in rows]
 
+    def queue_totals(self):
+        """(packets, bytes of inner) stored for every target together."""
+        count, size = self.db.execute(
+            "SELECT count(*), coalesce(sum(length(inner)), 0) FROM queue").fetchone()
+        return count, size
+
     def queued_count(self, target):
         return self.db.execute("SELECT count(*) FROM queue WHERE target = ?",
                                (target,)).fetchone()[0]

@@ -73,7 +73,7 @@ class LocalRouter:
         for item in items:
             if len(item.inner) <= link.conn.max_inner:
                 link.conn.send_proxy(item.sender, item.msg_id, item.inner)
-                self.realm.stats.relayed += 1
+                self.realm.stats.flushed += 1
             else:
                 link.log.line(logging.WARNING, "dropped a stored packet for %s: larger than "
                               "its max_packet", device)
@@ -103,7 +103,6 @@ class LocalRouter:
         if len(inner) > link.conn.max_inner:
             return codec.STATUS_TOO_LARGE
         link.conn.send_proxy(sender, msg_id, inner)
-        self.realm.stats.relayed += 1
         return codec.DELIVERED
 
     def _store(self, target, sender, msg_id, inner, origin):
@@ -117,8 +116,5 @@ class LocalRouter:
         except Exception as e:  # not stored: never answered QUEUED
             log.warning("cannot store a packet for %s: %s", target, e)
             status = codec.UNAVAILABLE
-        else:
-            if status == codec.QUEUED:
-                self.realm.stats.queued += 1
         if origin is not None:
             origin.delivered(msg_id, status)

@@ -6,14 +6,17 @@ registry questions to the store (`host/store.py`) and the packets to the router
 worker thread and the token checks in their pool, never on the loop.
 """
 import asyncio
+import bisect
 import logging
+import os
 import signal
 import time
 
-from shared import protocol
-from shared.errors import DENIED, INTERNAL, KEY_CHECK_FAILED, KEY_MISMATCH, LINK_LOST
+from shared import codec, protocol
+from shared.errors import (DENIED, INTERNAL, KEY_CHECK_FAILED, KEY_MISMATCH, LINK_LOST,
+                           SESSION_REPLACED)
 from shared.framing import StreamFramer
-from shared.realm import RealmConnection
+from shared.realm import DeviceReportPacket, RealmConnection
 from shared.events import Closed, LoginRequest, ProxyPassPacket, PeerKeyRequestPacket
 from host import logs, realmdir
 from host.listener import Listener
@@ -43,19 +46,40 @@ class Config:
         self.max_handshakes = 256      # links not yet logged in; more are refused (DENIED)
         self.send_limit = 256 * 1024   # bytes waiting to be written; past it a link is dropped
         self.summary_s = 60.0
+        self.http = ("127.0.0.1", 7780)  # the status page and /metrics; None: off
+        self.http_token = None  # the bearer token they ask for (needed beyond loopback)
         for key, value in settings.items():
             if not hasattr(self, key):
                 raise TypeError("unknown setting %s" % key)
             setattr(self, key, value)
 
 
+TOKEN_CHECK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)  # seconds
+
+
 class Stats:
+    """The node's counters, all in one place: plain integers bumped where things happen,
+    read by the summary line and by /metrics when scraped (on the relay path: one index
+    and one add per packet, nothing else)."""
+
     def __init__(self):
+        self.started = time.time()
         self.connects = 0
-        self.logins = 0
-        self.relayed = 0
-        self.queued = 0
-        self.refusals = 0
+        self.logins = {"pinned": 0, "first_contact": 0}  # by handshake path
+        self.relayed = [0] * (codec.UNAVAILABLE + 1)  # ProxyPass by the Delivery status it got
+        self.flushed = 0  # stored packets handed over after their target's Welcome
+        self.refusals = {}  # error code name -> links refused before their login completed
+        self.slow_readers = 0
+        self.replaced = 0  # sessions closed by a newer login of the same device
+        self.reports = 0  # DeviceReports received
+        self.serial_drops = 0  # serial frames dropped (bad CRC, too long) on ended links
+        # The slow token checks' durations, as a histogram: counts per bucket, not cumulative.
+        self.token_check_buckets = [0] * (len(TOKEN_CHECK_BUCKETS) + 1)  # the last: +Inf
+        self.token_check_seconds = 0.0
+
+    def token_checked(self, seconds):
+        self.token_check_buckets[bisect.bisect_left(TOKEN_CHECK_BUCKETS, seconds)] += 1
+        self.token_check_seconds += seconds
 
 
 class RealmServer:
@@ -68,12 +92,17 @@ class RealmServer:
         self.store = store
         self.private, self.public = keypair
         self.loop = asyncio.get_running_loop()
-        self.decider = LoginDecider(store, LoginLimiter(), config.open_enrolment)
+        self.stats = Stats()
+        self.decider = LoginDecider(store, LoginLimiter(), config.open_enrolment,
+                                    on_token_check=self.stats.token_checked)
         self.router = (make_router or (lambda realm: LocalRouter(realm, store)))(self)
         self.handshaking = set()
         self.links = set()
         self.adopting = 0  # TCP connections accepted, their Link not made yet
         self.stats = Stats()
+        self.serial_ports = []
+        self.reports = {}  # device id text -> (wall time, report): the latest, for display only
+        self.changes = 0  # bumped whenever what the status page lists may have changed
         self._tasks = set()
         self._unflushed = set()  # links given packets since the loop last wrote them
 
@@ -123,8 +152,10 @@ class RealmServer:
 
     async def start_session(self, link, decision):
         link.device = id_text(link.conn.device_id)
+        link.since = time.time()
         self.handshaking.discard(link)
-        self.stats.logins += 1
+        self.stats.logins["pinned" if link.conn.pinned_path else "first_contact"] += 1
+        self.changes += 1
         how = " (enrolled)" if decision.enrolled else " (key bound)" if decision.bound_now else ""
         link.log.line(logging.INFO, "login %s from %s%s", link.label, link.address, how)
         await self.router.open_session(link, lambda: link.conn.accept_login(
@@ -133,8 +164,17 @@ class RealmServer:
     def link_ended(self, link):
         self.links.discard(link)
         self.handshaking.discard(link)
+        self.stats.serial_drops += getattr(link.framer, "dropped", 0)
         if link.device is not None:
+            self.changes += 1
             self.router.close_session(link)
+
+    def device_reported(self, link, report):
+        """Keep a device's latest DeviceReport in memory: it is only shown, and every
+        device sends a new one right after its next Welcome."""
+        self.reports[link.device] = (time.time(), report)
+        self.stats.reports += 1
+        self.changes += 1
 
     # -- housekeeping -----------------------------------------------------------
     async def housekeeping(self):
@@ -159,6 +199,7 @@ class RealmServer:
         """Close the sessions of the devices an admin removed (None: nothing changed)."""
         if not removed:
             return
+        self.changes += 1
         for link in self.router.links():
             if link.device in removed:
                 link.conn.close(DENIED, "device removed from the realm")
@@ -168,8 +209,9 @@ class RealmServer:
         s = self.stats
         log.info("summary: %d sessions, %d in handshake, %d connects, %d logins, "
                  "%d packets relayed, %d queued, %d refusals",
-                 len(self.router), len(self.handshaking), s.connects, s.logins,
-                 s.relayed, s.queued, s.refusals)
+                 len(self.router), len(self.handshaking), s.connects, sum(s.logins.values()),
+                 s.relayed[codec.DELIVERED] + s.flushed, s.relayed[codec.QUEUED],
+                 sum(s.refusals.values()))
 
     async def shutdown(self):
         for link in list(self.links):
@@ -192,8 +234,10 @@ class Link:
         self.transport = transport
         self.address = address
         self.source = source
+        self.framer = framer
         self.device = None  # its id text once logged in
         self.name = None  # its name in the registry ("" for none), for the logs, once known
+        self.since = None  # wall time of its login
         self.ended = False
         self._timer = None
         self._timer_at = None
@@ -245,10 +289,15 @@ class Link:
             conn.send_peer_key(event.peer, self.realm.store.bound_key(id_text(event.peer)))
         elif isinstance(event, LoginRequest):
             self.realm.spawn(self._login(event))
+        elif isinstance(event, DeviceReportPacket):
+            self.realm.device_reported(self, event.report)
         # Closed: flush() sees conn.closed and ends the link.
 
     def delivered(self, msg_id, status):
         """The router's answer to a ProxyPass from this link."""
+        self.realm.stats.relayed[status] += 1
+        if status == codec.QUEUED:
+            self.realm.changes += 1  # a device's queued count on the status page
         if msg_id and not (self.ended or self.conn.closed):
             self.conn.send_delivery(msg_id, status)
             self.realm.flush_soon(self)
@@ -284,6 +333,7 @@ class Link:
         if data:
             self.transport.write(data)
             if self.transport.get_write_buffer_size() > self.realm.config.send_limit:
+                self.realm.stats.slow_readers += 1
                 self._end("slow reader: over %d bytes unsent" % self.realm.config.send_limit,
                           abort=True)
                 return
@@ -313,7 +363,10 @@ class Link:
         # The realm ended a link that never logged in: a refusal (bad login, key, limit...).
         refused = why is None and error is not None and not error.remote and self.device is None
         if refused:
-            self.realm.stats.refusals += 1
+            refusals = self.realm.stats.refusals
+            refusals[error.name] = refusals.get(error.name, 0) + 1
+        elif error is not None and error.code == SESSION_REPLACED and not error.remote:
+            self.realm.stats.replaced += 1
         self.realm.link_ended(self)
         if self.name is None and self.conn.device_id is not None:
             self.realm.spawn(self._log_end_named(why, refused))  # the name is in the store
@@ -396,10 +449,11 @@ async def serve(config, store, keypair, ready=None, make_router=None):
         realm.loop.add_signal_handler(sig, stop.set)
     server = Listener(realm.loop, config.host, config.port, realm.adopt_tcp,
                       lambda: len(realm.links) + realm.adopting)
-    ports = [SerialPort(realm, path, config.baud) for path in config.serial]
+    ports = realm.serial_ports = [SerialPort(realm, path, config.baud) for path in config.serial]
     for port in ports:
         realm.spawn(port.run())
     realm.spawn(realm.housekeeping())
+    api = await _start_http(realm) if config.http is not None else None
     bound = server.sockets[0].getsockname()
     log.info("realm %s listening on %s:%d, data in %s, heartbeat %d s%s, at most %d "
              "connections (open-file limit %d)", config.name, bound[0], bound[1],
@@ -411,9 +465,45 @@ async def serve(config, store, keypair, ready=None, make_router=None):
     await stop.wait()
     log.info("shutting down: telling %d links", len(realm.links))
     server.close()
+    if api is not None:
+        await api.close()
+        _forget_http(config.data_dir)
     for port in ports:
         port.stop()
     await realm.shutdown()
     await store.stop()
     realm.log_summary()
     log.info("stopped")
+
+
+HTTP_FILE = "realm.http"  # in the data folder while the HTTP API runs: where `realm status` asks
+
+
+async def _start_http(realm):
+    from host.web import HttpApi, is_loopback, status_url
+    host, port = realm.config.http
+    token = realm.config.http_token
+    if not token and not is_loopback(host):
+        raise ValueError("the HTTP API on %s is reachable beyond this machine: give it a "
+                         "token (--http-token or REALM_HTTP_TOKEN), or bind it to 127.0.0.1"
+                         % host)
+    api = HttpApi(realm, host, port, token)
+    try:
+        bound = await api.start()
+    except OSError as e:
+        raise ValueError("cannot serve the HTTP API on %s:%d: %s" % (host, port,
+                                                                     e.strerror or e))
+    log.info("status page and /metrics on http://%s:%d/ (%s)", bound[0], bound[1],
+             "bearer token required" if token else "loopback only, no token")
+    path = os.path.join(realm.config.data_dir, HTTP_FILE)
+    with open(path + ".tmp", "w") as f:
+        f.write(status_url(bound[0], bound[1]) + "\n")
+    os.replace(path + ".tmp", path)
+    return api
+
+
+def _forget_http(data_dir):
+    try:
+        os.remove(os.path.join(data_dir, HTTP_FILE))
+    except FileNotFoundError:
+        pass

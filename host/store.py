@@ -16,6 +16,8 @@ worker thread) and the cluster's store on NATS KV and JetStream (`host/cluster.p
     await removed_devices(ids) -> those of `ids` no longer registered, or None when
                                          nothing changed since the last call
     await housekeeping(now)              periodic: expire old packets
+    await list_devices() -> [DeviceInfo] every registered device (the status page)
+    await queue_totals() -> (packets, bytes) in the offline queue, all targets together
     await start() / await stop()         the online flags cleared, the store closed
 
 Ids are canonical id text (`registry.id_text`).
@@ -96,6 +98,12 @@ class LocalStore:
 
     def housekeeping(self, now):
         return self._run(self._db.expire, now)
+
+    def list_devices(self):
+        return self._run(self._db.list_devices)
+
+    def queue_totals(self):
+        return self._run(self._db.queue_totals)
 
 
 def _log_failure(future):

@@ -46,6 +46,10 @@ class RealmProcess:
         self.extra = [str(a) for a in extra]
         self.fd_limit = fd_limit
         self.port = free_port()
+        self.http_port = None
+        if "--http" not in self.extra:  # never the default 7780: tests run side by side
+            self.http_port = free_port()
+            self.extra += ["--http", "127.0.0.1:%d" % self.http_port]
         self.log_path = os.path.join(self.data_dir, "..", "realm-%d.log" % self.port)
         self.proc = None
         self.start()

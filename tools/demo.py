@@ -33,6 +33,7 @@ class Demo:
         key = self.realm.admin("key")
         say("realm", "listening on 127.0.0.1:%d, key fingerprint %s..." % (
             self.realm.port, key["fingerprint"][:16]))
+        say("realm", "status page: http://127.0.0.1:%d/" % self.realm.http_port)
 
     def add_device(self, name):
         device = self.realm.admin("device", "add", "--name", name)

@@ -47,7 +47,8 @@ class RealmProcess:
         self.data = os.path.join(folder, "realm-data")
         self.log_path = os.path.join(folder, "realm.log")
         self.port = free_port()  # the default 7711 may be taken by a realm already running
-        self.extra = list(extra)
+        self.http_port = free_port()  # and the status page's 7780 too
+        self.extra = ["--http", "127.0.0.1:%d" % self.http_port] + list(extra)
         self.proc = None
 
     def start(self):
