@@ -29,6 +29,7 @@ help:
 	@echo "  make firmware BOARD=... compile shared/ and firmware/ to .mpy in build/BOARD/"
 	@echo "  make bench       protocol-core benchmarks, MicroPython beside CPython"
 	@echo "  make bench-realm  realm throughput, latency, memory; mosquitto side by side"
+	@echo "  make screenshot  docs/status.png: the status page in headless chromium"
 	@echo "  make bench-device simulated devices: connect times, round trip, heap"
 	@echo "  make clean       remove .venv, build/ and the test caches"
 
@@ -42,12 +43,18 @@ venv install: $(STAMP)
 
 # socat makes the pty pairs of the serial and virtual-board tests. Debian's package,
 # installed here when missing (as root, as on CI); otherwise say how.
+# chromium: the status page test drives it headless (Playwright, executable_path; no
+# browser is ever downloaded). Each is a command and the Debian package of that name.
+SYSTEM_TOOLS := socat chromium
+
 system-deps:
-	@command -v socat >/dev/null 2>&1 || { \
+	@missing=""; for tool in $(SYSTEM_TOOLS); do \
+	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing socat (serial-link tests)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat >/dev/null; \
-	  else echo "socat is missing: sudo apt-get install socat" >&2; exit 1; fi; }
+	    echo "installing$$missing (serial-link and status-page tests)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing:$$missing: sudo apt-get install$$missing" >&2; exit 1; fi; fi
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q
@@ -65,6 +72,11 @@ realm: $(STAMP)
 .PHONY: bench-realm
 bench-realm: $(STAMP)
 	$(PY) bench/realm.py
+
+# docs/status.png, the README's picture of the status page: the browser test saves it.
+.PHONY: screenshot
+screenshot: $(STAMP) system-deps
+	REALM_SCREENSHOT=docs/status.png $(PY) -m pytest -q tests/test_status_page.py
 
 # The firmware (issue 4): flashing, provisioning, simulated devices. docs/FIRMWARE.md.
 # Simulated devices get the heap of a small board: SIM_HEAP=128k by default.

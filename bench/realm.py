@@ -67,13 +67,15 @@ def wait_port(port, proc, timeout=10):
 class RealmProcess:
     def __init__(self, workdir, *extra):
         self.port = free_port()
+        self.http_port = free_port()
         self.data = os.path.join(workdir, "realm-%d" % self.port)
         self.log_path = os.path.join(workdir, "realm-%d.log" % self.port)
         realm = os.path.join(os.path.dirname(sys.executable), "realm")
         cmd = [realm] if os.path.exists(realm) else [sys.executable, "-m", "host.cli"]
         self.cmd = cmd + ["serve", "--listen", "127.0.0.1:%d" % self.port, "--data", self.data,
                           "--heartbeat", "3600", "--handshake-timeout", "120",
-                          "--max-handshakes", "1000", "--summary", "3600"] + list(extra)
+                          "--max-handshakes", "1000", "--summary", "3600", "--http",
+                          "127.0.0.1:%d" % self.http_port] + list(extra)
         self.start()
 
     def start(self):
@@ -205,6 +207,62 @@ async def fleet_restart(workdir, count):
     return first, listening, again, fleet.retries
 
 
+class Watcher:
+    """A person with the status page open (its live feed read as it comes) and Prometheus
+    scraping /metrics every second, while the relay runs."""
+
+    def __init__(self, port):
+        self.port = port
+        self.scrapes = 0
+        self.feed_bytes = 0
+        self._tasks = []
+
+    async def __aenter__(self):
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._feed()), loop.create_task(self._scrape())]
+        return self
+
+    async def __aexit__(self, *exc):
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _get(self, path):
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.write(b"GET %s HTTP/1.1\r\nHost: bench\r\n\r\n" % path)
+        return reader, writer
+
+    async def _feed(self):
+        reader, writer = await self._get(b"/api/events")
+        try:
+            while True:
+                self.feed_bytes += len(await reader.read(65536))
+        finally:
+            writer.close()
+
+    async def _scrape(self):
+        while True:
+            reader, writer = await self._get(b"/metrics")
+            body = await reader.read()
+            writer.close()
+            if b"realm_relayed_packets_total" not in body:
+                raise RuntimeError("no metrics in the scrape")
+            self.scrapes += 1
+            await asyncio.sleep(1.0)
+
+
+async def relay_watched(realm, pairs, count, window, rounds):
+    """Realm CPU per relayed packet without and with a watcher, alternating rounds: the
+    medians of each (the machine is shared, so one run of each would mostly show noise)."""
+    plain, watched, scrapes = [], [], 0
+    for _ in range(rounds):
+        plain.append((await relay(realm, pairs, count, window))[1])
+        async with Watcher(realm.http_port) as watcher:
+            watched.append((await relay(realm, pairs, count, window))[1])
+        scrapes += watcher.scrapes
+    return sorted(plain)[rounds // 2], sorted(watched)[rounds // 2], scrapes
+
+
 def percentile(values, p):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
@@ -294,7 +352,7 @@ def main():
             report_fleet(asyncio.run(fleet_restart(workdir, fleet)), fleet)
             return
         figures = asyncio.run(realm_phases(workdir, sessions, token_devices, rounds, pairs,
-                                           per_pair, one_to_one, pings))
+                                           per_pair, one_to_one, pings, 1 if q else 5))
         figures["fleet"] = asyncio.run(fleet_restart(workdir, fleet))
         broker = []
         if not args.no_mosquitto and ensure_mosquitto():
@@ -310,7 +368,7 @@ def main():
 
 
 async def realm_phases(workdir, sessions, token_devices, rounds, pairs, per_pair, one_to_one,
-                       pings):
+                       pings, watch_rounds):
     figures = {}
     realm = RealmProcess(workdir)
     try:
@@ -331,6 +389,7 @@ async def realm_phases(workdir, sessions, token_devices, rounds, pairs, per_pair
         figures["relay"] = await relay(realm, pairs, per_pair, WINDOW)
         figures["one_to_one"] = await relay(realm, 1, one_to_one, 1024)
         figures["latency"] = await latency(realm, pings)
+        figures["watched"] = await relay_watched(realm, pairs, per_pair, WINDOW, watch_rounds)
     finally:
         realm.stop()
     figures["pairs"] = pairs
@@ -359,6 +418,11 @@ def report(f, broker, one_to_one):
     print("%-50s %12s %14s %8.2f %8.2f" % ("1 pair, one packet at a time", "-", "-",
                                            percentile(lat, 50) / 1e6,
                                            percentile(lat, 99) / 1e6))
+    plain, watched, scrapes = f["watched"]
+    print("%-50s %12s %14.1f" % ("same, nobody watching (median)", "-", plain))
+    print("%-50s %12s %14.1f %+7.1f %%" % (
+        "same, page open + /metrics every 1 s (%d scrapes)" % scrapes, "-", watched,
+        100.0 * (watched - plain) / plain))
     rate, cpu, _ = f["one_to_one"]
     print()
     print("%-50s %12s %14s %10s" % ("1 publisher -> 1 subscriber, %d messages of %d B"
