@@ -245,6 +245,7 @@ def cmd_status(args):
         with _registry(args) as registry:
             status = registry_status(registry, _realm_public(args.data))
         status["realm"]["why"] = why
+        status["realm"]["served"] = served
     if args.json:
         print(json.dumps(status))
     else:
@@ -262,7 +263,8 @@ def format_status(status, url):
                      r["online"], r["devices"], r["handshakes"], r["queue"]["packets"],
                      r["rates"]["packets_per_s"], r["rates"]["logins_per_s"])]
     else:
-        lines = ["from the registry (%s): online is what the realm last wrote" % r["why"],
+        lines = ["from the registry (%s)%s" % (r["why"], ": online as the running realm last "
+                                               "wrote it" if r["served"] else ""),
                  "fingerprint %s" % r["fingerprint"],
                  "%d devices, %d packets queued" % (r["devices"], r["queue"]["packets"])]
     devices = status["devices"]
