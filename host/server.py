@@ -99,7 +99,6 @@ class RealmServer:
         self.handshaking = set()
         self.links = set()
         self.adopting = 0  # TCP connections accepted, their Link not made yet
-        self.stats = Stats()
         self.serial_ports = []
         self.reports = {}  # device id text -> (wall time, report): the latest, for display only
         self.changes = 0  # bumped whenever what the status page lists may have changed
