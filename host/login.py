@@ -85,7 +85,7 @@ class LoginDecider:
         self._verified = {}  # device id text -> (token_hash, HMAC of the token that passed)
         self._device_checks = _Slots(CHECKS_PER_DEVICE)
         self._address_checks = _Slots(CHECKS_PER_ADDRESS)
-        self._on_token_check = on_token_check  # called with the seconds each slow check took
+        self._on_token_check = on_token_check  # called with the seconds each token check took
 
     def close(self):
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -129,10 +129,13 @@ class LoginDecider:
             return Decision(BAD_LOGIN, "unknown device or wrong token")
         if not (MIN_TOKEN_BYTES <= len(token) <= MAX_TOKEN_BYTES):
             return Decision(BAD_LOGIN, "token of %d bytes" % len(token))
+        started = time.perf_counter()
         if tokens.is_slow(device.token_hash):
             ok = await self._slow_check(device, token, address)
         else:
             ok = tokens.verify_token(token, device.token_hash)  # one SHA-256: on the loop
+        if self._on_token_check is not None:
+            self._on_token_check(time.perf_counter() - started)
         if not ok:
             return Decision(BAD_LOGIN, "unknown device or wrong token")
         return Decision()
@@ -148,11 +151,8 @@ class LoginDecider:
                 if self._cached(device, mark):  # the check it waited for passed this token
                     return True
                 loop = asyncio.get_running_loop()
-                started = time.perf_counter()
                 ok = await loop.run_in_executor(self._pool, tokens.verify_token, token,
                                                 device.token_hash)
-                if self._on_token_check is not None:
-                    self._on_token_check(time.perf_counter() - started)
             finally:
                 self._address_checks.release(address)
         finally:

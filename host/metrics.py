@@ -78,8 +78,8 @@ class RealmCollector:
             running += count
             buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
         yield HistogramMetricFamily(
-            "realm_token_check_seconds", "time to check a token against its slow hash "
-            "(first logins; reconnects use a cache)", buckets=buckets,
+            "realm_token_check_seconds", "time to check a login's token (realm-made tokens: one "
+            "SHA-256; chosen ones: scrypt, off the loop, cached after it passed)", buckets=buckets,
             sum_value=s.token_check_seconds)
 
 
