@@ -18,7 +18,7 @@ _KEPT = const(16)  # Delivery results remembered for delivery()/delivery_status(
 class Device:
     def __init__(self, runtime):
         self._runtime = runtime
-        runtime.listener = self
+        runtime.add_listener(self)
         self.config = runtime.config  # the checked config.json, as a dict
         self.device_id = runtime.config["device_id_str"]
         self.name = runtime.config["name"]
@@ -56,9 +56,7 @@ class Device:
         """Send bytes to a peer; returns the msg_id that delivery() reports on.
         Raises SendQueueFull when too many sends wait (offline, or a key being fetched),
         ValueError when data is over the realm's size limit."""
-        msg_id = self._runtime.endpoint.send(self.peer_id(peer), bytes(data))
-        self._after_call()
-        return msg_id
+        return self._runtime.send(self.peer_id(peer), bytes(data))
 
     def delivery_status(self, msg_id):
         """The Delivery status name of msg_id, or None while it is not known yet."""
@@ -74,10 +72,8 @@ class Device:
     async def ping(self, peer, data=b"", timeout_ms=10000):
         """Round trip to a peer's device (end-to-end Ping/Pong); its time in ms, or None."""
         peer = self.peer_id(peer)
-        clock = self._runtime.clock
-        started = clock.now()
-        self._runtime.endpoint.ping(peer, data)
-        self._after_call()
+        started = self._runtime.now_ms()
+        self._runtime.ping(peer, data)
 
         def answered():
             for item in self._pongs:
@@ -88,7 +84,7 @@ class Device:
 
         if await self._until(answered, timeout_ms) is None:
             return None
-        return clock.now() - started
+        return self._runtime.now_ms() - started
 
     # -- receiving and status ---------------------------------------------------
     def on_message(self, callback):
@@ -106,7 +102,7 @@ class Device:
 
     def now_ms(self):
         """Milliseconds since boot (never wraps)."""
-        return self._runtime.clock.now()
+        return self._runtime.now_ms()
 
     @property
     def online(self):
@@ -118,11 +114,7 @@ class Device:
 
     @property
     def stats(self):
-        stats = dict(self._runtime.stats)
-        stats["dropped"] = self._runtime.endpoint.dropped
-        stats["queued"] = self._runtime.endpoint.queued()
-        stats["next_key_ready"] = self._runtime.next_key_ready
-        return stats
+        return self._runtime.stats()
 
     async def wait_online(self, timeout_ms=None):
         return await self._until(lambda: self.online or None, timeout_ms)
@@ -159,14 +151,10 @@ class Device:
         self._changed.set()
 
     # -- internals --------------------------------------------------------------
-    def _after_call(self):
-        self._runtime.dispatch_app_events()
-        self._runtime.kick()
-
     async def _until(self, check, timeout_ms):
         """Wait until check() returns something other than None, or timeout_ms passes."""
-        clock = self._runtime.clock
-        end = None if timeout_ms is None else clock.now() + timeout_ms
+        runtime = self._runtime
+        end = None if timeout_ms is None else runtime.now_ms() + timeout_ms
         while True:
             result = check()
             if result is not None:
@@ -174,11 +162,11 @@ class Device:
             if end is None:
                 await self._changed.wait()
             else:
-                left = end - clock.now()
+                left = end - runtime.now_ms()
                 if left <= 0:
                     return None
                 try:
-                    await asyncio.wait_for_ms(self._changed.wait(), left)
+                    await runtime.wait_for_ms(self._changed.wait(), left)
                 except asyncio.TimeoutError:
                     pass
             self._changed.clear()

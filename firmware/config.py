@@ -5,12 +5,10 @@ import json
 from binascii import unhexlify
 
 from shared.codec import uuid_from_str
+from shared.reconnect import DEFAULTS as RECONNECT_DEFAULTS
 from shared.protocol import (DEFAULT_PORT, HANDSHAKE_TIMEOUT_MS, MAX_TOKEN_BYTES,
                              MIN_TOKEN_BYTES)
 
-# Reconnect delays (ms): capped exponential backoff with jitter; authentication and key
-# errors wait auth_ms. Tests shorten them through the config's "reconnect" object.
-DEFAULT_RECONNECT = {"min_ms": 1000, "max_ms": 60000, "auth_ms": 300000}
 _KNOWN = ("device_id", "token", "name", "realm", "realm_key", "private_key", "peers", "wifi",
           "reconnect", "handshake_ms", "app")
 _SERIAL_KEYS = ("uart", "tx", "rx", "baud", "path")
@@ -113,9 +111,10 @@ def _peers(given):
 
 def _reconnect(given):
     _object(given, "reconnect")
-    r = dict(DEFAULT_RECONNECT)
+    # Reconnect delays (ms), shared/reconnect.py's policy: tests shorten them.
+    r = dict(RECONNECT_DEFAULTS)
     for key in given:
-        if key not in DEFAULT_RECONNECT:
+        if key not in RECONNECT_DEFAULTS:
             raise ConfigError("reconnect.%s: unknown field (known: min_ms, max_ms, auth_ms)"
                               % key)
         r[key] = _int(given[key], "reconnect." + key, 10, 86400000)

@@ -8,37 +8,21 @@
 # pump; the application's sends are also written at once (a stream write never blocks).
 import asyncio
 import gc
-import random
-import time
 
 from shared import RELEASE, crypto
 from shared.framing import StreamFramer
 from shared.compat import const
 from shared.report import ReportingConnection
 from shared.endpoint import Endpoint
-from shared.errors import (BAD_LOGIN, KEY_MISMATCH, KEY_CHECK_FAILED, RATE_LIMITED, DENIED,
-                           SESSION_REPLACED, UNSUPPORTED, LINK_LOST)
+from shared.errors import KEY_CHECK_FAILED, KEY_MISMATCH, LINK_LOST
 from shared.codec import uuid_to_str
 from shared.events import Welcomed, PeerPinned, PeerKeyChanged
+from shared.reconnect import Reconnect, is_refusal
 
 _READ_SIZE = const(512)
 _CONNECT_TIMEOUT_MS = const(10000)
 _IDLE_MS = const(200)  # quiet this long after Welcome: time to make the next ephemeral key
 _REPORT_TEXT = const(64)  # characters kept of a text in the DeviceReport: it must fit 512 bytes
-# Refusals that another try soon would only repeat: wait reconnect.auth_ms, and say so.
-_AUTH_ERRORS = (BAD_LOGIN, KEY_MISMATCH, KEY_CHECK_FAILED, RATE_LIMITED, DENIED,
-                SESSION_REPLACED, UNSUPPORTED)
-
-
-def backoff_ms(reconnect, failures, auth):
-    """The wait before the next attempt after `failures` failed ones in a row: capped
-    exponential backoff, half of it random so that devices that lost the realm together
-    spread out; a refusal (auth) waits reconnect["auth_ms"]."""
-    if auth:
-        delay = reconnect["auth_ms"]
-    else:
-        delay = min(reconnect["min_ms"] << min(failures - 1, 16), reconnect["max_ms"])
-    return delay // 2 + random.randint(0, delay // 2)
 
 
 def _why(error):
@@ -49,37 +33,31 @@ def _why(error):
     return str(error)
 
 
-class Clock:
-    """Milliseconds since boot that never wrap (time.ticks_ms wraps after 2**30 ms)."""
-
-    def __init__(self):
-        self._last = time.ticks_ms()
-        self._ms = 0
-
-    def now(self):
-        t = time.ticks_ms()
-        self._ms += time.ticks_diff(t, self._last)
-        self._last = t
-        return self._ms
-
-
 class Runtime:
-    """The device's realm link. `listener` (the application API) gets the endpoint's
-    events through listener.event(e) and status changes through listener.status_changed()."""
+    """The device's realm link. Its listeners (system services first, then the
+    application API) get the endpoint's events through listener.event(e) and status
+    changes through listener.status_changed(status, detail).
 
-    def __init__(self, config, store, board, log=print):
+    loop: the event loop's clock and links (firmware/loop.py; a fake one in tests)."""
+
+    def __init__(self, config, store, board, log=print, loop=None):
         self.config = config
         self.store = store
         self.board = board
         self.log = log
-        self.clock = Clock()
+        if loop is None:
+            from firmware.loop import Loop
+            loop = Loop()
+        self.loop = loop
         self.endpoint = Endpoint(config["device_id"], store.private, store.next_boot(),
                                  store.peers, on_new_boot=store.set_boot)
-        self.listener = None
         self.app_version = None  # the app's __version__, for the DeviceReport
+        self.reconnect = Reconnect(**config["reconnect"])
+        self._listeners = []
+        self._services = 0  # how many of _listeners, at the front, are system services
         self.status = "booting"
         self.detail = ""
-        self.stats = {"connects": 0, "welcome_ms": None, "pinned_path": None}
+        self._stats = {"connects": 0, "welcome_ms": None, "pinned_path": None}
         self._ephemeral = None
         self._conn = None
         self._stream = None
@@ -92,7 +70,47 @@ class Runtime:
         self._buf = bytearray(_READ_SIZE)
         self._view = memoryview(self._buf)
 
-    # -- for the application API --------------------------------------------------
+    # -- for the application API and the system services ---------------------------
+    def add_listener(self, listener, service=False):
+        """Give `listener` the events from now on: system services (service=True) before
+        the application, each group in the order added."""
+        if service:
+            self._listeners.insert(self._services, listener)
+            self._services += 1
+        else:
+            self._listeners.append(listener)
+
+    def send(self, peer, data):
+        """Data to a peer (16 bytes), end to end encrypted; its msg_id. SendQueueFull or
+        ValueError as Endpoint.send says."""
+        msg_id = self.endpoint.send(peer, data)
+        self._after_call()
+        return msg_id
+
+    def ping(self, peer, data=b""):
+        msg_id = self.endpoint.ping(peer, data)
+        self._after_call()
+        return msg_id
+
+    def now_ms(self):
+        """Milliseconds since boot (never wraps)."""
+        return self.loop.now()
+
+    async def wait_for_ms(self, awaitable, ms):
+        return await self.loop.wait_for_ms(awaitable, ms)
+
+    def stats(self):
+        stats = dict(self._stats)
+        stats["dropped"] = self.endpoint.dropped
+        stats["queued"] = self.endpoint.queued()
+        stats["next_key_ready"] = self._ephemeral is not None
+        return stats
+
+    def _after_call(self):
+        for event in self.endpoint.take_events():
+            self._app_event(event)
+        self.kick()
+
     def kick(self):
         """Bytes were queued on the connection (or may be): write them now, so a burst of
         sends never piles up in one large buffer, and let the pump drain the rest."""
@@ -102,15 +120,6 @@ class Runtime:
             if data:
                 stream.write(data)  # never blocks: what the link won't take now is buffered
         self._wake.set()
-
-    @property
-    def next_key_ready(self):
-        """The next connection's ephemeral key is made already."""
-        return self._ephemeral is not None
-
-    def dispatch_app_events(self):
-        for event in self.endpoint.take_events():
-            self._app_event(event)
 
     def forget_peer(self, peer):
         """The user re-pins a peer: its next key is trusted on first use."""
@@ -124,14 +133,13 @@ class Runtime:
 
     # -- the connection loop ------------------------------------------------------
     async def run(self):
-        failures = 0
         while True:
             if self.store.refused is not None:
                 self._set_status("refused", self.store.refused + "; waiting for the user "
                                  "to re-pin the realm key")
                 await self._repinned.wait()
                 self._repinned.clear()
-                failures = 0
+                self.reconnect.connected()  # the user acted: start the backoff over
                 continue
             if self._ephemeral is None:
                 self._ephemeral = crypto.generate_keypair()
@@ -139,12 +147,13 @@ class Runtime:
             # objects are made, so they pack together instead of scattering the free heap.
             gc.collect()
             self._set_status("connecting", self._link_name())
+            error = None
             try:
                 conn = await self._session()
             except OSError as e:
-                why, auth = "cannot reach the realm: %s" % (e,), False
+                why = "cannot reach the realm: %s" % (e,)
             except MemoryError:
-                why, auth = "out of memory", False
+                why = "out of memory"
             else:
                 error = conn.error
                 if conn.realm_key_changed:
@@ -159,17 +168,15 @@ class Runtime:
                     self.store.unconfirm_realm()
                     continue
                 why = _why(error)
-                auth = error.code in _AUTH_ERRORS
                 if error.code == KEY_MISMATCH and error.remote:
                     # Fixed by the realm's operator, not by waiting: try at the normal pace.
-                    why, auth = self._device_key_refused(), False
+                    why, error = self._device_key_refused(), None
                 if conn.established:
-                    failures = 0
-            failures += 1
-            delay = backoff_ms(self.config["reconnect"], failures, auth)
-            self._set_status("error" if auth else "offline",
+                    self.reconnect.connected()
+            delay = self.reconnect.next_delay_ms(error)
+            self._set_status("error" if is_refusal(error) else "offline",
                              "%s; retrying in %d ms" % (why, delay))
-            await asyncio.sleep_ms(delay)
+            await self.loop.sleep_ms(delay)
 
     def _device_key_refused(self):
         return ("the realm holds another key for this device: its key pair is new (flash "
@@ -177,7 +184,7 @@ class Runtime:
                 "realm: realm device reset-key %s" % self.config["name"])
 
     async def _session(self):
-        started = self.clock.now()
+        started = self.loop.now()
         stream, framer = await self._open_link()
         ephemeral, self._ephemeral = self._ephemeral, None
         store = self.store
@@ -185,11 +192,11 @@ class Runtime:
         # The pinned path only once a Welcome confirmed this key pair (dh2 kept beside it).
         self._announced_pin = store.dh2 is not None
         conn = ReportingConnection(self.report, c["device_id"], store.private, store.public,
-                                   c["token"], framer, self.clock.now(),
+                                   c["token"], framer, self.loop.now(),
                                    realm_public=store.realm_public, dh2=store.dh2,
                                    ephemeral=ephemeral, handshake_timeout_ms=c["handshake_ms"],
                                    announce_pin=self._announced_pin)
-        self.stats["connects"] += 1
+        self._stats["connects"] += 1
         self._conn, self._stream = conn, stream
         self._started = started
         self._lost = None
@@ -209,8 +216,8 @@ class Runtime:
         """The DeviceReport (PROTOCOL.md section 7): the connection sends it right after
         Welcome and then once a minute."""
         c = self.config
-        report = {"fw": RELEASE, "board": self.board.NAME, "up": self.clock.now() // 1000,
-                  "boot": self.store.boot, "heap": gc.mem_free(),
+        report = {"fw": RELEASE, "board": self.board.NAME, "up": self.loop.now() // 1000,
+                  "boot": self.store.boot, "heap": self.loop.free_heap(),
                   "link": "serial" if c["serial"] is not None else
                   "wifi" if c["wifi"] is not None else "tcp"}
         if self.app_version is not None:
@@ -234,18 +241,18 @@ class Runtime:
                     port = self.board.open_serial(c["serial"])
                 except ValueError as e:  # a setting this board cannot do, e.g. the baud
                     raise OSError("serial link %s: %s" % (c["serial"], e))
-                self._serial = asyncio.StreamReader(port)
+                self._serial = self.loop.open_stream(port)
             # The link stays open between sessions: closing a pty can end its far side.
             from shared.serial_framing import SerialFramer  # a TCP device never loads it
             return self._serial, SerialFramer()
         if c["wifi"] is not None:
             await self.board.join_network(c["wifi"], self.log)
         try:
-            reader, writer = await asyncio.wait_for_ms(
-                asyncio.open_connection(c["host"], c["port"]), _CONNECT_TIMEOUT_MS)
+            stream = await self.loop.wait_for_ms(self.loop.open_tcp(c["host"], c["port"]),
+                                                 _CONNECT_TIMEOUT_MS)
         except asyncio.TimeoutError:
             raise OSError("no TCP connection in %d s" % (_CONNECT_TIMEOUT_MS // 1000))
-        return writer, StreamFramer()
+        return stream, StreamFramer()
 
     async def _close_link(self, stream):
         if stream is self._serial:
@@ -263,7 +270,7 @@ class Runtime:
                 if not n:
                     self._lost = "connection closed by the realm"
                     break
-                self._handle(conn.receive_data(self._view[:n], self.clock.now()))
+                self._handle(conn.receive_data(self._view[:n], self.loop.now()))
                 self._wake.set()
         except OSError as e:
             self._lost = "link error: %s" % (e,)
@@ -279,28 +286,28 @@ class Runtime:
                 await stream.drain()
             if conn.closed or self._lost is not None:
                 return
-            wait = conn.next_deadline() - self.clock.now()
+            wait = conn.next_deadline() - self.loop.now()
             if self._ephemeral is None and conn.established:
                 wait = min(wait, _IDLE_MS)
             if wait > 0:
                 try:
-                    await asyncio.wait_for_ms(self._wake.wait(), wait)
+                    await self.loop.wait_for_ms(self._wake.wait(), wait)
                 except asyncio.TimeoutError:
                     if self._ephemeral is None and conn.established:
                         # Idle: make the next attempt's key now, off its critical path.
                         self._ephemeral = crypto.generate_keypair()
                         gc.collect()
                 self._wake.clear()
-            self._handle(conn.tick(self.clock.now()))
+            self._handle(conn.tick(self.loop.now()))
 
     # -- events -------------------------------------------------------------------
     def _handle(self, events):
         for event in events:
             if isinstance(event, Welcomed):
                 self.store.pin_realm(event.realm_public, event.dh2)
-                took = self.clock.now() - self._started
-                self.stats["welcome_ms"] = took
-                self.stats["pinned_path"] = event.pinned_path
+                took = self.loop.now() - self._started
+                self._stats["welcome_ms"] = took
+                self._stats["pinned_path"] = event.pinned_path
                 self._set_status("online", "realm %r at %s in %d ms (%s)" % (
                     event.realm_name, self._link_name(), took,
                     "known realm" if event.pinned_path else "first contact"))
@@ -314,12 +321,12 @@ class Runtime:
         elif isinstance(event, PeerKeyChanged):
             self.log("peer %s offered another key than the pinned one: refused until the "
                      "user re-pins it" % uuid_to_str(event.peer))
-        if self.listener is not None:
-            self.listener.event(event)
+        for listener in self._listeners:
+            listener.event(event)
 
     def _set_status(self, status, detail=""):
         self.status, self.detail = status, detail
         self.log("%s: %s" % (status, detail) if detail else status)
         self.board.show_status(status)
-        if self.listener is not None:
-            self.listener.status_changed(status, detail)
+        for listener in self._listeners:
+            listener.status_changed(status, detail)

@@ -16,11 +16,11 @@ import serial
 from shared import RELEASE, codec, crypto
 from shared.report import ReportingConnection
 from shared.endpoint import Endpoint
-from shared.errors import (ProtocolError, BAD_LOGIN, KEY_MISMATCH, KEY_CHECK_FAILED, LINK_LOST,
-                           RATE_LIMITED, DENIED, SESSION_REPLACED, UNSUPPORTED)
+from shared.errors import ProtocolError, LINK_LOST
 from shared.events import Closed, Delivery, Message, PeerKeyChanged, PeerPinned, Pong, Welcomed
 from shared.framing import StreamFramer
 from shared.protocol import HANDSHAKE_TIMEOUT_MS
+from shared.reconnect import Reconnect, is_refusal
 from shared.serial_framing import SerialFramer
 from host import keyfile
 from host.fdstream import FdStream
@@ -262,13 +262,11 @@ def default_state_path(device_id_text):
 
 
 # -- the host API: one device kept online ---------------------------------------------
-# Errors after which connecting again soon would only be refused again: they end the
-# client. Anything else (the link lost, a timeout, the realm not up yet or restarting)
-# is waited out: 1 s, doubling to 30 s.
-REFUSALS = (BAD_LOGIN, KEY_MISMATCH, KEY_CHECK_FAILED, RATE_LIMITED, DENIED, SESSION_REPLACED,
-            UNSUPPORTED)
-RETRY_MIN_S = 1.0
-RETRY_MAX_S = 30.0
+# The firmware's reconnect policy (shared/reconnect.py): anything but a refusal (the link
+# lost, a timeout, the realm not up yet or restarting) is waited out with its backoff and
+# jitter. A refusal, after which connecting again soon would only be refused again, ends
+# the client: the firmware waits reconnect.auth_ms instead, but a person runs this and
+# minutes of silence would help nobody.
 
 Incoming = namedtuple("Incoming", "peer data")  # peer: the sender's id as UUID text
 
@@ -325,6 +323,7 @@ class RealmClient:
         self._handshake_timeout_s = handshake_timeout_s
         self._on_status = on_status
         self._reconnect = reconnect
+        self._backoff = Reconnect()
         self.device = None  # the HostDevice, once started
         self.error = None  # the refusal that ended the client
         self.last_failure = None  # why the last attempt ended, while it retries
@@ -446,7 +445,6 @@ class RealmClient:
 
     # -- the connection loop ----------------------------------------------------
     async def _run(self):
-        retry = RETRY_MIN_S
         while True:
             self._status("connecting", self.where)
             try:
@@ -454,7 +452,7 @@ class RealmClient:
             except (OSError, asyncio.TimeoutError, ProtocolError) as e:
                 error = e
             else:
-                retry = RETRY_MIN_S
+                self._backoff.connected()
                 self.last_failure = None
                 self._online.set()
                 self._status("online", "as %s at %s" % (self.device_id, self.where))
@@ -462,14 +460,14 @@ class RealmClient:
                 self._online.clear()
             self.device.close()
             self._dispatch_pending()
-            if not self._reconnect or isinstance(error, ProtocolError) and \
-                    error.code in REFUSALS:
+            if not self._reconnect or is_refusal(error):
                 self._end(error)
                 return
             self.last_failure = error
-            self._status("offline", "%s; connecting again in %.0f s" % (describe(error), retry))
-            await asyncio.sleep(retry)
-            retry = min(retry * 2, RETRY_MAX_S)
+            retry_ms = self._backoff.next_delay_ms(error)
+            self._status("offline", "%s; connecting again in %.1f s" % (describe(error),
+                                                                        retry_ms / 1000))
+            await asyncio.sleep(retry_ms / 1000)
 
     async def _connect(self):
         self._dispatch_pending()

@@ -1,6 +1,6 @@
 """The firmware's parts that need no realm: the config check (a bad field is named),
-the on-flash store (atomic, what survives a reboot), the reconnect backoff, and the
-commands the flash tool runs. Run under CPython: these modules are interpreter-neutral
+the on-flash store (atomic, what survives a reboot), and the commands the flash tool
+runs. Run under CPython: these modules are interpreter-neutral
 (the end-to-end tests run them under MicroPython)."""
 import json
 import os
@@ -9,7 +9,6 @@ import pytest
 
 from firmware import store as store_module
 from firmware.config import ConfigError, load, validate
-from firmware.runtime import backoff_ms
 from firmware.store import Store, StoreError
 from tools.build import build, profile
 from tools.flash import ampy_commands, files_to_copy, mpremote_commands
@@ -163,18 +162,6 @@ def test_a_damaged_identity_is_reported_not_replaced(tmp_path):
         f.write(b"short")
     with pytest.raises(StoreError, match="identity is damaged \\(5 bytes\\)"):
         Store(folder).load()
-
-
-# -- reconnect backoff ------------------------------------------------------------------
-def test_backoff_grows_exponentially_to_its_cap_with_jitter():
-    r = {"min_ms": 1000, "max_ms": 60000, "auth_ms": 300000}
-    for failures, full in ((1, 1000), (2, 2000), (3, 4000), (6, 32000), (7, 60000),
-                           (40, 60000)):
-        waits = [backoff_ms(r, failures, False) for _ in range(200)]
-        assert full // 2 <= min(waits) and max(waits) <= full
-        assert len(set(waits)) > 1  # jitter
-    waits = [backoff_ms(r, 1, True) for _ in range(50)]
-    assert min(waits) >= 150000  # a refusal waits far longer, from the first time
 
 
 # -- the flash tool's commands -----------------------------------------------------------
