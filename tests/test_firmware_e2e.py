@@ -206,8 +206,8 @@ def test_the_documented_app_example_runs(tmp_path, fleet):
     bob = fleet.add("bob")
     online(bob)
     app = tmp_path / "greeter.py"
-    app.write_text(re.sub(r'FRIEND = "[0-9a-f-]{36}"', 'FRIEND = "%s"' % bob.id, example))
-    alice = fleet.add("alice", start=False)
+    app.write_text(example)  # it names its friend "kitchen": the config's peers say who
+    alice = fleet.add("alice", start=False, peers={"kitchen": bob.id})
     alice.app = str(app)
     alice.start()
     alice.wait(r"^greeting 1 DELIVERED$")

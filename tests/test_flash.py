@@ -17,6 +17,7 @@ import pytest
 
 from tests.fw_helpers import (Fleet, board, make, online, realm, received,  # noqa: F401
                               send, start_realm, unix_build, wait_for_path)  # (fixtures)
+from shared import crypto
 from tests.realm_helpers import run_cli
 from tools.simproc import ROOT, write_config
 
@@ -72,7 +73,10 @@ def test_make_provision_registers_pins_the_realm_and_flashes(realm, board, unix_
     _code, key, _err = run_cli("key", "--data", realm.data_dir, "--json")
     assert config["realm_key"] == json.loads(key)["public_key"]
     _code, devices, _err = run_cli("device", "list", "--data", realm.data_dir, "--json")
-    assert config["device_id"] in [d["id"] for d in json.loads(devices)]
+    listed = {d["id"]: d for d in json.loads(devices)}
+    # Its key pair was made here and bound before it ever booted.
+    public = crypto.public_key(bytes.fromhex(config["private_key"]))
+    assert listed[config["device_id"]]["fingerprint"] == crypto.fingerprint(public).hex()
 
     booted = board.boot().start()
     try:
