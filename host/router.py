@@ -9,7 +9,7 @@ cluster's router on NATS (`host/cluster.py`) answer them the same way:
                                        (it sends Welcome), then hand over the stored
                                        packets before any live one
     close_session(link)                the link ended
-    route(origin, proxy)               deliver or store a ProxyPass from the link `origin`;
+    relay(origin, peer, msg_id, inner) deliver or store a ProxyPass from the link `origin`;
                                        `origin.delivered(msg_id, status)` is called once
                                        with its Delivery status, possibly later
     links()                            the local session links
@@ -86,17 +86,17 @@ class LocalRouter:
             del self.sessions[link.conn.device_id]
             self.store.set_online(link.device, False, time.time())
 
-    def route(self, origin, proxy):
+    def relay(self, origin, peer, msg_id, inner):
         sender = origin.conn.device_id
-        held = self._held.get(proxy.peer)
+        held = self._held.get(peer)
         if held is not None:
-            held.append((sender, proxy.msg_id, proxy.inner, origin))
+            held.append((sender, msg_id, inner, origin))
             return
-        link = self.sessions.get(proxy.peer)
+        link = self.sessions.get(peer)
         if link is None:
-            self._store(id_text(proxy.peer), sender, proxy.msg_id, proxy.inner, origin)
+            self._store(id_text(peer), sender, msg_id, inner, origin)
         else:
-            origin.delivered(proxy.msg_id, self._send(link, sender, proxy.msg_id, proxy.inner))
+            origin.delivered(msg_id, self._send(link, sender, msg_id, inner))
             self.realm.flush_soon(link)
 
     def _send(self, link, sender, msg_id, inner):

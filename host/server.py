@@ -254,9 +254,20 @@ class Link:
         return self.realm.store.bound_key(id_text(device_id))
 
     def data_received(self, data):
-        if not self.ended:
+        if self.ended:
+            return
+        if self.device is None:
             self._handle(self.conn.receive_data(data, self.realm.now_ms()))
-            self.flush()
+        else:  # a session: its ProxyPass packets go straight to the router
+            self._handle(self.conn.receive_relay(data, self.realm.now_ms(), self._relay))
+        self.flush()
+
+    def _relay(self, peer, msg_id, inner):
+        try:
+            self.realm.router.relay(self, peer, msg_id, inner)
+        except Exception:  # as in _handle: a realm bug or a registry failure
+            log.exception("internal error on the link from %s", self.address)
+            self.conn.close(INTERNAL, "internal error")
 
     def transport_lost(self, why):
         if not self.ended:
@@ -284,7 +295,7 @@ class Link:
     def _dispatch(self, event):
         conn = self.conn
         if isinstance(event, ProxyPassPacket):
-            self.realm.router.route(self, event)
+            self.realm.router.relay(self, event.peer, event.msg_id, event.inner)
         elif isinstance(event, PeerKeyRequestPacket):
             conn.send_peer_key(event.peer, self.realm.store.bound_key(id_text(event.peer)))
         elif isinstance(event, LoginRequest):

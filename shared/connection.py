@@ -171,8 +171,13 @@ class Connection:
     def _send(self, packet, clear_len=2):
         """Queue a plaintext packet, sealed when the clear/sealed rule says so."""
         if self._sealed:
-            packet = packet[:clear_len] + self._sealer.seal(packet[:clear_len], packet[clear_len:])
-        self._out += self._framer.frame(packet)
+            self._send_sealed(packet[:clear_len], packet[clear_len:])
+        else:
+            self._out += self._framer.frame(packet)
+            self._last_sent = self._now
+
+    def _send_sealed(self, header, plain):
+        self._out += self._framer.frame(header + self._sealer.seal(header, plain))
         self._last_sent = self._now
 
     def _start_session(self, heartbeat_s, max_packet):

@@ -19,6 +19,9 @@ _AWAIT_LOGIN = const(3)
 _AWAIT_DECISION = const(4)  # LoginRequest handed to the shell
 _ESTABLISHED = const(5)
 
+_PROXY_HEADER = bytes((codec.PROTO_REALM, codec.PROXY_PASS))
+_PROXY_FIXED = const(20)  # ProxyPass: peer:uuid, msg_id:u32, then inner
+
 # What a device may send in each state (PROTOCOL.md sections 5 to 7); Error is allowed in
 # every state. Connection checks it once, where packets arrive: the handlers below never
 # see another packet. A packet that grows the session (a device's report, say) is added
@@ -98,6 +101,7 @@ class RealmConnection(Connection):
         self.device_id = None
         self.device_public = None
         self.pinned_path = False  # the device's pin matched: no SendKey exchanged
+        self._forward = None  # receive_relay's `forward`, during that call
 
     # -- the shell's answers ----------------------------------------------------
     def accept_login(self, realm_name, heartbeat_s, max_packet):
@@ -114,8 +118,23 @@ class RealmConnection(Connection):
         self.close(code, message)
 
     def send_proxy(self, peer, msg_id, inner):
+        """Relay a ProxyPass to this device. Built here rather than by codec.encode: it is
+        the realm's hot path, and `peer` and `msg_id` come from a packet the realm opened."""
         self._require_established()
-        self._send(codec.encode(codec.PROTO_REALM, codec.PROXY_PASS, peer, msg_id, inner))
+        if len(peer) != 16 or not 0 <= msg_id <= 0xFFFFFFFF:
+            raise ProtocolError(MALFORMED, "ProxyPass peer or msg_id out of range")
+        self._send_sealed(_PROXY_HEADER, b"".join((peer, msg_id.to_bytes(4, "big"), inner)))
+
+    def receive_relay(self, data, now, forward):
+        """receive_data for the realm's relay path: in an established session, each
+        ProxyPass is handed to `forward(peer, msg_id, inner)` as soon as it is opened
+        instead of becoming an event (unless an event came before it in `data`, so the
+        order stays the one they came in). The same checks and errors as receive_data."""
+        self._forward = forward
+        try:
+            return self.receive_data(data, now)
+        finally:
+            self._forward = None
 
     def send_delivery(self, msg_id, status):
         self._require_established()
@@ -124,6 +143,18 @@ class RealmConnection(Connection):
     def send_peer_key(self, peer, key):
         self._require_established()
         self._send(codec.encode(codec.PROTO_REALM, codec.PEER_KEY, peer, key))
+
+    def _receive_packet(self, packet, events):
+        if self._forward is None or events or packet[1] != codec.PROXY_PASS or \
+                packet[0] != codec.PROTO_REALM or self._state != _ESTABLISHED or self.closed:
+            Connection._receive_packet(self, packet, events)
+            return
+        header = packet[:2]
+        plain = self._opener.open(header, packet[2:])  # MALFORMED if it does not open
+        if len(plain) < _PROXY_FIXED:
+            raise ProtocolError(MALFORMED, "short body")  # what codec.decode says
+        self._forward(plain[:16], int.from_bytes(plain[16:_PROXY_FIXED], "big"),
+                      plain[_PROXY_FIXED:])
 
     # -- handshake --------------------------------------------------------------
     def _on_clear(self, packet_id, fields, packet, events):

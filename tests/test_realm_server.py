@@ -107,10 +107,15 @@ def test_proxy_is_relayed_end_to_end_with_delivery_delivered(realm):
     run(body())
 
 
-def test_unknown_target_is_reported(realm):
+@pytest.mark.parametrize("after_an_event", [False, True])
+def test_unknown_target_is_reported(realm, after_an_event):
+    """Both ways through the realm: a ProxyPass alone takes the relay path, one written
+    after a PeerKeyRequest in the same read the general path (events, in order)."""
     device_id, token = realm.add_device()
     raw = RawDevice(realm.port, device_id, token)
     raw.handshake()
+    if after_an_event:
+        raw.conn.request_peer_key(device_id)
     raw.conn.send_proxy(uuid.uuid4().bytes, 7, b"\x01\x00" + bytes(30))
     raw.flush()
     report = raw.pump(lambda e: isinstance(e, DeliveryPacket))
