@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
@@ -72,6 +73,7 @@ class RealmProcess:
         self.log_path = os.path.join(workdir, "realm-%d.log" % self.port)
         realm = os.path.join(os.path.dirname(sys.executable), "realm")
         cmd = [realm] if os.path.exists(realm) else [sys.executable, "-m", "host.cli"]
+        self.command = cmd  # `realm`, for the admin commands too
         self.cmd = cmd + ["serve", "--listen", "127.0.0.1:%d" % self.port, "--data", self.data,
                           "--heartbeat", "3600", "--handshake-timeout", "120",
                           "--max-handshakes", "1000", "--summary", "3600", "--http",
@@ -104,15 +106,15 @@ async def measure(realm, work):
 
 
 async def handshakes(realm, devices, rounds):
-    """First logins (the scrypt token check) and reconnects (pinned path, cached check)."""
+    """First logins (token check, key bound) and reconnects (pinned path)."""
     identities = [Identity(*d) for d in devices]
     _, first_s, first_cpu = await measure(realm, connect_many(realm.port, identities, 8, False))
     await asyncio.sleep(0.2)
     again = identities * rounds
     _, again_s, again_cpu = await measure(realm, connect_many(realm.port, again, 16, False))
-    return [("handshakes/s, first login (scrypt check)", len(identities) / first_s,
+    return [("handshakes/s, first login (token check, key bound)", len(identities) / first_s,
              1e6 * first_cpu / len(identities)),
-            ("handshakes/s, reconnect (pinned, cached check)", len(again) / again_s,
+            ("handshakes/s, reconnect (pinned path)", len(again) / again_s,
              1e6 * again_cpu / len(again))]
 
 
@@ -263,6 +265,37 @@ async def relay_watched(realm, pairs, count, window, rounds):
     return sorted(plain)[rounds // 2], sorted(watched)[rounds // 2], scrapes
 
 
+async def latency_under_admin(realm, count, seconds):
+    """The one-at-a-time relay latency, quiet and then with two admin loops on the same
+    registry from other processes: `realm device add` every 100 ms, and `realm device
+    list` back to back, for at least `seconds`. Returns (quiet latencies, loaded
+    latencies, adds, lists)."""
+    quiet = await latency(realm, count)
+    stop = threading.Event()
+    done = {"add": 0, "list": 0}
+
+    def loop(args, pause, key):
+        while not stop.is_set():
+            subprocess.run(realm.command + args + ["--data", realm.data],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            done[key] += 1
+            stop.wait(pause)
+    threads = [threading.Thread(target=loop, args=(["device", "add"], 0.1, "add")),
+               threading.Thread(target=loop, args=(["device", "list"], 0, "list"))]
+    for thread in threads:
+        thread.start()
+    try:
+        await asyncio.sleep(1)  # both loops running
+        loaded, until = [], time.monotonic() + seconds
+        while time.monotonic() < until:
+            loaded += await latency(realm, count)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    return quiet, loaded, done["add"], done["list"]
+
+
 def percentile(values, p):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
@@ -335,7 +368,7 @@ def main():
     p.add_argument("--only", choices=("fleet",), help="run only this phase")
     args = p.parse_args()
     q = args.quick
-    sessions = (100, 300) if q else (1000, 5000)
+    sessions = (100, 300) if q else (1000, 5000, 10000)
     token_devices, rounds = (4, 2) if q else (40, 5)
     pairs, per_pair = (4, 500) if q else (16, 5000)
     one_to_one = 2000 if q else 50000
@@ -352,7 +385,8 @@ def main():
             report_fleet(asyncio.run(fleet_restart(workdir, fleet)), fleet)
             return
         figures = asyncio.run(realm_phases(workdir, sessions, token_devices, rounds, pairs,
-                                           per_pair, one_to_one, pings, 1 if q else 5))
+                                           per_pair, one_to_one, pings, 1 if q else 5,
+                                           1 if q else 10))
         figures["fleet"] = asyncio.run(fleet_restart(workdir, fleet))
         broker = []
         if not args.no_mosquitto and ensure_mosquitto():
@@ -368,7 +402,7 @@ def main():
 
 
 async def realm_phases(workdir, sessions, token_devices, rounds, pairs, per_pair, one_to_one,
-                       pings, watch_rounds):
+                       pings, watch_rounds, admin_s):
     figures = {}
     realm = RealmProcess(workdir)
     try:
@@ -390,6 +424,7 @@ async def realm_phases(workdir, sessions, token_devices, rounds, pairs, per_pair
         figures["one_to_one"] = await relay(realm, 1, one_to_one, 1024)
         figures["latency"] = await latency(realm, pings)
         figures["watched"] = await relay_watched(realm, pairs, per_pair, WINDOW, watch_rounds)
+        figures["admin"] = await latency_under_admin(realm, pings, admin_s)
     finally:
         realm.stop()
     figures["pairs"] = pairs
@@ -423,6 +458,13 @@ def report(f, broker, one_to_one):
     print("%-50s %12s %14.1f %+7.1f %%" % (
         "same, page open + /metrics every 1 s (%d scrapes)" % scrapes, "-", watched,
         100.0 * (watched - plain) / plain))
+    quiet, loaded, adds, lists = f["admin"]
+    print("%-50s %12s %14s %8.2f %8.2f" % ("1 pair, one at a time, again", "-", "-", percentile(quiet, 50) / 1e6,
+                                           percentile(quiet, 99) / 1e6))
+    print("%-50s %12s %14s %8.2f %8.2f" % ("same, with admin loops (%d adds, %d lists)" % (
+        adds, lists), "-", "-", percentile(loaded, 50) / 1e6, percentile(loaded, 99) / 1e6))
+    print("%-50s %12s %14s %8s %8.2f" % ("p99 with admin loops / p99 quiet", "", "", "",
+                                         percentile(loaded, 99) / percentile(quiet, 99)))
     rate, cpu, _ = f["one_to_one"]
     print()
     print("%-50s %12s %14s %10s" % ("1 publisher -> 1 subscriber, %d messages of %d B"
