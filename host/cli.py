@@ -371,6 +371,8 @@ def _refused(error, client, args):
                             "state file?); if so, on the realm: realm device reset-key %s"
                             % (label(args.as_id, args.as_name), client._state.path,
                                args.as_name or args.as_id))
+    if isinstance(error, OSError):
+        return CliError("%s (is it running there?)" % describe(error, client.where))
     return CliError(describe(error))
 
 

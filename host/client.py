@@ -275,8 +275,8 @@ class PeerKeyChangedError(Exception):
     """The realm offers another key for the peer than the pinned one: nothing was sent."""
 
 
-def describe(error):
-    """A failure in words for people: who said what."""
+def describe(error, where=None):
+    """A failure in words for people: who said what. `where`: the realm's address."""
     if isinstance(error, ProtocolError):
         if error.code == LINK_LOST:
             return "the link to the realm ended (%s)" % error.message
@@ -284,7 +284,11 @@ def describe(error):
         return "the realm said " + text if error.remote else text
     if isinstance(error, asyncio.TimeoutError):
         return "no answer from the realm"
-    return str(error.strerror or error) if isinstance(error, OSError) else str(error)
+    if isinstance(error, OSError):  # asyncio's text repeats the address: the errno's is plain
+        return "cannot reach the realm%s: %s" % (
+            " at " + where if where else "",
+            os.strerror(error.errno).lower() if error.errno else error.strerror or error)
+    return str(error)
 
 
 def _peer_bytes(peer):
@@ -465,7 +469,7 @@ class RealmClient:
                 return
             self.last_failure = error
             retry_ms = self._backoff.next_delay_ms(error)
-            self._status("offline", "%s; connecting again in %.1f s" % (describe(error),
+            self._status("offline", "%s; connecting again in %.1f s" % (describe(error, self.where),
                                                                         retry_ms / 1000))
             await asyncio.sleep(retry_ms / 1000)
 
