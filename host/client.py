@@ -469,8 +469,8 @@ class RealmClient:
                 return
             self.last_failure = error
             retry_ms = self._backoff.next_delay_ms(error)
-            self._status("offline", "%s; connecting again in %.1f s" % (describe(error, self.where),
-                                                                        retry_ms / 1000))
+            self._status("offline", "%s; connecting again in %.1f s" % (
+                describe(error, self.where), retry_ms / 1000))
             await asyncio.sleep(retry_ms / 1000)
 
     async def _connect(self):
