@@ -182,7 +182,8 @@ def main(argv=None):
     print("realm on loopback; times measured by the device's own clock.\n")
     rows = [
         ("connect-to-Welcome, a device's first login", "%d ms median (%d runs; the realm "
-         "checks its token and binds its key)" % (statistics.median(first_login), len(first_login))),
+         "checks its token and binds its key)" % (statistics.median(first_login),
+                                                  len(first_login))),
         ("connect-to-Welcome, first-contact path", "%d ms median (%d runs)" % (
             statistics.median(first), len(first))),
         ("connect-to-Welcome, pinned path", "%d ms median (%d runs)" % (
