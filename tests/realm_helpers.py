@@ -1,6 +1,7 @@
 """Helpers for the realm tests: a real `realm serve` process, and a raw device that
 drives the core's DeviceConnection over a blocking socket (for the attack cases)."""
 import asyncio
+import http.client
 import os
 import resource
 import signal
@@ -9,6 +10,8 @@ import subprocess
 import sys
 import time
 import uuid
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared import codec, crypto
 from shared.device import DeviceConnection
@@ -109,6 +112,25 @@ class RealmProcess:
         finally:
             registry.close()
         return uuid.UUID(device_id).bytes, token
+
+
+def scrape(http_port):
+    """The realm's /metrics, parsed: {(sample name, sorted label pairs): value}."""
+    conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        body = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    samples = {}
+    for family in text_string_to_metric_families(body):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def metric(samples, name, **labels):
+    return samples[(name, tuple(sorted(labels.items())))]
 
 
 def read_frames(sock, timeout=5):

@@ -10,13 +10,12 @@ import time
 import uuid
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from shared import RELEASE, codec, crypto
 from shared.errors import MALFORMED, UNEXPECTED
 from shared.events import DeliveryPacket, Welcomed
 from host.client import DeviceState, HostDevice
-from tests.realm_helpers import RawDevice, free_port, run, run_cli
+from tests.realm_helpers import RawDevice, free_port, metric, run, run_cli, scrape
 from tests.test_realm_server import own_realm  # noqa: F401 (a fixture: one realm per call)
 
 TOKEN = "s3cret-token-for-the-http-api"
@@ -51,19 +50,6 @@ def raw_request(port, data):
             answer += chunk
     head, _, body = answer.partition(b"\r\n\r\n")
     return head.split(b"\r\n")[0].decode(), body
-
-
-def metrics(port):
-    _, _, body = get(port, "/metrics")
-    samples = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return samples
-
-
-def metric(samples, name, **labels):
-    return samples[(name, tuple(sorted(labels.items())))]
 
 
 def wait_for(check, timeout=10):
@@ -107,7 +93,7 @@ def test_metrics_count_known_traffic_exactly(own_realm):
     a.expect_closed()
     # The registry's figures (the queue) are read at most once a second, off the loop.
     m = wait_for(lambda: (lambda m: metric(m, "realm_queue_packets") == 1 and m)(
-        metrics(r.http_port)))
+        scrape(r.http_port)))
     expected = [
         ("realm_sessions", {}, 2), ("realm_handshakes_in_progress", {}, 0),
         ("realm_connects_total", {}, 4),

@@ -8,7 +8,7 @@ import pytest
 from shared import codec
 from shared.events import Delivery, Message
 from host.client import DeviceState, HostDevice
-from tests.realm_helpers import RealmProcess, run
+from tests.realm_helpers import RealmProcess, metric, run, scrape
 
 
 @pytest.fixture
@@ -60,6 +60,8 @@ def test_serial_garbage_is_dropped_and_the_port_keeps_serving(pty_realm):
         await device.connect_fd(master)
         device.close()
     run(body())
+    # Two frames fail their CRC: the bytes 1..255, and 05 01 02 03 04.
+    assert metric(scrape(realm.http_port), "realm_serial_framer_drops_total") == 2
 
 
 def test_a_port_is_opened_when_it_appears_and_reopened_when_it_goes_away(tmp_path):
@@ -91,3 +93,4 @@ def test_a_port_is_opened_when_it_appears_and_reopened_when_it_goes_away(tmp_pat
     finally:
         assert realm.stop() == 0
     realm.assert_clean_log()
+
