@@ -2,8 +2,8 @@
 # by id, end to end encrypted (PROTOCOL.md section 8). It learns peer keys with
 # PeerKeyRequest (trust on first use), keeps a small bounded queue while offline or while
 # a key is on its way, answers Ping with Pong, and turns the connection's events into the
-# application's: Message, Pong, Delivery, PeerPinned, PeerKeyChanged, and ServiceMessage
-# for the system services the device offers (a Service it does not offer is dropped and
+# application's: Message, Pong, Delivery, PeerPinned, PeerKeyChanged; a Service packet goes
+# to the handler of the system service the device offers (one it does not offer is dropped and
 # counted).
 # Shared by the firmware and the host-side device, so both behave the same.
 from shared import codec
@@ -12,8 +12,7 @@ from shared.connection import PROXY_OVERHEAD
 from shared.e2e import E2E
 from shared.errors import ProtocolError
 from shared.events import (Welcomed, Closed, ProxyPassPacket, DeliveryPacket, PeerKeyPacket,
-                           Message, Pong, Delivery, PeerPinned, PeerKeyChanged,
-                           ServiceMessage)
+                           Message, Pong, Delivery, PeerPinned, PeerKeyChanged)
 from shared.protocol import DEFAULT_MAX_PACKET, MAX_PEERS
 
 _DEFAULT_MAX_QUEUE = const(16)
@@ -26,23 +25,23 @@ class SendQueueFull(Exception):
 
 
 class Endpoint:
-    services = ()
+    services = ()  # no system service offered, until __init__ is given some
     services_dropped = 0  # Service packets for a service this device does not offer
     """One device's end of its conversations with other devices.
 
     pins: the pinned peer keys kept on flash, (peer id, key) pairs, oldest first. At most
     MAX_PEERS are kept, the oldest dropped first; after a PeerPinned event the shell saves
     pins(). on_new_boot(boot): called when the boot count must grow (see E2E).
-    services: the Service numbers this device offers (codec.SERVICE_UPDATE...); their
-    packets become ServiceMessage events, any other Service is dropped and counted.
+    services: {Service number (codec.SERVICE_UPDATE...): handler(peer, data)} for the system
+    services this device offers; a Service packet for any other is dropped and counted.
     Call attach(conn) for each new DeviceConnection, handle(event) for each of its events,
     and take_events() after send()/ping() for events those produced.
     """
 
     def __init__(self, device_id, private, boot, pins=(), on_new_boot=None,
-                 max_queue=_DEFAULT_MAX_QUEUE, services=()):
+                 max_queue=_DEFAULT_MAX_QUEUE, services=None):
         self.device_id = device_id
-        if services:  # else the class's (): no instance slot on a device that offers none
+        if services:  # else the class's (): no heap for a device that offers none
             self.services = services
         self._e2e = E2E(device_id, private, boot, on_new_boot)
         self._pins = {}  # peer id -> pinned key, at most MAX_PEERS
@@ -180,7 +179,7 @@ class Endpoint:
         elif dpacket_id == codec.PONG:
             self._events.append(Pong(peer, fields[0]))
         elif fields[0] in self.services:  # codec.SERVICE: (service, data)
-            self._events.append(ServiceMessage(peer, fields[0], fields[1]))
+            self.services[fields[0]](peer, fields[1])
         else:
             self.services_dropped += 1
 

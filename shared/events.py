@@ -76,11 +76,6 @@ class Delivery(Event):
     _fields = "msg_id status"
 
 
-class ServiceMessage(Event):
-    """End-to-end Service packet from a peer, for a service this device offers."""
-    _fields = "peer service data"
-
-
 class PeerPinned(Event):
     """A peer's key was learnt for the first time: keep it (trust on first use)."""
     _fields = "peer key"

@@ -14,7 +14,6 @@ MAX_HEARTBEAT_S = const(65535)
 SILENCE_FACTOR = const(3)  # close after this many heartbeat periods without a packet
 MIN_TOKEN_BYTES = const(16)  # DeviceLogin TOKEN details (section 7)
 MAX_TOKEN_BYTES = const(64)
-REPORT_PERIOD_MS = const(60000)  # a device's DeviceReports: at most one a minute (section 7)
 # Not the wire's, but both device shells' (firmware and host-side): how many peers a
 # device keeps pinned (and their end-to-end keys derived); the oldest pin goes first.
 MAX_PEERS = const(16)

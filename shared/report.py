@@ -1,11 +1,15 @@
 # A device's DeviceReport (PROTOCOL.md section 7), sans-IO: a DeviceConnection that sends
-# one right after Welcome and then every REPORT_PERIOD_MS. A module of its own, so that a
+# one right after Welcome and then once a minute. A module of its own, so that a
 # device that sends no report does not carry this code in its heap.
 import json
 
 from shared import codec
+from shared.compat import const
 from shared.device import DeviceConnection
-from shared.protocol import REPORT_PERIOD_MS
+
+# At most one a minute (section 7). Here rather than in shared/protocol.py: only this
+# module uses it, and a private const costs a device no heap.
+_REPORT_PERIOD_MS = const(60000)
 
 
 class ReportingConnection(DeviceConnection):
@@ -46,5 +50,5 @@ class ReportingConnection(DeviceConnection):
             self._report()
 
     def _report(self):
-        self._report_at = self._now + REPORT_PERIOD_MS
+        self._report_at = self._now + _REPORT_PERIOD_MS
         self.send_report(self._reporter())
