@@ -35,8 +35,12 @@ _GENERATED_CHARS = len(secrets.token_urlsafe(TOKEN_BYTES))  # 43
 
 
 def new_token():
-    """A fresh token: 32 random bytes as 43 URL-safe characters."""
-    return secrets.token_urlsafe(TOKEN_BYTES)
+    """A fresh token: 32 random bytes as 43 URL-safe characters, never starting with "-":
+    `realm send --token -x...` would be taken for an option (1 token in 64 was)."""
+    while True:
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        if token[0] != "-":
+            return token
 
 
 def _bytes(token):

@@ -161,3 +161,10 @@ def test_a_schema_1_registry_with_a_name_twice_opens_with_the_later_one_renamed(
             registry.add_device(T0, name="a")
     finally:
         registry.close()
+
+
+def test_realm_made_tokens_never_start_with_a_dash(monkeypatch):
+    """`realm send --token -x...` would read as an option; the first draws here do."""
+    draws = iter(["-" + "a" * 42, "-" + "b" * 42, "c" * 43])
+    monkeypatch.setattr(tokens.secrets, "token_urlsafe", lambda n: next(draws))
+    assert tokens.new_token() == "c" * 43
