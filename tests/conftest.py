@@ -9,6 +9,8 @@ from tests.core import support  # noqa: E402
 
 _vectors = os.environ.get("REALM_VECTORS", os.path.join(ROOT, "..", "shared", "vectors"))
 support.VECTORS_DIR = _vectors if os.path.isdir(_vectors) else None
+support.MISSING_VECTORS = os.path.normpath(_vectors)
+support.SKIP_MISSING_VECTORS = os.environ.get("REALM_SKIP_VECTORS") == "1"
 
 
 def venv_tool(name, package):

@@ -2,8 +2,10 @@
 the on-flash store (atomic, what survives a reboot), and the commands the flash tool
 runs. Run under CPython: these modules are interpreter-neutral
 (the end-to-end tests run them under MicroPython)."""
+import ast
 import json
 import os
+import sys
 
 import pytest
 
@@ -12,6 +14,7 @@ from firmware.config import ConfigError, load, validate
 from firmware.store import Store, StoreError
 from tools.build import build, profile
 from tools.flash import ampy_commands, files_to_copy, mpremote_commands
+from tools.simproc import SimDevice
 
 DEVICE_ID = "12345678-1234-5678-9abc-def012345678"
 
@@ -195,12 +198,45 @@ def test_each_board_profile_names_what_differs():
         assert p["STATE_DIR"] and set(p["SERIAL"]) >= {"baud"}
 
 
+HARDWARE = {"machine", "network", "neopixel"}
+
+
+def imported_modules(source):
+    """Every module a source imports, in any form (import x, from x import y, from x.y
+    import z, import x as y, inside functions too)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_the_import_check_sees_every_form():
+    for line in ("import machine", "from machine import Pin", "import machine as m",
+                 "def f():\n    from network import WLAN", "import os, neopixel"):
+        assert imported_modules(line) & HARDWARE, line
+
+
 def test_only_board_profiles_touch_the_hardware():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for package in ("firmware", "shared"):
         for name in os.listdir(os.path.join(root, package)):
             if name.endswith(".py"):
                 with open(os.path.join(root, package, name)) as f:
-                    source = f.read()
-                for module in ("machine", "network", "neopixel"):
-                    assert "import %s" % module not in source, (package, name)
+                    used = imported_modules(f.read()) & HARDWARE
+                assert not used, (package, name, used)
+
+
+# -- the simulated-device driver -------------------------------------------------------
+def test_assert_quiet_fails_when_the_device_died_instead(tmp_path):
+    class Dead(SimDevice):
+        def command_line(self, extra):
+            return [sys.executable, "-c", "print('realm: booting')"], str(tmp_path)
+
+    device = Dead(tmp_path / "config.json").start()
+    with pytest.raises(AssertionError, match=r"(?s)exited \(0\).*realm: booting"):
+        device.assert_quiet(r": connecting", 1)
+    with pytest.raises(AssertionError, match="unexpected line 'realm: booting'"):
+        device.assert_quiet(r"booting", 1)

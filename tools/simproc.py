@@ -159,6 +159,26 @@ class SimDevice:
     def wait(self, pattern, timeout=15, since=0):
         """The first match of regex pattern in a line after `since`; AssertionError on
         timeout or if the process ends first."""
+        m = self._first(pattern, timeout, since)
+        if m is None:
+            raise AssertionError("no line matching %r from %s within %s s; output:\n%s"
+                                 % (pattern, self.config_path, timeout, self.output()))
+        return m
+
+    def assert_quiet(self, pattern, seconds, since=0):
+        """For `seconds`, no line matching pattern after `since`, and the device still
+        running at the end: AssertionError otherwise, with what it printed."""
+        m = self._first(pattern, seconds, since)
+        if m is not None:
+            raise AssertionError("unexpected line %r from %s; output:\n%s"
+                                 % (m.string, self.config_path, self.output()))
+        if self.proc.poll() is not None or self._ended:
+            raise AssertionError("%s exited (%s) instead of staying quiet; output:\n%s"
+                                 % (self.config_path, self.proc.poll(), self.output()))
+
+    def _first(self, pattern, timeout, since):
+        """The first match after `since` within timeout; None at the timeout or once the
+        process has ended."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -169,8 +189,7 @@ class SimDevice:
                         return m
                 left = deadline - time.monotonic()
                 if left <= 0 or self._ended:
-                    raise AssertionError("no line matching %r from %s within %s s; output:\n%s"
-                                         % (pattern, self.config_path, timeout, self.output()))
+                    return None
                 self._cond.wait(min(left, 0.2))
 
     def matches(self, pattern, since=0):
