@@ -13,9 +13,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from shared import crypto  # noqa: E402
-from tests.crossrun import make_board_dir, run_device  # noqa: E402
+from tools.crossrun import make_board_dir, run_device  # noqa: E402
+from tools.harness import micropython  # noqa: E402
 
-BIN = os.path.dirname(sys.executable)
 MP_HEAP = "128k"  # small-board-like; MicroPython runs allocation-heavy code slower at 2 MB
 LABELS = {
     "x25519": "X25519, one multiplication",
@@ -62,7 +62,7 @@ def smallest_heap():
 def main():
     print("Protocol core benchmark (MicroPython unix port at -X heapsize=%s, CPython %s)"
           % (MP_HEAP, sys.version.split()[0]))
-    mp = figures([os.path.join(BIN, "micropython"), "-X", "heapsize=" + MP_HEAP])
+    mp = figures([micropython(), "-X", "heapsize=" + MP_HEAP])
     cp = figures([sys.executable])
     print("%-50s %14s %14s" % ("figure", "MicroPython", "CPython"))
     for name, label in LABELS.items():

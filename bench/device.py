@@ -20,8 +20,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from tools.build import build  # noqa: E402
-from tools.simproc import (HANDSHAKE, HEAP, ONLINE, REMOTE_APP, RealmProcess,  # noqa: E402
-                           SimDevice, write_config)
+from tools.harness import RealmProcess  # noqa: E402
+from tools.simproc import HANDSHAKE, HEAP, ONLINE, REMOTE_APP, SimDevice, write_config  # noqa: E402
 
 HEAP_APP = os.path.join(ROOT, "bench", "heap_app.py")
 
@@ -32,7 +32,7 @@ class Bench:
     def __init__(self, folder, heap):
         self.folder = folder
         self.heap = heap
-        self.realm = RealmProcess(folder).start()
+        self.realm = RealmProcess(os.path.join(folder, "realm-data"))
         self.running = []
         self.made = 0
 

@@ -11,7 +11,6 @@ import os
 import pwd
 import resource
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -25,33 +24,13 @@ sys.path.insert(0, ROOT)
 
 from bench.realm_clients import BenchDevice, Fleet, Identity, Pair, connect_many  # noqa: E402
 from host.registry import Registry  # noqa: E402
+from tools.harness import RealmProcess, cpu_seconds, free_port, realm_command  # noqa: E402
 
-TICK = os.sysconf("SC_CLK_TCK")
 PAYLOAD = 64  # bytes of inner / MQTT payload
 WINDOW = 32  # packets in flight per streaming pair: enough to keep the realm busy
 
 
 # -- processes ------------------------------------------------------------------------
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
-
-
-def rss_bytes(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
 def wait_port(port, proc, timeout=10):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -65,36 +44,15 @@ def wait_port(port, proc, timeout=10):
     raise RuntimeError("server not listening on %d" % port)
 
 
-class RealmProcess:
-    def __init__(self, workdir, *extra):
-        self.port = free_port()
-        self.http_port = free_port()
-        self.data = os.path.join(workdir, "realm-%d" % self.port)
-        self.log_path = os.path.join(workdir, "realm-%d.log" % self.port)
-        realm = os.path.join(os.path.dirname(sys.executable), "realm")
-        cmd = [realm] if os.path.exists(realm) else [sys.executable, "-m", "host.cli"]
-        self.command = cmd  # `realm`, for the admin commands too
-        self.cmd = cmd + ["serve", "--listen", "127.0.0.1:%d" % self.port, "--data", self.data,
-                          "--heartbeat", "3600", "--handshake-timeout", "120",
-                          "--max-handshakes", "1000", "--summary", "3600", "--http",
-                          "127.0.0.1:%d" % self.http_port] + list(extra)
-        self.start()
+# Long timers, many handshakes at once: the benchmark's load is not an attack.
+BENCH_SETTINGS = ("--heartbeat", "3600", "--handshake-timeout", "120", "--max-handshakes",
+                  "1000", "--summary", "3600")
 
-    def start(self):
-        with open(self.log_path, "a") as log:
-            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT)
-        wait_port(self.port, self.proc)
 
-    def cpu(self):
-        return cpu_seconds(self.proc.pid)
-
-    def rss(self):
-        return rss_bytes(self.proc.pid)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(60)
+def bench_realm(workdir, *extra):
+    """A `realm serve` with the benchmark's settings and a fresh data folder in workdir."""
+    data = tempfile.mkdtemp(prefix="realm-", dir=workdir)
+    return RealmProcess(data, *(BENCH_SETTINGS + extra), start=False).start(timeout=30)
 
 
 # -- realm phases --------------------------------------------------------------------------
@@ -181,8 +139,8 @@ async def fleet_restart(workdir, count):
     the realm stopped with SIGTERM and started again; every device reconnects at once.
     Returns (first login s, realm start to listening s, start to all logged in again s,
     connections refused and retried)."""
-    realm = RealmProcess(workdir)
-    registry = Registry(realm.data)
+    realm = bench_realm(workdir)
+    registry = Registry(realm.data_dir)
     identities = []
     for _ in range(count):
         identity = Identity()
@@ -196,16 +154,16 @@ async def fleet_restart(workdir, count):
         t0 = time.perf_counter()
         await fleet.connect_all(realm.port)
         first = time.perf_counter() - t0
-        realm.stop()
+        realm.stop(timeout=60)
         await fleet.all_lost()
         t0 = time.perf_counter()
-        realm.start()
+        realm.start(timeout=60)
         listening = time.perf_counter() - t0
         await fleet.connect_all(realm.port)
         again = time.perf_counter() - t0
     finally:
         fleet.close()
-        realm.stop()
+        realm.stop(timeout=60)
     return first, listening, again, fleet.retries
 
 
@@ -288,7 +246,7 @@ async def latency_under_admin(realm, count, seconds):
 
     def loop(args, pause, key):
         while not stop.is_set():
-            subprocess.run(realm.command + args + ["--data", realm.data],
+            subprocess.run(realm_command() + args + ["--data", realm.data_dir],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
             done[key] += 1
             stop.wait(pause)
@@ -421,21 +379,21 @@ def main():
 async def realm_phases(workdir, sessions, token_devices, rounds, pairs, per_pair, one_to_one,
                        pings, watch_rounds, admin_s):
     figures = {}
-    realm = RealmProcess(workdir)
+    realm = bench_realm(workdir)
     try:
-        registry = Registry(realm.data)
+        registry = Registry(realm.data_dir)
         devices = [registry.add_device(time.time()) for _ in range(token_devices)]
         registry.close()
         devices = [(uuid.UUID(i).bytes, t) for i, t in devices]
         figures["handshakes"] = await handshakes(realm, devices, rounds)
     finally:
-        realm.stop()
-    realm = RealmProcess(workdir, "--open-enrolment")
+        realm.stop(timeout=60)
+    realm = bench_realm(workdir, "--open-enrolment")
     try:
         figures["sessions"] = await sessions_memory(realm, sessions)
     finally:
-        realm.stop()
-    realm = RealmProcess(workdir, "--open-enrolment")
+        realm.stop(timeout=60)
+    realm = bench_realm(workdir, "--open-enrolment")
     try:
         figures["relay"] = await relay(realm, pairs, per_pair, WINDOW)
         figures["one_to_one"] = await relay(realm, 1, one_to_one, 1024)
@@ -443,7 +401,7 @@ async def realm_phases(workdir, sessions, token_devices, rounds, pairs, per_pair
         figures["watched"] = await relay_watched(realm, pairs, per_pair, WINDOW, watch_rounds)
         figures["admin"] = await latency_under_admin(realm, pings, admin_s)
     finally:
-        realm.stop()
+        realm.stop(timeout=60)
     figures["pairs"] = pairs
     return figures
 

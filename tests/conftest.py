@@ -16,8 +16,8 @@ support.SKIP_MISSING_VECTORS = os.environ.get("REALM_SKIP_VECTORS") == "1"
 def venv_tool(name, package):
     """The path of a command installed beside this interpreter (.venv/bin), or a clear failure."""
     import pytest
-    exe = os.path.join(os.path.dirname(sys.executable), name)
-    if not os.path.exists(exe):
-        pytest.fail("%s not found beside %s: run `make test` (it installs the pinned %s "
-                    "into .venv)" % (name, sys.executable, package))
-    return exe
+    from tools import harness
+    try:
+        return harness.venv_tool(name, package)
+    except harness.ToolMissing as e:
+        pytest.fail(str(e))

@@ -10,7 +10,8 @@ import pytest
 
 from tests.realm_helpers import RealmProcess
 from tools.build import build
-from tools.simproc import HANDSHAKE, HEAP, MICROPYTHON, ONLINE, ROOT, SimDevice, write_config
+from tools.harness import micropython
+from tools.simproc import HANDSHAKE, HEAP, ONLINE, ROOT, SimDevice, write_config
 
 # Short waits so the suite stays fast: the realm's heartbeat is 1 s in these tests.
 FAST_RECONNECT = {"min_ms": 100, "max_ms": 800, "auth_ms": 2500}
@@ -150,7 +151,7 @@ class VirtualBoard:
         self.port = os.path.join(str(folder), "ttyV")
         self.proc = subprocess.Popen(
             [socat, "PTY,link=%s,raw,echo=0" % self.port,
-             "EXEC:%s -X heapsize=%s,pty,stderr,setsid,ctty,raw,echo=0" % (MICROPYTHON, heap)],
+             "EXEC:%s -X heapsize=%s,pty,stderr,setsid,ctty,raw,echo=0" % (micropython(), heap)],
             cwd=self.files, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_path(self.port)
 
@@ -181,7 +182,7 @@ class BootedBoard(SimDevice):
         self.files = files
 
     def command_line(self, extra):
-        return [MICROPYTHON, "-X", "heapsize=" + self.heap, "main.py"], self.files
+        return [micropython(), "-X", "heapsize=" + self.heap, "main.py"], self.files
 
 
 def make(*args, timeout=120):

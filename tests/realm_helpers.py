@@ -1,15 +1,11 @@
-"""Helpers for the realm tests: a real `realm serve` process, and a raw device that
-drives the core's DeviceConnection over a blocking socket (for the attack cases)."""
+"""Helpers for the realm tests: the `realm` command, and a raw device that drives the
+core's DeviceConnection over a blocking socket (for the attack cases). The `realm serve`
+process is tools/harness.py's, shared with bench/ and tools/."""
 import asyncio
 import http.client
-import os
-import resource
-import signal
 import socket
 import subprocess
-import sys
 import time
-import uuid
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -17,20 +13,7 @@ from shared import codec, crypto
 from shared.device import DeviceConnection
 from shared.events import Closed, Welcomed
 from shared.framing import StreamFramer
-from host.registry import Registry
-
-BIN = os.path.dirname(sys.executable)
-REALM = os.path.join(BIN, "realm")
-
-
-def realm_command():
-    return [REALM] if os.path.exists(REALM) else [sys.executable, "-m", "host.cli"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tools.harness import RealmProcess, free_port, realm_command  # noqa: F401 (for the tests)
 
 
 def run_cli(*args, env=None, timeout=30, input_text=None):
@@ -38,80 +21,6 @@ def run_cli(*args, env=None, timeout=30, input_text=None):
     p = subprocess.run(realm_command() + [str(a) for a in args], capture_output=True,
                        text=True, timeout=timeout, env=env, input=input_text)
     return p.returncode, p.stdout, p.stderr
-
-
-class RealmProcess:
-    """`realm serve` on a free loopback port with its data in `data_dir`."""
-
-    def __init__(self, data_dir, *extra, fd_limit=None):
-        """`fd_limit`: (soft, hard) open-file limit the process starts with."""
-        self.data_dir = str(data_dir)
-        self.extra = [str(a) for a in extra]
-        self.fd_limit = fd_limit
-        self.port = free_port()
-        self.http_port = None
-        if "--http" not in self.extra:  # never the default 7780: tests run side by side
-            self.http_port = free_port()
-            self.extra += ["--http", "127.0.0.1:%d" % self.http_port]
-        self.log_path = os.path.join(self.data_dir, "..", "realm-%d.log" % self.port)
-        self.proc = None
-        self.start()
-
-    def start(self):
-        os.makedirs(self.data_dir, exist_ok=True)
-        self._log = open(self.log_path, "a")
-        started_before = self.log().count("listening on")
-        self.proc = subprocess.Popen(
-            realm_command() + ["serve", "--listen", "127.0.0.1:%d" % self.port,
-                               "--data", self.data_dir] + self.extra,
-            stdout=self._log, stderr=subprocess.STDOUT,
-            preexec_fn=self.fd_limit and (
-                lambda: resource.setrlimit(resource.RLIMIT_NOFILE, self.fd_limit)))
-        self.wait_log("listening on", count=started_before + 1)
-
-    def log(self):
-        with open(self.log_path) as f:
-            return f.read()
-
-    def wait_log(self, text, timeout=10, count=1):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            log = self.log()
-            if log.count(text) >= count:
-                return log
-            if self.proc.poll() is not None:
-                raise AssertionError("realm exited %s:\n%s" % (self.proc.returncode, log))
-            time.sleep(0.02)
-        raise AssertionError("%r not in the realm's log after %s s:\n%s" % (text, timeout, log))
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-    def restart(self):
-        assert self.stop() == 0
-        self.start()
-
-    def assert_clean_log(self):
-        log = self.log()
-        assert "Traceback" not in log, log
-        assert " ERROR " not in log and "CRITICAL" not in log, log
-
-    def add_device(self, name=""):
-        """Register a device from this process while the server runs (as an admin would)."""
-        registry = Registry(self.data_dir)
-        try:
-            device_id, token = registry.add_device(time.time(), name=name)
-        finally:
-            registry.close()
-        return uuid.UUID(device_id).bytes, token
 
 
 def scrape(http_port):

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from shared import codec, crypto
-from tests.crossrun import make_board_dir, run_device, hexstr
+from tools.crossrun import make_board_dir, run_device, hexstr
 
 HEAP = "64k"
 

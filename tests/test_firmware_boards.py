@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tools.simproc import MICROPYTHON, ROOT
+from tools.harness import ROOT, micropython
 
 FAKES = {
     "machine.py": '''
@@ -85,7 +85,7 @@ def test_esp32_profiles_drive_the_hardware(tmp_path, board, uart, led):
     for name, source in FAKES.items():
         (tmp_path / name).write_text(source)
     boards = os.path.join(ROOT, "boards")
-    proc = subprocess.run([MICROPYTHON, str(tmp_path / "check.py"), str(tmp_path),
+    proc = subprocess.run([micropython(), str(tmp_path / "check.py"), str(tmp_path),
                            os.path.join(boards, board), os.path.join(boards, "common")],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -13,3 +13,11 @@ def test_bench_realm_quick_run_prints_its_table():
     for heading in ("handshakes/s, reconnect", "300 sessions", "pairs streaming", "page open",
                     "realm (hops sealed", "with admin loops", "logged in again"):
         assert heading in run.stdout, run.stdout
+
+
+def test_relay_profile_runs_on_the_in_process_realm():
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "relay_profile.py"),
+                          "--packets", "320", "--rounds", "2"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "2 rounds of 320 packets" in run.stdout, run.stdout

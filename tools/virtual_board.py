@@ -21,7 +21,9 @@ import time
 import tty
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MICROPYTHON = os.path.join(os.path.dirname(sys.executable), "micropython")
+sys.path.insert(0, ROOT)
+from tools.harness import micropython  # noqa: E402
+
 CTRL_C = 0x03
 
 
@@ -64,7 +66,7 @@ class Board:
         main = os.path.exists(os.path.join(self.folder, "main.py")) and not repl
         self.board_fd, board_side = os.openpty()
         tty.setraw(board_side)  # bytes as they come, no echo: a UART, not a terminal
-        argv = [MICROPYTHON, "-X", "heapsize=" + self.heap] + (["main.py"] if main else [])
+        argv = [micropython(), "-X", "heapsize=" + self.heap] + (["main.py"] if main else [])
         self.proc = subprocess.Popen(argv, cwd=self.folder, stdin=board_side,
                                      stdout=board_side, stderr=board_side,
                                      start_new_session=True)

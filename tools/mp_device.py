@@ -1,5 +1,5 @@
-# A device for tests/test_cross_interpreter.py, run by MicroPython: the shared core's
-# DeviceConnection and Endpoint with stdin/stdout as its stream link.
+# A device for tests/test_cross_interpreter.py and bench/core.py, run by MicroPython: the
+# shared core's DeviceConnection and Endpoint with stdin/stdout as its stream link.
 # argv: DEVICE_ID PRIVATE PUBLIC TOKEN PEER [REALM_PUBLIC DH2] (hex, token as text).
 # It logs in, pings PEER end to end, and reports on stderr:
 #   WELCOME pinned_path=<0|1> realm=<hex> dh2=<hex>   then   PONG <data>   or   CLOSED <error>

