@@ -30,8 +30,8 @@ def venv_tool(name, package=None):
     found = shutil.which(name)
     if found:
         return found
-    raise ToolMissing("%s not found beside %s or on PATH: run `make install` (it installs "
-                      "the pinned %s into .venv)" % (name, sys.executable, package or name))
+    raise ToolMissing("%s not found: run `make install` (it installs the pinned %s into .venv; "
+                      "looked beside %s and on PATH)" % (name, package or name, sys.executable))
 
 
 def micropython():

@@ -107,9 +107,9 @@ class SimDevice:
         if m is not None:
             raise AssertionError("unexpected line %r from %s; output:\n%s"
                                  % (m.string, self.config_path, self.output()))
-        if self.proc.poll() is not None or self._ended:
+        if self.proc.poll() is not None or self._ended:  # its output ended: it is exiting
             raise AssertionError("%s exited (%s) instead of staying quiet; output:\n%s"
-                                 % (self.config_path, self.proc.poll(), self.output()))
+                                 % (self.config_path, self.proc.wait(5), self.output()))
 
     def _first(self, pattern, timeout, since):
         """The first match after `since` within timeout; None at the timeout or once the
