@@ -19,7 +19,7 @@ from shared.endpoint import Endpoint
 from shared.errors import ProtocolError, LINK_LOST
 from shared.events import Closed, Delivery, Message, PeerKeyChanged, PeerPinned, Pong, Welcomed
 from shared.framing import StreamFramer
-from shared.protocol import HANDSHAKE_TIMEOUT_MS
+from shared.protocol import DEFAULT_PORT, HANDSHAKE_TIMEOUT_MS
 from shared.reconnect import Reconnect, is_refusal
 from shared.serial_framing import SerialFramer
 from host import keyfile
@@ -311,7 +311,7 @@ class RealmClient:
     the first attempt or session that ends ends the client (for one-shot tools).
     """
 
-    def __init__(self, device_id, token, realm=("127.0.0.1", 7711), state="default",
+    def __init__(self, device_id, token, realm=("127.0.0.1", DEFAULT_PORT), state="default",
                  serial=None, baud=115200, repin=False, handshake_timeout_s=10.0,
                  on_status=None, reconnect=True):
         device_id = _peer_bytes(device_id)

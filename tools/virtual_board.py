@@ -22,6 +22,7 @@ import tty
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from shared.protocol import DEFAULT_PORT  # noqa: E402
 from tools.harness import micropython  # noqa: E402
 
 CTRL_C = 0x03
@@ -150,8 +151,9 @@ def main(argv=None):
     board = Board(os.path.abspath(args.dir), args.heap)
     print("virtual board on %s (its files in %s)\n"
           "flash it:  make flash PORT=%s BOARD=unix CONFIG=path/device.json\n"
-          "or:        make provision PORT=%s BOARD=unix NAME=... REALM=127.0.0.1:7711\n"
-          "stop it with Ctrl-C" % (board.port, args.dir, board.port, board.port), flush=True)
+          "or:        make provision PORT=%s BOARD=unix NAME=... REALM=127.0.0.1:%d\n"
+          "stop it with Ctrl-C" % (board.port, args.dir, board.port, board.port, DEFAULT_PORT),
+          flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         board.power_on()
