@@ -7,6 +7,7 @@ the same way for the realm and for the broker; the clients run in other processe
 """
 import argparse
 import asyncio
+import multiprocessing
 import os
 import pwd
 import resource
@@ -25,6 +26,7 @@ sys.path.insert(0, ROOT)
 from bench.realm_clients import BenchDevice, Fleet, Identity, Pair, connect_many  # noqa: E402
 from host.registry import Registry  # noqa: E402
 from tools.harness import RealmProcess, cpu_seconds, free_port, realm_command  # noqa: E402
+from shared.errors import ProtocolError  # noqa: E402
 
 PAYLOAD = 64  # bytes of inner / MQTT payload
 WINDOW = 32  # packets in flight per streaming pair: enough to keep the realm busy
@@ -46,7 +48,7 @@ def wait_port(port, proc, timeout=10):
 
 # Long timers, many handshakes at once: the benchmark's load is not an attack.
 BENCH_SETTINGS = ("--heartbeat", "3600", "--handshake-timeout", "120", "--max-handshakes",
-                  "1000", "--summary", "3600")
+                  "1000", "--max-handshakes-per-address", "1000", "--summary", "3600")
 
 
 def bench_realm(workdir, *extra):
@@ -348,6 +350,8 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # a socket per bench device
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # the flood's connections
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     workdir = tempfile.mkdtemp(prefix="realm-bench-")
     print("realm bench: %s, CPython %s, %d cores" % (
         "quick" if q else "full", sys.version.split()[0], os.cpu_count()))
@@ -361,7 +365,7 @@ def main():
             return
         figures = asyncio.run(realm_phases(workdir, sessions, token_devices, rounds, pairs,
                                            per_pair, one_to_one, pings, 1 if q else 5,
-                                           1 if q else 10))
+                                           1 if q else 10, flood, flood_logins))
         figures["fleet"] = asyncio.run(fleet_restart(workdir, fleet))
         broker = []
         if not args.no_mosquitto and ensure_mosquitto():
@@ -377,7 +381,7 @@ def main():
 
 
 async def realm_phases(workdir, sessions, token_devices, rounds, pairs, per_pair, one_to_one,
-                       pings, watch_rounds, admin_s):
+                       pings, watch_rounds, admin_s, flood, flood_logins):
     figures = {}
     realm = bench_realm(workdir)
     try:
@@ -393,6 +397,13 @@ async def realm_phases(workdir, sessions, token_devices, rounds, pairs, per_pair
         figures["sessions"] = await sessions_memory(realm, sessions)
     finally:
         realm.stop(timeout=60)
+    # The realm's own handshake limits, as `realm serve` runs by default.
+    realm = bench_realm(workdir, "--open-enrolment", "--handshake-timeout", "30",
+                        "--max-handshakes", "256", "--max-handshakes-per-address", "32")
+    try:
+        figures["flood"] = await login_under_flood(realm, flood, flood_logins)
+    finally:
+        realm.stop(timeout=60)
     realm = bench_realm(workdir, "--open-enrolment")
     try:
         figures["relay"] = await relay(realm, pairs, per_pair, WINDOW)
@@ -403,6 +414,7 @@ async def realm_phases(workdir, sessions, token_devices, rounds, pairs, per_pair
     finally:
         realm.stop(timeout=60)
     figures["pairs"] = pairs
+    figures["flood_idle"] = flood
     return figures
 
 
@@ -436,6 +448,15 @@ def report(f, broker, one_to_one):
     for total, per_session, rate, cpu in f["sessions"]:
         print("%-50s %10.1f KiB %14.0f %14.0f" % ("%d sessions (first contact, open enrolment)"
                                                  % total, per_session / 1024, rate, cpu))
+    times, refused = f["flood"]
+    print()
+    print("%-50s %12s %14s %8s %8s" % ("login under a connection flood", "logins", "refused",
+                                       "p50 ms", "p99 ms"))
+    print("%-50s %12d %14d %8s %8s" % (
+        "%d idle connections held, reopened" % f["flood_idle"],
+        len(times) + refused, refused,
+        "%.2f" % (percentile(times, 50) * 1e3) if times else "-",
+        "%.2f" % (percentile(times, 99) * 1e3) if times else "-"))
     rate, cpu, lat = f["relay"]
     print()
     print("%-50s %12s %14s %8s %8s" % ("relay (%d-byte inner, msg_id 0)" % PAYLOAD,

@@ -37,10 +37,12 @@ class BenchDevice(asyncio.Protocol):
         self.conn = None
 
     @classmethod
-    async def connect(cls, port, identity, on_proxy=None):
+    async def connect(cls, port, identity, on_proxy=None, source=None):
+        """`source`: the loopback address to connect from (another machine, as it were)."""
         loop = asyncio.get_running_loop()
-        _, device = await loop.create_connection(lambda: cls(identity, on_proxy),
-                                                 "127.0.0.1", port)
+        _, device = await loop.create_connection(
+            lambda: cls(identity, on_proxy), "127.0.0.1", port,
+            local_addr=(source, 0) if source else None)
         await device.welcomed
         return device
 

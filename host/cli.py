@@ -81,8 +81,9 @@ def cmd_serve(args):
                     serial=args.serial, baud=args.baud, open_enrolment=args.open_enrolment,
                     heartbeat_s=args.heartbeat, handshake_timeout_s=args.handshake_timeout,
                     max_packet=args.max_packet, max_handshakes=args.max_handshakes,
-                    send_limit=args.send_limit, summary_s=args.summary, http=args.http,
-                    http_token=args.http_token or None)
+                    max_handshakes_per_address=args.max_handshakes_per_address,
+                    hello_timeout_s=args.hello_timeout, send_limit=args.send_limit,
+                    summary_s=args.summary, http=args.http, http_token=args.http_token or None)
     realmdir.create(args.data)
     lock = open(os.path.join(args.data, "realm.lock"), "w")
     try:
@@ -548,8 +549,18 @@ def parser():
                    help="sent in Welcome (default %d)" % DEFAULTS.max_packet)
     s.add_argument("--max-handshakes", type=positive(int, 1, 10 ** 6),
                    default=DEFAULTS.max_handshakes,
-                   help="connections allowed in the handshake at once (default %d)"
+                   help="connections allowed in the handshake at once; when all are taken, "
+                   "the one waiting longest for its Hello makes room (default %d)"
                    % DEFAULTS.max_handshakes)
+    s.add_argument("--max-handshakes-per-address", type=positive(int, 1, 10 ** 6),
+                   default=DEFAULTS.max_handshakes_per_address, metavar="N",
+                   help="of those, from one source address (default %d)"
+                   % DEFAULTS.max_handshakes_per_address)
+    s.add_argument("--hello-timeout", type=positive(float, 0.01, 3600),
+                   default=DEFAULTS.hello_timeout_s, metavar="SECONDS",
+                   help="a new connection must send its Hello within this, the whole "
+                   "handshake within --handshake-timeout (default %g)"
+                   % DEFAULTS.hello_timeout_s)
     s.add_argument("--send-limit", type=positive(int, 1024, 2 ** 31),
                    default=DEFAULTS.send_limit,
                    metavar="BYTES", help="unsent bytes allowed per link; a slower reader is "

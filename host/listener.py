@@ -27,8 +27,24 @@ RESERVE_FDS = 32         # kept free below the limit for everything but links
 BACKLOG = 128
 _OUT_OF = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _PAUSE_S = (0.1, 2.0)    # first and longest pause of accepting after such a failure
-_FULL = StreamFramer().frame(codec.encode(
-    codec.PROTO_REALM, codec.ERROR, DENIED, 0, "realm at its connection limit; try again later"))
+
+
+def error_frame(code, message):
+    """A clear Error packet, framed for TCP: what a refused connection is told."""
+    return StreamFramer().frame(codec.encode(codec.PROTO_REALM, codec.ERROR, code, 0, message))
+
+
+def refuse(sock, frame):
+    """Answer an accepted socket with `frame` and close it, at no other cost."""
+    try:
+        sock.setblocking(False)
+        sock.send(frame)
+    except OSError:
+        pass
+    sock.close()
+
+
+_FULL = error_frame(DENIED, "realm at its connection limit; try again later")
 
 
 def raise_fd_limit():
@@ -109,12 +125,7 @@ class Listener:
             log.warning("at the connection limit (%d links; open-file limit %d): new "
                         "connections are refused", self.capacity, self.fd_limit)
         self.refused += 1
-        try:
-            conn.setblocking(False)
-            conn.send(_FULL)
-        except OSError:
-            pass
-        conn.close()
+        refuse(conn, _FULL)
 
     def _out_of_resources(self, error):
         if not self.failed:

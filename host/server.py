@@ -14,18 +14,21 @@ import time
 
 from shared import codec, protocol
 from shared.errors import (DENIED, INTERNAL, KEY_CHECK_FAILED, KEY_MISMATCH, LINK_LOST,
-                           SESSION_REPLACED)
+                           ProtocolError, SESSION_REPLACED)
 from shared.framing import StreamFramer
 from shared.realm import DeviceReportPacket, RealmConnection
 from shared.events import Closed, LoginRequest, ProxyPassPacket, PeerKeyRequestPacket
 from host import logs, realmdir
-from host.listener import Listener
+from host.listener import Listener, error_frame, refuse
 from host.login import Decision, LoginDecider
 from host.ratelimit import LoginLimiter
 from host.registry import id_text, label
 from host.router import LocalRouter
 
 log = logs.get()
+
+_OVER_SHARE = "too many connections in the handshake from your address; try again later"
+_OVER_SHARE_FRAME = error_frame(DENIED, _OVER_SHARE)
 
 
 class Config:
@@ -43,7 +46,9 @@ class Config:
         self.heartbeat_s = protocol.DEFAULT_HEARTBEAT_S
         self.handshake_timeout_s = protocol.HANDSHAKE_TIMEOUT_MS / 1000
         self.max_packet = protocol.DEFAULT_MAX_PACKET
-        self.max_handshakes = 256      # links not yet logged in; more are refused (DENIED)
+        self.max_handshakes = 256      # links past Hello, not logged in yet; more: DENIED
+        self.max_handshakes_per_address = 32  # links not logged in yet from one address
+        self.hello_timeout_s = 5.0     # a new link must send its Hello within this
         self.send_limit = 256 * 1024   # bytes waiting to be written; past it a link is dropped
         self.summary_s = 60.0
         self.http = ("127.0.0.1", 7780)  # the status page and /metrics; None: off
@@ -98,6 +103,8 @@ class RealmServer:
                                     on_token_check=self.stats.token_checked)
         self.router = (make_router or (lambda realm: LocalRouter(realm, store)))(self)
         self.handshaking = set()
+        self._unlogged_from = {}  # source address -> its links not logged in (yet)
+        self._refused_from = {}   # source address over its share -> connections refused
         self.links = set()
         self.adopting = 0  # TCP connections accepted, their Link not made yet
         self.serial_ports = []
@@ -116,25 +123,75 @@ class RealmServer:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def open_link(self, transport, address, framer, source=None):
+    def open_link(self, transport, address, framer, source=None, admitted=False):
         """`address` names the link in the logs; `source` is what the rate limit counts
-        per address (the IP address for TCP), `address` itself if None."""
-        link = Link(self, transport, address, framer, source or address)
-        if len(self.handshaking) > self.config.max_handshakes:
-            link.conn.close(DENIED, "too many handshakes in progress; try again later")
+        per address (the IP address for TCP), `address` itself if None. `admitted`: the
+        caller has counted it in its address's share already (`admit`)."""
+        source = source or address
+        over = not admitted and not self.admit(source)
+        link = Link(self, transport, address, framer, source, counted=not over)
+        if over:
+            link.conn.close(DENIED, _OVER_SHARE)
         link.flush()
         return link
 
-    def adopt_tcp(self, sock, address):
-        """A TCP connection the listener accepted: give it a transport and a Link."""
-        self.adopting += 1
-        self.spawn(self._adopt(sock))
+    # Idle connections must not lock the others out. A link that has sent nothing yet
+    # holds no handshake slot: it only counts in its address's share of the links not
+    # logged in, and must send its Hello within --hello-timeout. A slot is taken with
+    # the Hello, by work that progresses.
+    def admit(self, source):
+        """Count a new connection in its address's share: False (not counted) if full."""
+        count = self._unlogged_from.get(source, 0)
+        if count >= self.config.max_handshakes_per_address:
+            refused = self._refused_from.get(source)
+            if refused is None:
+                log.warning("%s has %d connections in the handshake, its share: more are "
+                            "refused", source, count)
+                refused = 0
+            self._refused_from[source] = refused + 1
+            self.stats.refusals["DENIED"] = self.stats.refusals.get("DENIED", 0) + 1
+            return False
+        self._unlogged_from[source] = count + 1
+        return True
 
-    async def _adopt(self, sock):
+    def hello_received(self, link):
+        """Give `link` a handshake slot, or raise ProtocolError(DENIED) if none is free."""
+        self.handshaking.add(link)
+        if len(self.handshaking) > self.config.max_handshakes:
+            raise ProtocolError(DENIED, "too many handshakes in progress; try again later")
+
+    def handshake_ended(self, link):
+        """`link` logged in or ended: it leaves its address's share and its slot."""
+        if link.unlogged:
+            link.unlogged = False
+            self.handshaking.discard(link)
+            self._leave_share(link.source)
+
+    def _leave_share(self, source):
+        left = self._unlogged_from.pop(source) - 1
+        if left:
+            self._unlogged_from[source] = left
+        refused = self._refused_from.get(source)
+        if refused is not None and left < self.config.max_handshakes_per_address * 3 // 4:
+            del self._refused_from[source]
+            log.info("%s is below its share of connections in the handshake again: %d were "
+                     "refused", source, refused)
+
+    def adopt_tcp(self, sock, address):
+        """A TCP connection the listener accepted: give it a transport and a Link, unless
+        its address has its share of connections in the handshake already."""
+        if not self.admit(address[0]):
+            refuse(sock, _OVER_SHARE_FRAME)
+            return
+        self.adopting += 1
+        self.spawn(self._adopt(sock, address[0]))
+
+    async def _adopt(self, sock, source):
         try:
             await self.loop.connect_accepted_socket(lambda: _TcpProtocol(self), sock)
         except OSError:  # gone before it got its transport
             sock.close()
+            self._leave_share(source)
         finally:
             self.adopting -= 1
 
@@ -153,7 +210,7 @@ class RealmServer:
     async def start_session(self, link, decision):
         link.device = id_text(link.conn.device_id)
         link.since = time.time()
-        self.handshaking.discard(link)
+        self.handshake_ended(link)
         self.stats.logins["pinned" if link.conn.pinned_path else "first_contact"] += 1
         self.changes += 1
         how = " (enrolled)" if decision.enrolled else " (key bound)" if decision.bound_now else ""
@@ -163,7 +220,7 @@ class RealmServer:
 
     def link_ended(self, link):
         self.links.discard(link)
-        self.handshaking.discard(link)
+        self.handshake_ended(link)
         self.stats.serial_drops += getattr(link.framer, "dropped", 0)
         if link.device is not None:
             self.changes += 1
@@ -229,7 +286,7 @@ class Link:
     `transport` has asyncio's write/get_write_buffer_size/close/abort.
     """
 
-    def __init__(self, realm, transport, address, framer, source):
+    def __init__(self, realm, transport, address, framer, source, counted=True):
         self.realm = realm
         self.transport = transport
         self.address = address
@@ -243,14 +300,18 @@ class Link:
         self._timer_at = None
         self.conn = RealmConnection(
             realm.private, realm.public, framer, realm.now_ms(), self._bound_key,
-            handshake_timeout_ms=int(realm.config.handshake_timeout_s * 1000))
+            handshake_timeout_ms=int(realm.config.handshake_timeout_s * 1000),
+            hello_timeout_ms=int(realm.config.hello_timeout_s * 1000))
+        self.unlogged = counted  # in its address's share of links not logged in yet
         realm.links.add(self)
-        realm.handshaking.add(self)
         realm.stats.connects += 1
         self.log = logs.LinkLog(log)
         self.log.line(logging.INFO, "connect %s", address)
 
     def _bound_key(self, device_id):
+        """The core asks first when the Hello arrives, before any work for it."""
+        if self.unlogged and self not in self.realm.handshaking:
+            self.realm.hello_received(self)
         return self.realm.store.bound_key(id_text(device_id))
 
     def data_received(self, data):
@@ -441,7 +502,8 @@ class _TcpProtocol(asyncio.Protocol):
     def connection_made(self, transport):
         peer = transport.get_extra_info("peername") or ("?", 0)
         self.link = self.realm.open_link(
-            transport, "%s:%d" % (peer[0], peer[1]), StreamFramer(), source=peer[0])
+            transport, "%s:%d" % (peer[0], peer[1]), StreamFramer(), source=peer[0],
+            admitted=True)
 
     def data_received(self, data):
         self.link.data_received(data)

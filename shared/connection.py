@@ -106,7 +106,7 @@ class Connection:
             self._fail(self._fault, events)
         elif not self.established:
             if now >= self._deadline:
-                self._fail(ProtocolError(TIMEOUT, "handshake not finished in time"), events)
+                self._fail(ProtocolError(TIMEOUT, self._late()), events)
         elif now - self._last_received >= SILENCE_FACTOR * self._heartbeat_ms:
             self._fail(ProtocolError(TIMEOUT, "peer silent for %d s" % (
                 SILENCE_FACTOR * self._heartbeat_ms // 1000)), events)
@@ -163,6 +163,10 @@ class Connection:
             self._on_sealed(packet_id, fields, events)
         else:
             self._on_clear(packet_id, fields, packet, events)
+
+    def _late(self):
+        """Why the handshake deadline passed (a subclass may know better)."""
+        return "handshake not finished in time"
 
     def _on_peer_error(self, fields, events):
         code, _ref, message = fields

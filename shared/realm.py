@@ -88,8 +88,14 @@ class RealmConnection(Connection):
     _allowed = _ALLOWED
 
     def __init__(self, private, public, framer, now, bound_key,
-                 handshake_timeout_ms=HANDSHAKE_TIMEOUT_MS, ephemeral=None, challenge=None):
+                 handshake_timeout_ms=HANDSHAKE_TIMEOUT_MS, ephemeral=None, challenge=None,
+                 hello_timeout_ms=None):
         Connection.__init__(self, framer, now, handshake_timeout_ms)
+        # The Hello may get less time than the whole handshake: a connection that sends
+        # nothing (one of a flood of idle ones) is closed as soon as it is late.
+        self._handshake_deadline = self._deadline
+        if hello_timeout_ms is not None and hello_timeout_ms < handshake_timeout_ms:
+            self._deadline = now + hello_timeout_ms
         self._private = private
         self._public = public
         self._bound_key = bound_key
@@ -157,8 +163,14 @@ class RealmConnection(Connection):
                       plain[_PROXY_FIXED:])
 
     # -- handshake --------------------------------------------------------------
+    def _late(self):
+        if self._deadline < self._handshake_deadline:
+            return "no Hello in time"
+        return Connection._late(self)
+
     def _on_clear(self, packet_id, fields, packet, events):
         if packet_id == codec.HELLO:
+            self._deadline = self._handshake_deadline
             _version, self.device_id, pin, self._device_eph = fields
             self._th = hashlib.sha256(packet)
             bound = self._bound_key(self.device_id)

@@ -42,6 +42,13 @@ def metric(samples, name, **labels):
     return samples[(name, tuple(sorted(labels.items())))]
 
 
+def hello_bytes():
+    """A Hello from a new device (framed for TCP), as the first bytes of a connection."""
+    private, public = crypto.generate_keypair()
+    conn = DeviceConnection(uuid.uuid4().bytes, private, public, "t" * 20, StreamFramer(), 0)
+    return conn.data_to_send()
+
+
 def read_frames(sock, timeout=5):
     """Every packet the realm sends until it closes the socket (clear packets only)."""
     sock.settimeout(timeout)
@@ -63,13 +70,15 @@ class RawDevice:
     test can also send bytes the core would never send."""
 
     def __init__(self, port, device_id, token, private=None, realm_public=None, dh2=None,
-                 rcvbuf=None):
+                 rcvbuf=None, source=None):
         self.device_id = device_id
         self.private = private or crypto.generate_keypair()[0]
         self.public = crypto.public_key(self.private)
         self.sock = socket.socket()
         if rcvbuf:  # a small window, for a reader that lags
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source:  # another loopback address than 127.0.0.1, as another machine would be
+            self.sock.bind((source, 0))
         self.sock.settimeout(5)
         self.sock.connect(("127.0.0.1", port))
         self.conn = DeviceConnection(device_id, self.private, self.public, token,

@@ -2,16 +2,12 @@
 harm to the registry, and the other devices go on being served. Checked after every
 example, so that a failure shrinks to the input that caused it."""
 import socket
-import uuid
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from shared import crypto
-from shared.device import DeviceConnection
 from shared.events import PeerKeyPacket
-from shared.framing import StreamFramer
-from tests.realm_helpers import RawDevice, RealmProcess
+from tests.realm_helpers import RawDevice, RealmProcess, hello_bytes
 from tests.test_realm_server import check_registry
 
 FUZZ = settings(max_examples=60, deadline=None,
@@ -25,12 +21,6 @@ def realm(tmp_path_factory):
     assert process.stop() == 0
     process.assert_clean_log()
     check_registry(process.data_dir)
-
-
-def hello_bytes():
-    private, public = crypto.generate_keypair()
-    conn = DeviceConnection(uuid.uuid4().bytes, private, public, "t" * 20, StreamFramer(), 0)
-    return conn.data_to_send()
 
 
 def check_after_example(realm):

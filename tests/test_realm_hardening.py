@@ -2,6 +2,7 @@
 (issue 13): packets before a fault, rate limits, logs, descriptors, connection floods."""
 import io
 import logging
+import resource
 import select
 import socket
 import time
@@ -9,12 +10,11 @@ import time
 import pytest
 
 from shared import codec
-from shared.errors import DENIED, MALFORMED, SESSION_REPLACED, TOO_LARGE
+from shared.errors import DENIED, MALFORMED, SESSION_REPLACED, TIMEOUT, TOO_LARGE
 from shared.events import DeliveryPacket, ProxyPassPacket
 from shared.framing import StreamFramer
 from host import logs
-from tests.realm_helpers import RawDevice, RealmProcess, run_cli
-from tests.test_realm_fuzz import hello_bytes
+from tests.realm_helpers import RawDevice, RealmProcess, hello_bytes, run_cli
 from tests.test_realm_server import check_registry
 
 
@@ -166,7 +166,8 @@ def denied(socks, expected, timeout=10):
 
 
 def test_at_the_open_file_limit_connections_are_refused_cleanly_and_logged_once(tmp_path):
-    realm = RealmProcess(tmp_path / "data", fd_limit=(64, 100))
+    realm = RealmProcess(tmp_path / "data", "--max-handshakes-per-address", "1000",
+                         fd_limit=(64, 100))
     held = []
     try:
         assert open_files_limit(realm.proc.pid) == 100  # the soft limit raised to the hard
@@ -195,3 +196,79 @@ def test_at_the_open_file_limit_connections_are_refused_cleanly_and_logged_once(
         assert realm.stop() == 0
     realm.assert_clean_log()
     assert len(realm.log().encode()) < 300 * (capacity + 10), "about two lines per link"
+
+
+# -- connection floods (item 1) ----------------------------------------------------------------
+def idle_flood(port, count, sources, first_bytes=(b"", b"\x00", b"\x00\x47\x02")):
+    """`count` connections from `sources` (in turn) that send a few bytes at most, then
+    nothing: none, half a length, or the start of a Hello."""
+    socks = []
+    for i in range(count):
+        sock = socket.socket()
+        sock.bind((sources[i % len(sources)], 0))
+        sock.connect(("127.0.0.1", port))
+        if first_bytes[i % len(first_bytes)]:
+            sock.sendall(first_bytes[i % len(first_bytes)])
+        socks.append(sock)
+    return socks
+
+
+def flood_size(wanted):
+    """As many connections as this process may open, up to `wanted`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    return min(wanted, soft - 100)
+
+
+@pytest.mark.parametrize("sources", [["127.0.0.1"], ["127.0.3.%d" % i for i in range(1, 11)]])
+def test_a_device_logs_in_during_a_flood_of_idle_connections(tmp_path, sources):
+    """1,000 idle connections from one address (past its share, they are refused at
+    once), or 300 from ten addresses (more than the 256 handshake slots: idle connections
+    take none, a slot is taken with the Hello)."""
+    realm = RealmProcess(tmp_path / "data")  # the default limits
+    device_id, token = realm.add_device()
+    flood = idle_flood(realm.port, flood_size(1000 if len(sources) == 1 else 300), sources)
+    try:
+        realm.wait_log("connect 127.0.", count=min(len(flood), 32 * len(sources)))
+        started = time.monotonic()
+        device = RawDevice(realm.port, device_id, token, source="127.0.0.2")
+        device.handshake()
+        took = time.monotonic() - started
+        device.close()
+    finally:
+        for sock in flood:
+            sock.close()
+        assert realm.stop() == 0
+    realm.assert_clean_log()
+    print("first login during the flood: %.3f s" % took)
+
+
+def test_a_connection_gets_a_short_deadline_for_its_hello(tmp_path):
+    realm = RealmProcess(tmp_path / "data", "--hello-timeout", "0.5")  # handshake: 30 s
+    try:
+        hello = hello_bytes()
+        with socket.create_connection(("127.0.0.1", realm.port)) as sock:
+            started = time.monotonic()
+            sock.settimeout(0.1)
+            answer = b""
+            for byte in hello:  # a Hello at ten bytes per second
+                try:
+                    sock.sendall(bytes([byte]))
+                    answer += sock.recv(4096)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    break
+                if answer:
+                    break
+            took = time.monotonic() - started
+        assert [codec.decode(p)[1][:1] for p in StreamFramer().feed(answer)] == [(TIMEOUT,)]
+        assert took < 3
+        realm.wait_log("TIMEOUT no Hello in time")
+        device_id, token = realm.add_device()  # a device that sends its Hello at once
+        RawDevice(realm.port, device_id, token).handshake()
+    finally:
+        assert realm.stop() == 0
+    realm.assert_clean_log()

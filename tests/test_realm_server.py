@@ -17,7 +17,8 @@ from shared.framing import StreamFramer
 from host import keyfile, tokens
 from host.client import DeviceState, HostDevice
 from host.registry import Registry
-from tests.realm_helpers import RawDevice, RealmProcess, read_frames, run, run_cli
+from tests.realm_helpers import (RawDevice, RealmProcess, hello_bytes, read_frames, run,
+                                 run_cli)
 
 WRONG_TOKEN = "x" * 43
 
@@ -337,8 +338,11 @@ def test_heartbeats_keep_a_session_and_silence_ends_it(own_realm):
 def test_handshake_cap_refuses_more_connections(own_realm):
     realm = own_realm("--max-handshakes", "2", "--handshake-timeout", "5")
     held = [socket.create_connection(("127.0.0.1", realm.port)) for _ in range(2)]
-    realm.wait_log("connect 127.0.0.1", count=2)
+    for sock in held:  # a connection takes a slot when it sends its Hello
+        sock.sendall(hello_bytes())
+        assert sock.recv(4096)  # SendKey
     with socket.create_connection(("127.0.0.1", realm.port)) as sock:
+        sock.sendall(hello_bytes())  # a slot is taken with the Hello
         packets = read_frames(sock)
     assert [(p, f[0]) for p, f in packets] == [(codec.ERROR, DENIED)]
     for sock in held:

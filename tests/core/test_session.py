@@ -6,6 +6,7 @@ from shared.errors import (MALFORMED, UNSUPPORTED, UNEXPECTED, KEY_MISMATCH,
                            LINK_LOST)
 from shared.events import Closed, Welcomed, ProxyPassPacket, PeerKeyRequestPacket, DeliveryPacket
 from shared.framing import StreamFramer
+from shared.realm import RealmConnection
 from tests.core.linked import Link, keypair, device_id, sent_ids
 from tests.core.support import eq, check
 
@@ -323,3 +324,17 @@ def test_a_pending_fault_also_closes_at_the_next_read():
     link, data = _proxy_then(b"\xff\xff")
     link.realm.receive_data(data, 5)
     eq(_closed(link.realm.receive_data(b"", 6)).code, TOO_LARGE, "closed by the next call")
+
+
+def test_the_hello_may_get_a_shorter_deadline_than_the_handshake():
+    private, public = keypair(1)
+    idle = RealmConnection(private, public, StreamFramer(), 0, {}.get, hello_timeout_ms=5000)
+    eq(idle.next_deadline(), 5000, "the Hello's deadline")
+    eq(idle.tick(4999), [], "not yet")
+    err = _closed(idle.tick(5000))
+    eq((err.code, err.message), (TIMEOUT, "no Hello in time"), "late Hello")
+    link = Link()
+    link.realm = RealmConnection(private, public, StreamFramer(), 0, {}.get,
+                                 hello_timeout_ms=5000)
+    link.realm.receive_data(link.device.data_to_send(), 100)
+    eq(link.realm.next_deadline(), 30000, "after the Hello, the whole handshake's deadline")
