@@ -268,6 +268,65 @@ async def latency_under_admin(realm, count, seconds):
     return quiet, loaded, done["add"], done["list"]
 
 
+def idle_flood(port, idle, ready):
+    """In a process of its own (its loop must not slow the logins measured): hold `idle`
+    connections that send nothing, from twenty addresses 127.0.1.x, each reopened 50 ms
+    after the realm closes it, until killed. Sets `ready` once all were opened once."""
+    async def hold(source, opened):
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port,
+                                                               local_addr=(source, 0))
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            opened.set_result(None) if not opened.done() else None
+            try:
+                await reader.read()
+            except OSError:
+                pass
+            writer.close()
+            await asyncio.sleep(0.05)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        opened = [loop.create_future() for _ in range(idle)]
+        holders = [loop.create_task(hold("127.0.1.%d" % (1 + i % 20), opened[i]))
+                   for i in range(idle)]  # referenced: a task nobody holds may be collected
+        await asyncio.gather(*opened)
+        ready.set()
+        await asyncio.gather(*holders)  # until killed
+    asyncio.run(main())
+
+
+async def login_under_flood(realm, idle, logins):
+    """Logins of one device (reconnects: pinned path) from 127.0.0.2 while `idle_flood`
+    runs: (login seconds, refused logins)."""
+    device = Identity()
+    (await BenchDevice.connect(realm.port, device, source="127.0.0.2")).close()  # enrolled
+    spawn = multiprocessing.get_context("spawn")  # a fresh interpreter, no copied loop
+    ready = spawn.Event()
+    flood = spawn.Process(target=idle_flood, args=(realm.port, idle, ready), daemon=True)
+    flood.start()
+    try:
+        if not await asyncio.get_running_loop().run_in_executor(None, ready.wait, 60):
+            raise RuntimeError("the idle connections did not open within 60 s")
+        await asyncio.sleep(1)
+        times, refused = [], 0
+        for _ in range(logins):
+            started = time.perf_counter()
+            try:
+                (await BenchDevice.connect(realm.port, device, source="127.0.0.2")).close()
+                times.append(time.perf_counter() - started)
+            except (ConnectionError, ProtocolError):
+                refused += 1
+            await asyncio.sleep(0.02)
+    finally:
+        flood.kill()
+        flood.join()
+    return times, refused
+
+
 def percentile(values, p):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
@@ -347,10 +406,8 @@ def main():
     one_to_one = 2000 if q else 50000
     pings = 200 if q else 2000
     fleet = args.fleet or (200 if q else 10000)
+    flood, flood_logins = (200, 20) if q else (1000, 200)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # a socket per bench device
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # the flood's connections
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     workdir = tempfile.mkdtemp(prefix="realm-bench-")
     print("realm bench: %s, CPython %s, %d cores" % (
