@@ -29,6 +29,7 @@ class MemoryStore:
         self.keys = {}
         self.online = {}
         self.queues = {}
+        self._seq = 0
 
     def bound_key(self, device_id):
         return self.keys.get(device_id)
@@ -39,14 +40,22 @@ class MemoryStore:
     def set_online(self, device, online, now):
         self.online[device] = online
 
-    async def take_queue(self, device, now):
-        return self.queues.pop(device, [])
+    async def stored(self, device, now):
+        return list(self.queues.get(device, []))
+
+    def forget_stored(self, device, last_seq):
+        left = [item for item in self.queues.get(device, []) if item.seq > last_seq]
+        if left:
+            self.queues[device] = left
+        else:
+            self.queues.pop(device, None)
 
     async def enqueue(self, target, sender, msg_id, inner, now):
         queue = self.queues.setdefault(target, [])
         if len(queue) >= QUEUE_MAX_PACKETS:
             return codec.QUEUE_FULL
-        queue.append(Queued(bytes(sender), msg_id, bytes(inner)))
+        self._seq += 1
+        queue.append(Queued(self._seq, bytes(sender), msg_id, bytes(inner)))
         return codec.QUEUED
 
 

@@ -15,6 +15,7 @@ import errno
 import os
 import resource
 import socket
+import struct
 
 from shared import codec
 from shared.errors import DENIED
@@ -45,6 +46,19 @@ def refuse(sock, frame):
 
 
 _FULL = error_frame(DENIED, "realm at its connection limit; try again later")
+
+
+def tcp_acked(sock):
+    """Bytes the peer's kernel acknowledged on this TCP socket (Linux's TCP_INFO
+    tcpi_bytes_acked: it stays right after a reset, unlike SIOCOUTQ), or None where the
+    kernel does not say."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
+    return struct.unpack_from("=Q", info, _BYTES_ACKED)[0] if len(info) >= _TCP_INFO_LEN \
+        else None
+
+
+_BYTES_ACKED = 120  # offset of tcpi_bytes_acked in struct tcp_info (Linux 4.1 and later)
+_TCP_INFO_LEN = _BYTES_ACKED + 8
 
 
 def raise_fd_limit():

@@ -56,7 +56,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 Device = namedtuple("Device", "id name token_hash bound_key created last_seen online")
 DeviceInfo = namedtuple("DeviceInfo", "id name bound_key online queued last_seen created")
-Queued = namedtuple("Queued", "sender msg_id inner")
+Queued = namedtuple("Queued", "seq sender msg_id inner")  # seq: its place in the queue
 
 
 class RegistryError(Exception):
@@ -297,17 +297,29 @@ class Registry:
                 (target, bytes(sender), msg_id, bytes(inner), now))
         return QUEUED
 
-    def take_queue(self, target, now):
-        """Remove and return the target's unexpired packets, oldest first."""
+    def stored(self, target, now):
+        """The target's unexpired packets, oldest first. They stay stored until
+        `forget_stored` says the target received them."""
         if not self.queued_count(target):
             return []  # the common case, without a write transaction
         with self._transaction():
             self._expire(now, target)
             rows = self.db.execute(
-                "SELECT sender, msg_id, inner FROM queue WHERE target = ? ORDER BY seq",
+                "SELECT seq, sender, msg_id, inner FROM queue WHERE target = ? ORDER BY seq",
                 (target,)).fetchall()
-            self.db.execute("DELETE FROM queue WHERE target = ?", (target,))
-        return [Queued(bytes(s), m, bytes(i)) for s, m, i in rows]
+        return [Queued(q, bytes(s), m, bytes(i)) for q, s, m, i in rows]
+
+    def forget_stored(self, target, last_seq):
+        """The target received its stored packets up to `last_seq`: delete them."""
+        with self._transaction():
+            self.db.execute("DELETE FROM queue WHERE target = ? AND seq <= ?",
+                            (target, last_seq))
+
+    def queue_usage(self, target):
+        """(packets, bytes of inner, time the oldest was stored or None) for `target`."""
+        return self.db.execute(
+            "SELECT count(*), coalesce(sum(length(inner)), 0), min(queued_at) FROM queue "
+            "WHERE target = ?", (target,)).fetchone()
 
     def queue_totals(self):
         """(packets, bytes of inner) stored for every target together."""

@@ -18,6 +18,7 @@ cluster's router on NATS (`host/cluster.py`) answer them the same way:
 Routing never waits on the loop: a packet for an offline target is stored by the store's
 worker and answered when the store says it is durable.
 """
+import functools
 import logging
 import time
 
@@ -36,6 +37,7 @@ class LocalRouter:
         # Devices whose stored packets are being fetched: the live packets that arrive
         # meanwhile wait here, (sender, msg_id, inner, origin) in arrival order.
         self._held = {}
+        self._received = {}  # device -> last seq of its stored packets known received
 
     def __len__(self):
         return len(self.sessions)
@@ -58,28 +60,39 @@ class LocalRouter:
     async def _hand_over_stored(self, device_id, device):
         held = self._held[device_id] = []
         try:
-            items = await self.store.take_queue(device, time.time())
+            items = await self.store.stored(device, time.time())
         except Exception:
             log.exception("cannot read the stored packets of %s", device)
             items = []
         del self._held[device_id]
         link = self.sessions.get(device_id)
-        if link is None:  # it left meanwhile: store again, in the same order
-            for item in items:
-                self._store(device, item.sender, item.msg_id, item.inner, None)
+        if link is None:  # it left meanwhile: the stored stay, the held are stored after
             for sender, msg_id, inner, origin in held:
                 self._store(device, sender, msg_id, inner, origin)
             return
-        for item in items:
+        for item in items:  # each kept until the target has it: a link cut loses none
             if len(item.inner) <= link.conn.max_inner:
                 link.conn.send_proxy(item.sender, item.msg_id, item.inner)
                 self.realm.stats.flushed += 1
+                link.flush()
             else:
                 link.log.line(logging.WARNING, "dropped a stored packet for %s: larger than "
                               "its max_packet", device)
+            link.when_received(functools.partial(self._received_stored, device, item.seq))
         for sender, msg_id, inner, origin in held:
             origin.delivered(msg_id, self._send(link, sender, msg_id, inner))
         link.flush()
+
+    def _received_stored(self, device, seq):
+        """The target has its stored packets up to `seq`: forget them, in one registry
+        call for all those found received at one look."""
+        pending = self._received.get(device)
+        self._received[device] = seq if pending is None else max(pending, seq)
+        if pending is None:
+            self.realm.loop.call_soon(self._forget_received, device)
+
+    def _forget_received(self, device):
+        self.store.forget_stored(device, self._received.pop(device))
 
     def close_session(self, link):
         if self.sessions.get(link.conn.device_id) is link:

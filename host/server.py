@@ -7,6 +7,9 @@ worker thread and the token checks in their pool, never on the loop.
 """
 import asyncio
 import bisect
+import ctypes
+import ctypes.util
+import gc
 import logging
 import os
 import signal
@@ -19,7 +22,7 @@ from shared.framing import StreamFramer
 from shared.realm import DeviceReportPacket, RealmConnection
 from shared.events import Closed, LoginRequest, ProxyPassPacket, PeerKeyRequestPacket
 from host import logs, realmdir
-from host.listener import Listener, error_frame, refuse
+from host.listener import Listener, error_frame, refuse, tcp_acked
 from host.login import Decision, LoginDecider
 from host.ratelimit import LoginLimiter
 from host.registry import id_text, label
@@ -27,8 +30,30 @@ from host.router import LocalRouter
 
 log = logs.get()
 
+STORM_LINKS = 100  # links gone since the peak that make the realm give memory back
+RECEIPT_CHECK_S = 0.05  # how often a link asks whether stored packets were received
 _OVER_SHARE = "too many connections in the handshake from your address; try again later"
 _OVER_SHARE_FRAME = error_frame(DENIED, _OVER_SHARE)
+
+
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: its allocator returns memory itself
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_memory():
+    """Free what ended links left and give it back to the system. A link and its
+    connection hold each other (the core calls back into the link), so only the cyclic
+    collector frees them, and it runs on allocations, which stop when the storm does;
+    glibc then keeps the freed heap unless asked (RSS stayed 14 MB up after a storm)."""
+    gc.collect()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 class Config:
@@ -123,13 +148,15 @@ class RealmServer:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def open_link(self, transport, address, framer, source=None, admitted=False):
+    def open_link(self, transport, address, framer, source=None, admitted=False,
+                  acked=None):
         """`address` names the link in the logs; `source` is what the rate limit counts
         per address (the IP address for TCP), `address` itself if None. `admitted`: the
-        caller has counted it in its address's share already (`admit`)."""
+        caller has counted it in its address's share already (`admit`). `acked()`: the
+        bytes the peer has acknowledged (TCP), if the transport can say."""
         source = source or address
         over = not admitted and not self.admit(source)
-        link = Link(self, transport, address, framer, source, counted=not over)
+        link = Link(self, transport, address, framer, source, counted=not over, acked=acked)
         if over:
             link.conn.close(DENIED, _OVER_SHARE)
         link.flush()
@@ -236,9 +263,14 @@ class RealmServer:
     # -- housekeeping -----------------------------------------------------------
     async def housekeeping(self):
         last_summary = last_prune = self.loop.time()
+        peak = 0  # most links since memory was last given back
         while True:
             await asyncio.sleep(min(1.0, self.config.summary_s))
             now = self.loop.time()
+            peak = max(peak, len(self.links))
+            if peak - len(self.links) >= STORM_LINKS:  # a storm of connections is over
+                peak = len(self.links)
+                release_memory()
             try:
                 self.drop_removed_devices(await self.store.removed_devices(
                     {link.device for link in self.router.links()}))
@@ -286,7 +318,7 @@ class Link:
     `transport` has asyncio's write/get_write_buffer_size/close/abort.
     """
 
-    def __init__(self, realm, transport, address, framer, source, counted=True):
+    def __init__(self, realm, transport, address, framer, source, counted=True, acked=None):
         self.realm = realm
         self.transport = transport
         self.address = address
@@ -303,6 +335,12 @@ class Link:
             handshake_timeout_ms=int(realm.config.handshake_timeout_s * 1000),
             hello_timeout_ms=int(realm.config.hello_timeout_s * 1000))
         self.unlogged = counted  # in its address's share of links not logged in yet
+        self.acked = acked
+        self.written = 0  # bytes handed to the transport
+        self._left_host = 0  # of those, gone from the transport's buffer at the last look
+        self._heard_after = 0  # bytes gone before the device last sent something
+        self._receipts = []  # (bytes written by then, callback), oldest first
+        self._receipt_timer = None
         realm.links.add(self)
         realm.stats.connects += 1
         self.log = logs.LinkLog(log)
@@ -317,6 +355,7 @@ class Link:
     def data_received(self, data):
         if self.ended:
             return
+        self._heard_after = self._left_host  # what left before this came
         if self.device is None:
             self._handle(self.conn.receive_data(data, self.realm.now_ms()))
         else:  # a session: its ProxyPass packets go straight to the router
@@ -327,7 +366,8 @@ class Link:
         try:
             self.realm.router.relay(self, peer, msg_id, inner)
         except Exception:  # as in _handle: a realm bug or a registry failure
-            log.exception("internal error on the link from %s", self.address)
+            self.log.line(logging.ERROR, "internal error on the link from %s", self.address,
+                          exc_info=True)
             self.conn.close(INTERNAL, "internal error")
 
     def transport_lost(self, why):
@@ -404,6 +444,7 @@ class Link:
         data = self.conn.data_to_send()
         if data:
             self.transport.write(data)
+            self.written += len(data)
             if self.transport.get_write_buffer_size() > self.realm.config.send_limit:
                 self.realm.stats.slow_readers += 1
                 self._end("slow reader: over %d bytes unsent" % self.realm.config.send_limit,
@@ -426,8 +467,37 @@ class Link:
         self._timer = self.realm.loop.call_at(when, self._on_timer)
         self._timer_at = when
 
+    def when_received(self, callback):
+        """Call `callback` once the peer has received every byte written so far: on TCP
+        once its kernel acknowledged them, otherwise (serial) once the device sent
+        something after they left. Never if the link ends first."""
+        self._receipts.append((self.written, callback))
+        self._check_receipts()
+
+    def _check_receipts(self):
+        self._receipt_timer = None
+        self._left_host = self.written - self.transport.get_write_buffer_size()
+        received = None
+        if self.acked is not None:
+            try:
+                received = self.acked()
+            except OSError:  # the socket is gone
+                pass
+        if received is None:
+            received = self._heard_after
+        while self._receipts and self._receipts[0][0] <= received:
+            self._receipts.pop(0)[1]()
+        if self._receipts and not self.ended:
+            self._receipt_timer = self.realm.loop.call_later(RECEIPT_CHECK_S,
+                                                             self._check_receipts)
+
     def _end(self, why=None, abort=False):
         self.ended = True
+        if self._receipts:  # a last look, while the socket is still open
+            if self._receipt_timer is not None:
+                self._receipt_timer.cancel()
+            self._check_receipts()
+            self._receipts = []
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -501,9 +571,10 @@ class _TcpProtocol(asyncio.Protocol):
 
     def connection_made(self, transport):
         peer = transport.get_extra_info("peername") or ("?", 0)
+        sock = transport.get_extra_info("socket")
         self.link = self.realm.open_link(
             transport, "%s:%d" % (peer[0], peer[1]), StreamFramer(), source=peer[0],
-            admitted=True)
+            admitted=True, acked=lambda: tcp_acked(sock))
 
     def data_received(self, data):
         self.link.data_received(data)

@@ -12,7 +12,9 @@ worker thread) and the cluster's store on NATS KV and JetStream (`host/cluster.p
     set_online(id, online, now)          fire and forget; kept in call order
     await enqueue(target, sender, msg_id, inner, now) -> codec QUEUED | QUEUE_FULL | UNKNOWN_TARGET
                                          QUEUED only once the packet is durably stored
-    await take_queue(target, now) -> [Queued], oldest first, removed from the store
+    await stored(target, now) -> [Queued], oldest first; they stay stored until
+    forget_stored(target, last_seq)      the target received them up to last_seq: fire
+                                         and forget, kept in call order
     await removed_devices(ids) -> those of `ids` no longer registered, or None when
                                          nothing changed since the last call
     await housekeeping(now)              periodic: expire old packets
@@ -26,6 +28,7 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
+from shared.codec import QUEUE_FULL
 from host.registry import Registry
 
 log = logging.getLogger("realm")
@@ -35,7 +38,9 @@ class LocalStore:
     """The SQLite registry behind one worker thread.
 
     One thread, so the calls run in the order they were made: a packet stored before a
-    target logs in is in the `take_queue` that follows, and online flags never swap.
+    target logs in is in the `stored` that follows, and online flags never swap.
+    A target whose queue is full is remembered (count, bytes, oldest): the packets a
+    sender floods it with are refused QUEUE_FULL on the loop, with no registry call.
     Only `bound_key` reads on the loop's thread (its own connection; a WAL read is short).
     """
 
@@ -45,6 +50,7 @@ class LocalStore:
         self._db = self._worker.submit(Registry, data_dir).result()  # used on the worker only
         self._reader = Registry(data_dir)
         self._version = None
+        self._full = {}  # target -> _Usage of its full queue, while known to be full
         self.loop = None
 
     def _run(self, func, *args):
@@ -80,10 +86,34 @@ class LocalStore:
         future.add_done_callback(_log_failure)
 
     def enqueue(self, target, sender, msg_id, inner, now):
-        return self._run(self._db.enqueue, target, sender, msg_id, inner, now)
+        full = self._full.get(target)
+        if full is not None and full.refuses(len(inner), now):
+            refused = self.loop.create_future()
+            refused.set_result(QUEUE_FULL)
+            return refused
+        # Submitted now, so stores and reads keep their call order on the worker.
+        return asyncio.ensure_future(self._remember_full(
+            target, self._run(self._enqueue, target, sender, msg_id, inner, now)))
 
-    def take_queue(self, target, now):
-        return self._run(self._db.take_queue, target, now)
+    def _enqueue(self, target, sender, msg_id, inner, now):
+        result = self._db.enqueue(target, sender, msg_id, inner, now)
+        return result, self._db.queue_usage(target) if result == QUEUE_FULL else None
+
+    async def _remember_full(self, target, future):
+        result, usage = await future
+        if usage is not None:
+            self._full[target] = _Usage(self._db, *usage)
+        else:
+            self._full.pop(target, None)
+        return result
+
+    def stored(self, target, now):
+        return self._run(self._db.stored, target, now)
+
+    def forget_stored(self, target, last_seq):
+        self._full.pop(target, None)
+        future = self._worker.submit(self._db.forget_stored, target, last_seq)
+        future.add_done_callback(_log_failure)
 
     def removed_devices(self, ids):
         return self._run(self._removed_devices, ids)
@@ -93,10 +123,12 @@ class LocalStore:
         if version == self._version:
             return None
         self._version = version
+        self._full.clear()  # removed devices, reset queues: ask the registry again
         known = self._db.device_ids()
         return [i for i in ids if i not in known]
 
     def housekeeping(self, now):
+        self._full.clear()  # expired packets make room
         return self._run(self._db.expire, now)
 
     def list_devices(self):
@@ -104,6 +136,20 @@ class LocalStore:
 
     def queue_totals(self):
         return self._run(self._db.queue_totals)
+
+
+class _Usage:
+    """A full queue as the registry counted it: what would still fit, and until when."""
+
+    def __init__(self, registry, count, size, oldest):
+        self.room = registry.queue_max_packets - count
+        self.room_bytes = registry.queue_max_bytes - size
+        self.until = None if oldest is None else oldest + registry.queue_ttl_s
+
+    def refuses(self, inner_size, now):
+        if self.until is not None and now >= self.until:
+            return False  # its oldest packet expires: the registry makes room
+        return self.room < 1 or inner_size > self.room_bytes
 
 
 def _log_failure(future):

@@ -1,19 +1,24 @@
 """What an attacker can make the realm spend or lose, against a real `realm serve`
 (issue 13): packets before a fault, rate limits, logs, descriptors, connection floods."""
+import asyncio
 import io
 import logging
+import random
 import resource
 import select
 import socket
+import struct
 import time
 
 import pytest
 
 from shared import codec
 from shared.errors import DENIED, MALFORMED, SESSION_REPLACED, TIMEOUT, TOO_LARGE
-from shared.events import DeliveryPacket, ProxyPassPacket
+from shared.events import DeliveryPacket, ProxyPassPacket, Welcomed
 from shared.framing import StreamFramer
 from host import logs
+from host.registry import Registry
+from host.store import LocalStore
 from tests.realm_helpers import RawDevice, RealmProcess, hello_bytes, run_cli
 from tests.test_realm_server import check_registry
 
@@ -274,3 +279,119 @@ def test_a_connection_gets_a_short_deadline_for_its_hello(tmp_path):
     finally:
         assert realm.stop() == 0
     realm.assert_clean_log()
+
+
+# -- stored packets kept until received (item 4) -------------------------------------------
+def test_stored_packets_survive_a_link_cut_right_after_welcome(tmp_path):
+    realm = RealmProcess(tmp_path / "data")
+    sender_id, sender_token = realm.add_device()
+    target_id, target_token = realm.add_device()
+    try:
+        first = RawDevice(realm.port, target_id, target_token)  # binds the target's key
+        welcome = first.handshake()
+        first.close()
+        sender = RawDevice(realm.port, sender_id, sender_token)
+        sender.handshake()
+        for i in range(64):
+            sender.conn.send_proxy(target_id, i + 1, b"\x01\x00%03d" % i + bytes(200))
+        sender.flush()
+        reports = []
+        sender.pump(lambda e: isinstance(e, DeliveryPacket) and reports.append(e.status)
+                    is None and len(reports) == 64)
+        assert reports == [codec.QUEUED] * 64
+
+        # The target logs in on a link that takes little and then is cut (a reset): the
+        # stored packets its kernel never acknowledged must stay stored.
+        cut = RawDevice(realm.port, target_id, target_token, private=first.private,
+                        realm_public=welcome.realm_public, dh2=welcome.dh2, rcvbuf=2048)
+        got_before = packets_until_welcome(cut)
+        time.sleep(0.5)
+        waiting = cut.sock.recv(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        got_before |= {e.inner[2:5] for e in cut.conn.receive_data(waiting, cut.now())
+                       if isinstance(e, ProxyPassPacket)}  # in its kernel: acknowledged
+        cut.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        cut.close()
+        assert len(got_before) < 64, "the link took every packet: the test shows nothing"
+        realm.wait_log("disconnect ", count=2)
+
+        again = RawDevice(realm.port, target_id, target_token, private=first.private,
+                          realm_public=welcome.realm_public, dh2=welcome.dh2)
+        got_after = set()
+        again.pump(lambda e: isinstance(e, ProxyPassPacket) and got_after.add(e.inner[2:5])
+                   is None and len(got_before | got_after) == 64)
+        again.close()
+        sender.close()
+    finally:
+        assert realm.stop() == 0
+    assert got_before | got_after == {b"%03d" % i for i in range(64)}
+    print("cut after %d of 64 packets; %d delivered again after the reconnect"
+          % (len(got_before), len(got_before & got_after)))
+
+
+def packets_until_welcome(device):
+    """Read the handshake in small steps, up to the read holding Welcome: the stored
+    packets that came with it (by their numbers)."""
+    got = set()
+    welcomed = False
+    while not welcomed:
+        for event in device.conn.receive_data(device.sock.recv(512), device.now()):
+            welcomed = welcomed or isinstance(event, Welcomed)
+            if isinstance(event, ProxyPassPacket):
+                got.add(event.inner[2:5])
+        device.flush()
+    return got
+
+
+# -- QUEUE_FULL without the disk (item 8) ---------------------------------------------------
+def test_a_full_queue_is_refused_without_a_registry_call(tmp_path, monkeypatch):
+    async def body():
+        store = LocalStore(str(tmp_path))
+        await store.start()
+        admin = Registry(str(tmp_path))
+        target, _ = admin.add_device(time.time())
+        calls = []
+        enqueue = store._db.enqueue
+        monkeypatch.setattr(store._db, "enqueue", lambda *a: calls.append(1) or enqueue(*a))
+        now = time.time()
+        results = [await store.enqueue(target, bytes(16), i, b"x" * 10, now) for i in range(200)]
+        assert results == [codec.QUEUED] * 64 + [codec.QUEUE_FULL] * 136
+        assert len(calls) == 65  # the first refusal counted the queue; none after it
+        stored = await store.stored(target, now)
+        store.forget_stored(target, stored[9].seq)  # the target received ten
+        results = [await store.enqueue(target, bytes(16), i, b"x" * 10, now) for i in range(12)]
+        assert results == [codec.QUEUED] * 10 + [codec.QUEUE_FULL] * 2
+        admin.close()
+        await store.stop()
+    asyncio.run(body())
+
+
+# -- memory after a storm (item 9) -------------------------------------------------------------
+def rss_mb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return [int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:")][0]
+
+
+def test_memory_after_storms_of_hostile_connections_does_not_pile_up(tmp_path):
+    """Three storms of 1,500 connections sending junk: what the first one leaves in RSS,
+    the next ones reuse (before, each added its own, and none came back)."""
+    realm = RealmProcess(tmp_path / "data", "--max-handshakes-per-address", "100000")
+    rng = random.Random(13)
+    rested = []
+    try:
+        time.sleep(0.5)
+        start = rss_mb(realm.proc.pid)
+        for _ in range(3):
+            storm = idle_flood(realm.port, flood_size(1500),
+                               ["127.0.4.%d" % i for i in range(1, 9)],
+                               first_bytes=[hello_bytes() + rng.randbytes(2000),
+                                            b"\x0f\xa0" + rng.randbytes(3000), rng.randbytes(200)])
+            realm.wait_log("connect ", count=len(storm))
+            for sock in storm:
+                sock.close()
+            time.sleep(2.5)  # the realm sees the storm is over within a second or two
+            rested.append(rss_mb(realm.proc.pid))
+    finally:
+        assert realm.stop() == 0
+    print("RSS %.1f MB at start, %s MB after each storm" % (
+        start, ", ".join("%.1f" % r for r in rested)))
+    assert rested[2] - start <= (rested[0] - start) + 3  # before: +6 MB and more

@@ -74,9 +74,13 @@ def test_queue_keeps_order_and_survives_reopening(tmp_path):
         assert registry.enqueue(target, SENDER, i, b"packet %d" % i, T0 + i) == QUEUED
     registry.close()
     registry = Registry(str(tmp_path))
-    assert [(q.msg_id, q.inner) for q in registry.take_queue(target, T0 + 10)] == [
+    stored = registry.stored(target, T0 + 10)
+    assert [(q.msg_id, q.inner) for q in stored] == [
         (0, b"packet 0"), (1, b"packet 1"), (2, b"packet 2")]
-    assert registry.take_queue(target, T0 + 10) == []
+    assert registry.stored(target, T0 + 10) == stored  # kept until received
+    registry.enqueue(target, SENDER, 3, b"packet 3", T0 + 11)
+    registry.forget_stored(target, stored[-1].seq)
+    assert [q.msg_id for q in registry.stored(target, T0 + 12)] == [3]
     registry.close()
 
 
@@ -85,7 +89,9 @@ def test_queue_is_bounded_by_count_and_bytes_keeping_the_oldest(registry):
     for i in range(64):
         assert registry.enqueue(target, SENDER, i, b"x", T0) == QUEUED
     assert registry.enqueue(target, SENDER, 64, b"x", T0) == QUEUE_FULL
-    assert [q.msg_id for q in registry.take_queue(target, T0)] == list(range(64))
+    stored = registry.stored(target, T0)
+    assert [q.msg_id for q in stored] == list(range(64))
+    registry.forget_stored(target, stored[-1].seq)
 
     big = bytes(16 * 1024)
     for i in range(4):
@@ -98,7 +104,7 @@ def test_queue_entries_expire_after_a_day(registry):
     target, _ = registry.add_device(T0)
     registry.enqueue(target, SENDER, 1, b"old", T0)
     registry.enqueue(target, SENDER, 2, b"new", T0 + 23 * 3600)
-    assert [q.inner for q in registry.take_queue(target, T0 + 24 * 3600 + 1)] == [b"new"]
+    assert [q.inner for q in registry.stored(target, T0 + 24 * 3600 + 1)] == [b"new"]
     registry.enqueue(target, SENDER, 3, b"x", T0)
     assert registry.expire(T0 + 25 * 3600) == 1
 
