@@ -6,6 +6,7 @@ import http.client
 import socket
 import subprocess
 import time
+import uuid
 
 from prometheus_client.parser import text_string_to_metric_families
 
