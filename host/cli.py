@@ -67,7 +67,6 @@ def emit(args, value, human):
 # -- serve and init --------------------------------------------------------------
 def cmd_serve(args):
     from host.server import serve
-    from host.store import LocalStore
     from host.web import is_loopback
     try:
         logs.setup(args.verbose, log_file=args.log_file)
@@ -84,6 +83,13 @@ def cmd_serve(args):
                     max_handshakes_per_address=args.max_handshakes_per_address,
                     hello_timeout_s=args.hello_timeout, send_limit=args.send_limit,
                     summary_s=args.summary, http=args.http, http_token=args.http_token or None)
+    if args.cluster:
+        # The nodes share the folder's key, not its registry: no lock, nothing created.
+        asyncio.run(_serve_cluster(args, config, serve))
+        return
+    if args.node:
+        raise CliError("--node names a node of a cluster: it needs --cluster URL")
+    from host.store import LocalStore
     realmdir.create(args.data)
     lock = open(os.path.join(args.data, "realm.lock"), "w")
     try:
@@ -96,8 +102,7 @@ def cmd_serve(args):
     try:
         asyncio.run(serve(config, store, keypair))
     except OSError as e:
-        raise CliError("cannot listen on %s:%d: %s" % (args.listen[0], args.listen[1],
-                                                         e.strerror or e))
+        raise _listen_error(args, e)
     finally:
         serving.close()
         lock.close()
@@ -112,6 +117,55 @@ def cmd_init(args):
          "%s %s\npublic key   %s\nfingerprint  %s" % (
              "made a new realm in" if created else "a realm is there already:",
              os.path.abspath(args.data), public.hex(), fingerprint_hex(public)))
+
+
+def _listen_error(args, e):
+    return CliError("cannot listen on %s:%d: %s" % (args.listen[0], args.listen[1],
+                                                      e.strerror or e))
+
+
+async def _serve_cluster(args, config, serve):
+    cluster_module().check_url(args.cluster)
+    keypair = _cluster_key(args)
+    from host.cluster_router import ClusterRouter
+    cluster = cluster_module().Cluster(args.cluster, keypair[1],
+                                       node=args.node or _default_node())
+    await cluster.connect()
+    try:
+        await serve(config, cluster, keypair,
+                    make_router=lambda realm: ClusterRouter(realm, cluster))
+    except OSError as e:
+        raise _listen_error(args, e)
+
+
+def _cluster_key(args):
+    """The realm key every node of a cluster shares: made once by the operator (realm
+    init) and copied to every node's folder."""
+    return keyfile.load_or_create_realm_key(realmdir.require(args.data))
+
+
+def _default_node():
+    import socket
+    return socket.gethostname().split(".")[0] or "node"
+
+
+REGISTRY_IN_CLUSTER = "the realm's registry is in the cluster on the NATS at URL"
+
+
+def cluster_module():
+    """host.cluster, or a one-line error when nats-py (the `cluster` extra) is missing."""
+    try:
+        from host import cluster
+    except ImportError as e:
+        raise CliError("cluster mode needs nats-py (%s): pip install 'realm[cluster]'" % e)
+    return cluster
+
+
+def node_name(text):
+    if not text or len(text) > 64 or not all(c.isalnum() or c in "-_" for c in text):
+        raise argparse.ArgumentTypeError("%r: a node name is 1 to 64 letters, digits, - or _"
+                                         % text)
+    return text
 
 
 # -- key and device admin ----------------------------------------------------------
@@ -163,7 +217,7 @@ def device_config(args, device_id, token, private, peers):
 def cmd_device_list(args):
     with _registry(args) as registry:
         devices = registry.list_devices()
-    running = realmdir.is_served(args.data)
+    running = bool(args.cluster) or realmdir.is_served(args.data)  # the cluster knows
     rows = [{"id": d.id, "name": d.name, "fingerprint": fingerprint_hex(d.bound_key),
              "online": d.online if running else None, "queued": d.queued,
              "last_seen": d.last_seen}
@@ -312,7 +366,13 @@ class _registry:
         self.args = args
 
     def __enter__(self):
-        self.registry = Registry(realmdir.require(self.args.data))
+        if self.args.cluster:
+            cluster = cluster_module()
+            cluster.check_url(self.args.cluster)
+            self.registry = cluster.ClusterRegistry(self.args.cluster,
+                                                    _cluster_key(self.args)[1])
+        else:
+            self.registry = Registry(realmdir.require(self.args.data))
         return self.registry
 
     def __exit__(self, *exc):
@@ -522,11 +582,18 @@ def parser():
         if json_flag:
             cmd.add_argument("--json", action="store_true", help="print JSON")
 
+    def cluster_flag(cmd, help):
+        cmd.add_argument("--cluster", metavar="URL", help=help + " (docs/CLUSTER.md)")
+
     s = add(sub, "serve", cmd_serve, "run the realm server until SIGINT or SIGTERM")
     s.add_argument("--listen", type=lambda t: host_port(t, DEFAULTS.host),
                    default=(DEFAULTS.host, DEFAULTS.port), metavar="HOST:PORT",
                    help="TCP address (default %s:%d)" % (DEFAULTS.host, DEFAULTS.port))
     data_and_json(s, json_flag=False)
+    cluster_flag(s, "run as a node of a cluster realm on the NATS at URL "
+                 "(nats://HOST:PORT); DIR then holds only the realm key")
+    s.add_argument("--node", type=node_name, metavar="NAME",
+                   help="this node's name in the cluster, unique (default: the host name)")
     s.add_argument("--name", default=DEFAULTS.name,
                    help="the realm name sent in Welcome (default %s)" % DEFAULTS.name)
     s.add_argument("--serial", action="append", default=[], metavar="PORT",
@@ -610,8 +677,11 @@ def parser():
                    metavar="NAME,...", help="with --config: devices the app may send to by "
                    "name, device.send(\"kitchen\", ...)")
     data_and_json(a)
-    data_and_json(add(dsub, "list", cmd_device_list, "list the devices; online only while "
-                      "the realm runs"))
+    cluster_flag(a, REGISTRY_IN_CLUSTER)
+    ls = add(dsub, "list", cmd_device_list, "list the devices; online only while the realm "
+             "runs")
+    data_and_json(ls)
+    cluster_flag(ls, REGISTRY_IN_CLUSTER)
     for name, func, help in (("remove", cmd_device_remove, "remove a device and its queue"),
                              ("reset-key", cmd_device_reset_key,
                               "unbind a device's key: its next first contact binds a new one"),
@@ -620,6 +690,7 @@ def parser():
         r = add(dsub, name, func, help)
         r.add_argument("device", metavar="DEVICE", help="its name or id")
         data_and_json(r)
+        cluster_flag(r, REGISTRY_IN_CLUSTER)
 
     for name, func, help in (("send", cmd_send, "send one message as a device"),
                              ("listen", cmd_listen, "print the messages a device receives")):

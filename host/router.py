@@ -1,9 +1,10 @@
 """Session ownership and routing: which link holds each device's session, and where a
 ProxyPass goes.
 
-The server asks a router four things; `LocalRouter` (below: one process, a dict) and the
-cluster's router on NATS (`host/cluster.py`) answer them the same way:
+The server asks a router these things; `LocalRouter` (below: one process, a dict) and the
+cluster's router on NATS (`host/cluster_router.py`) answer them the same way:
 
+    await start() / await stop()       before listening / once no longer listening
     await open_session(link, welcome)  make `link` the device's one session: close an
                                        older one with SESSION_REPLACED, call `welcome()`
                                        (it sends Welcome), then hand over the stored
@@ -26,8 +27,10 @@ from shared import codec
 from shared.errors import SESSION_REPLACED
 from host import logs
 from host.registry import id_text
+from host.store import Unavailable
 
 log = logs.get()
+
 
 class LocalRouter:
     def __init__(self, realm, store):
@@ -45,13 +48,15 @@ class LocalRouter:
     def links(self):
         return list(self.sessions.values())
 
+    async def start(self):
+        pass
+
+    async def stop(self):
+        pass
+
     async def open_session(self, link, welcome):
         device_id = link.conn.device_id
-        old = self.sessions.get(device_id)
-        if old is not None:
-            old.conn.close(SESSION_REPLACED, "the device logged in on a newer connection")
-            old.flush()
-        self.sessions[device_id] = link
+        self._replace(link)
         welcome()
         self.store.set_online(link.device, True, time.time())
         if device_id not in self._held:  # else the running hand-over reaches this link
@@ -94,6 +99,14 @@ class LocalRouter:
     def _forget_received(self, device):
         self.store.forget_stored(device, self._received.pop(device))
 
+    def _replace(self, link):
+        """`link` holds its device's session from now on; an older one here is closed."""
+        old = self.sessions.get(link.conn.device_id)
+        if old is not None:
+            old.conn.close(SESSION_REPLACED, "the device logged in on a newer connection")
+            old.flush()
+        self.sessions[link.conn.device_id] = link
+
     def close_session(self, link):
         if self.sessions.get(link.conn.device_id) is link:
             del self.sessions[link.conn.device_id]
@@ -127,7 +140,8 @@ class LocalRouter:
         try:
             status = await future
         except Exception as e:  # not stored: never answered QUEUED
-            log.warning("cannot store a packet for %s: %s", target, e)
+            if not isinstance(e, Unavailable):
+                log.warning("cannot store a packet for %s: %s", target, e)
             status = codec.UNAVAILABLE
         if origin is not None:
             origin.delivered(msg_id, status)

@@ -27,6 +27,7 @@ from host.login import Decision, LoginDecider
 from host.ratelimit import LoginLimiter
 from host.registry import id_text, label
 from host.router import LocalRouter
+from host.store import Unavailable
 
 log = logs.get()
 
@@ -417,6 +418,8 @@ class Link:
     async def _login(self, request):
         try:
             decision = await self.realm.decider.decide(request, self.source)
+        except Unavailable:  # said once where it went; the device tries again later
+            decision = Decision(INTERNAL, "the realm cannot reach its registry now; try again")
         except Exception:
             self.log.line(logging.ERROR, "login check failed for %s", self.address,
                           exc_info=True)
@@ -431,6 +434,8 @@ class Link:
                 await self.realm.start_session(self, decision)
             else:
                 self.conn.refuse_login(decision.code, decision.message)
+        except Unavailable:
+            self.conn.close(INTERNAL, "the realm cannot record the session now; try again")
         except Exception:
             self.log.line(logging.ERROR, "internal error at login from %s", self.address,
                           exc_info=True)
@@ -591,8 +596,13 @@ async def serve(config, store, keypair, ready=None, make_router=None):
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         realm.loop.add_signal_handler(sig, stop.set)
-    server = Listener(realm.loop, config.host, config.port, realm.adopt_tcp,
-                      lambda: len(realm.links) + realm.adopting)
+    try:
+        await realm.router.start()
+        server = Listener(realm.loop, config.host, config.port, realm.adopt_tcp,
+                          lambda: len(realm.links) + realm.adopting)
+    except BaseException:
+        await store.stop()
+        raise
     ports = realm.serial_ports = [SerialPort(realm, path, config.baud) for path in config.serial]
     for port in ports:
         realm.spawn(port.run())
@@ -614,6 +624,7 @@ async def serve(config, store, keypair, ready=None, make_router=None):
         _forget_http(config.data_dir)
     for port in ports:
         port.stop()
+    await realm.router.stop()
     await realm.shutdown()
     await store.stop()
     realm.log_summary()

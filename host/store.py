@@ -34,6 +34,11 @@ from host.registry import Registry
 log = logging.getLogger("realm")
 
 
+class Unavailable(Exception):
+    """The store cannot be reached right now (said once, where it went): the caller answers
+    UNAVAILABLE or refuses the login, and logs nothing more per packet."""
+
+
 class LocalStore:
     """The SQLite registry behind one worker thread.
 
