@@ -86,6 +86,7 @@ class RawDevice:
                                      StreamFramer(), self.now(), realm_public=realm_public,
                                      dh2=dh2)
         self.sent = []  # every chunk written, in order
+        self.backlog = []  # events read but not yet handed out by pump()
         self.flush()
 
     @staticmethod
@@ -106,6 +107,10 @@ class RawDevice:
         """Read until `until(event)` holds for an event (returned) or the socket ends (the
         Closed event, or None). With `tick`, timers run: heartbeats are sent."""
         deadline = time.monotonic() + timeout
+        while self.backlog:  # events that came with an earlier awaited one
+            event = self.backlog.pop(0)
+            if until(event) or isinstance(event, Closed):
+                return event
         while time.monotonic() < deadline:
             self.sock.settimeout(0.05)
             try:
@@ -118,8 +123,9 @@ class RawDevice:
             if data:
                 events += self.conn.receive_data(data, self.now())
             self.flush()
-            for event in events:
+            for i, event in enumerate(events):
                 if until(event) or isinstance(event, Closed):
+                    self.backlog.extend(events[i + 1:])
                     return event
             if data == b"":
                 return None

@@ -1,0 +1,170 @@
+"""Helpers for the cluster tests: a real `nats-server -js` on a free loopback port with its
+store in a temporary folder, cluster realm nodes as `realm serve --cluster` processes, and
+a small TCP balancer (what an operator puts in front of the nodes)."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+
+from tests.realm_helpers import RealmProcess, free_port, run_cli
+
+# Set by a developer who has no nats-server and asks to skip these tests; `make test`
+# installs nats-server (system-deps), so CI always runs them.
+SKIP_ENV = "REALM_SKIP_NATS"
+
+
+def nats_binary():
+    path = shutil.which("nats-server")
+    if path is None:
+        if os.environ.get(SKIP_ENV) == "1":
+            pytest.skip("nats-server missing and %s=1" % SKIP_ENV)
+        pytest.fail("nats-server is not installed: run `make system-deps` (Debian package "
+                    "nats-server), or set %s=1 to skip the cluster tests" % SKIP_ENV)
+    return path
+
+
+def wait_port(port, timeout=10, proc=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError("exited %s" % proc.returncode)
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise AssertionError("nothing listens on port %d after %s s" % (port, timeout))
+
+
+class NatsServer:
+    """nats-server with JetStream on 127.0.0.1:port, its store in `folder`."""
+
+    def __init__(self, folder):
+        self.binary = nats_binary()
+        self.folder = str(folder)
+        self.port = free_port()
+        self.url = "nats://127.0.0.1:%d" % self.port
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self._log = open(os.path.join(self.folder, "nats-%d.log" % self.port), "a")
+        self.proc = subprocess.Popen(
+            [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port),
+             "-sd", os.path.join(self.folder, "jetstream")],
+            stdout=self._log, stderr=subprocess.STDOUT)
+        wait_port(self.port, proc=self.proc)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+        self._log.close()
+
+
+class Node(RealmProcess):
+    """`realm serve --cluster URL --node NAME` sharing the realm folder `data_dir`."""
+
+    def __init__(self, data_dir, url, name, *extra):
+        self.name = name
+        RealmProcess.__init__(self, data_dir, "--cluster", url, "--node", name, *extra)
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+        self._log.close()
+
+
+class ClusterRealm:
+    """One realm (its own key, so its own names in NATS) and its nodes."""
+
+    def __init__(self, folder, nats, *extra):
+        self.data_dir = os.path.join(str(folder), "realm")
+        self.url = nats.url
+        self.extra = [str(e) for e in extra]
+        code, _out, err = run_cli("key", "--data", self.data_dir)
+        assert code == 0, err
+        self.nodes = []
+
+    def node(self, name, *extra):
+        node = Node(self.data_dir, self.url, name, *(self.extra + [str(e) for e in extra]))
+        self.nodes.append(node)
+        return node
+
+    def cli(self, *args):
+        code, out, err = run_cli(*(args + ("--cluster", self.url, "--data", self.data_dir)))
+        assert code == 0, err
+        return out
+
+    def add_device(self, name=""):
+        """(raw id, token), registered in the cluster while the nodes run."""
+        result = json.loads(self.cli("device", "add", "--json", "--name", name))
+        return uuid.UUID(result["id"]).bytes, result["token"]
+
+    def devices(self):
+        return {d["id"]: d for d in json.loads(self.cli("device", "list", "--json"))}
+
+    def stop(self):
+        for node in self.nodes:
+            if node.proc.poll() is None:
+                assert node.stop() == 0, node.log()
+            node.assert_clean_log()
+
+
+class Balancer:
+    """A TCP balancer on a free port: each connection goes to the first backend port that
+    accepts it (what DNS round-robin or a TCP load balancer gives a device)."""
+
+    def __init__(self, ports):
+        self.ports = list(ports)
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self._stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self._stopped:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            for port in self.ports:
+                try:
+                    backend = socket.create_connection(("127.0.0.1", port), 1)
+                except OSError:
+                    continue
+                for a, b in ((client, backend), (backend, client)):
+                    threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                break
+            else:
+                client.close()
+
+    @staticmethod
+    def _pipe(source, sink):
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        for s in (source, sink):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def stop(self):
+        self._stopped = True
+        self.listener.close()

@@ -1,0 +1,377 @@
+"""Cluster mode with real processes: one nats-server -js, two or three `realm serve
+--cluster` nodes, devices on real sockets (issue 7, section 3)."""
+import os
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from shared import codec
+from shared.errors import DENIED, KEY_MISMATCH, SESSION_REPLACED
+from shared.events import Delivery, DeliveryPacket, Message, Pong, ProxyPassPacket
+from host.client import DeviceState, HostDevice
+from tests.cluster_helpers import Balancer, ClusterRealm, NatsServer
+from tests.fw_helpers import FAST_RECONNECT, online, received, send, unix_build  # noqa: F401
+from tests.realm_helpers import RawDevice, free_port, realm_command, run, run_cli
+from tools.simproc import SimDevice, write_config
+
+
+@pytest.fixture(scope="module")
+def nats(tmp_path_factory):
+    """One nats-server for the module: each test's realm has its own key, so its own
+    buckets and subjects."""
+    server = NatsServer(tmp_path_factory.mktemp("nats"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path, nats):
+    realm = ClusterRealm(tmp_path, nats, "--heartbeat", "2", "--summary", "0.5")
+    yield realm
+    realm.stop()
+
+
+def text(raw):
+    return str(uuid.UUID(bytes=raw))
+
+
+async def connect(node, device_id, token, state=None):
+    device = HostDevice(state or DeviceState(device_id), token)
+    await device.connect_tcp("127.0.0.1", node.port)
+    return device
+
+
+def bind(node, device_id, token, state):
+    """Log in once (binds the key), then leave: the device is known and offline."""
+    async def body():
+        (await connect(node, device_id, token, state)).close()
+    run(body())
+
+
+def send_raw(raw, target, msg_ids, inner=b"\x01\x00" + bytes(30)):
+    """ProxyPass msg_ids from a RawDevice; their Delivery statuses, in msg_id order."""
+    for msg_id in msg_ids:
+        raw.conn.send_proxy(target, msg_id, inner)
+    raw.flush()
+    statuses = {}
+    while len(statuses) < len(msg_ids):
+        report = raw.pump(lambda e: isinstance(e, DeliveryPacket), timeout=10)
+        assert isinstance(report, DeliveryPacket), report
+        statuses[report.msg_id] = report.status
+    return [statuses[m] for m in msg_ids]
+
+
+def received_ids(raw, count, timeout=10):
+    ids = []
+    while len(ids) < count:
+        event = raw.pump(lambda e: isinstance(e, ProxyPassPacket), timeout=timeout)
+        assert isinstance(event, ProxyPassPacket), (event, ids)
+        ids.append(event.msg_id)
+    return ids
+
+
+# -- across nodes ------------------------------------------------------------------------
+def test_devices_on_two_nodes_talk_end_to_end(cluster):
+    n1, n2 = cluster.node("n1"), cluster.node("n2")
+    a_id, a_token = cluster.add_device("a")
+    b_id, b_token = cluster.add_device("b")
+
+    async def body():
+        a = await connect(n1, a_id, a_token)
+        b = await connect(n2, b_id, b_token)
+        msg_id = a.send(b_id, b"hello b")  # PeerKey across the fleet, then ProxyPass
+        assert (await a.wait_for(Delivery, 5, lambda e: e.msg_id == msg_id)).status == \
+            codec.DELIVERED
+        message = await b.wait_for(Message, 5)
+        assert (message.peer, message.data) == (a_id, b"hello b")
+        b.ping(a_id, b"are you there")
+        pong = await b.wait_for(Pong, 5)
+        assert (pong.peer, pong.data) == (a_id, b"are you there")
+        a.close()
+        b.close()
+    run(body())
+    devices = cluster.devices()
+    assert devices[text(a_id)]["fingerprint"] and devices[text(b_id)]["fingerprint"]
+
+
+def test_a_login_on_another_node_replaces_the_session(cluster):
+    n1, n2 = cluster.node("n1"), cluster.node("n2")
+    device_id, token = cluster.add_device()
+    old = RawDevice(n1.port, device_id, token)
+    old.handshake()
+    new = RawDevice(n2.port, device_id, token, private=old.private)
+    new.handshake()
+    assert old.expect_closed().code == SESSION_REPLACED
+    # The newer session is the one that stays, and it is the one packets reach.
+    sender_id, sender_token = cluster.add_device()
+    sender = RawDevice(n1.port, sender_id, sender_token)
+    sender.handshake()
+    assert send_raw(sender, device_id, [1]) == [codec.DELIVERED]
+    assert received_ids(new, 1) == [1]
+    n1.wait_log("SESSION_REPLACED")
+    for raw in (new, sender):
+        raw.close()
+
+
+def test_key_binding_is_fleet_wide(cluster):
+    n1, n2 = cluster.node("n1"), cluster.node("n2")
+    device_id, token = cluster.add_device()
+    first = RawDevice(n1.port, device_id, token)
+    first.handshake()
+    first.close()
+    other = RawDevice(n2.port, device_id, token)  # another key pair for the same device
+    assert other.expect_closed().code == KEY_MISMATCH
+
+
+def test_queue_in_order_survives_kill_of_the_node_that_stored_it(cluster):
+    n1, n2 = cluster.node("n1"), cluster.node("n2")
+    target_id, target_token = cluster.add_device("target")
+    state = DeviceState(target_id)
+    bind(n2, target_id, target_token, state)
+    sender_id, sender_token = cluster.add_device("sender")
+    sender = RawDevice(n1.port, sender_id, sender_token)
+    sender.handshake()
+    assert send_raw(sender, target_id, list(range(1, 11))) == [codec.QUEUED] * 10
+    assert cluster.devices()[text(target_id)]["queued"] == 10
+    n1.kill()  # kill -9 of the node that answered QUEUED
+    sender.close()
+    target = RawDevice(n2.port, target_id, target_token, private=state.private)
+    target.handshake()
+    assert received_ids(target, 10) == list(range(1, 11))
+    with pytest.raises(AssertionError, match="nothing awaited"):  # none twice
+        target.pump(lambda e: isinstance(e, ProxyPassPacket), timeout=1.5)
+    target.close()
+    assert cluster.devices()[text(target_id)]["queued"] == 0
+    cluster.nodes.remove(n1)
+
+
+def test_queue_limits_are_64_packets_and_64_kib_per_target(cluster):
+    node = cluster.node("n1")
+    full_id, full_token = cluster.add_device()
+    big_id, big_token = cluster.add_device()
+    for device_id, token in ((full_id, full_token), (big_id, big_token)):
+        bind(node, device_id, token, DeviceState(device_id))
+    sender_id, sender_token = cluster.add_device()
+    sender = RawDevice(node.port, sender_id, sender_token)
+    sender.handshake()
+    statuses = send_raw(sender, full_id, list(range(1, 66)))
+    assert statuses == [codec.QUEUED] * 64 + [codec.QUEUE_FULL]
+    inner = bytes(4000)  # 16 of them fit in 64 KiB, the 17th does not
+    statuses = send_raw(sender, big_id, list(range(100, 117)), inner)
+    assert statuses == [codec.QUEUED] * 16 + [codec.QUEUE_FULL]
+    sender.close()
+
+
+def test_stored_packets_come_before_live_ones_sent_while_the_target_logs_in(cluster):
+    n1, n2 = cluster.node("n1"), cluster.node("n2")
+    target_id, target_token = cluster.add_device()
+    state = DeviceState(target_id)
+    bind(n2, target_id, target_token, state)
+    sender_id, sender_token = cluster.add_device()
+    sender = RawDevice(n1.port, sender_id, sender_token)
+    sender.handshake()
+    inner = b"\x01\x00" + bytes(30)
+    target = None
+    statuses = {}
+    for msg_id in range(1, 121):  # streams while the target logs in on the other node
+        sender.conn.send_proxy(target_id, msg_id, inner)
+        sender.flush()
+        if msg_id == 20:
+            target = RawDevice(n2.port, target_id, target_token, private=state.private)
+            target.handshake()
+        while True:
+            report = sender.pump(lambda e: isinstance(e, DeliveryPacket), timeout=10)
+            statuses[report.msg_id] = report.status
+            if report.msg_id == msg_id:
+                break
+    got = received_ids(target, 120)
+    assert got == list(range(1, 121)), got  # in order, none twice, none lost
+    assert set(statuses.values()) <= {codec.QUEUED, codec.DELIVERED}
+    assert statuses[1] == codec.QUEUED and statuses[120] == codec.DELIVERED
+    sender.close()
+    target.close()
+
+
+# -- admin commands while the nodes run ------------------------------------------------------
+def test_registry_changes_reach_every_node_and_remove_closes_the_session(cluster):
+    n1, n2 = cluster.node("n1"), cluster.node("n2")
+    device_id, token = cluster.add_device()
+    raw = RawDevice(n2.port, device_id, token)  # added a moment ago, through n1's cluster
+    raw.handshake()
+    assert cluster.devices()[text(device_id)]["online"] is True
+    start = time.monotonic()
+    cluster.cli("device", "remove", text(device_id))
+    assert raw.expect_closed(timeout=5).code == DENIED
+    assert time.monotonic() - start < 5
+    assert text(device_id) not in cluster.devices()
+
+
+def test_reset_key_lets_a_new_key_bind_on_any_node(cluster):
+    n1, n2 = cluster.node("n1"), cluster.node("n2")
+    device_id, token = cluster.add_device()
+    RawDevice(n1.port, device_id, token).handshake()
+    cluster.cli("device", "reset-key", text(device_id))
+    time.sleep(0.5)  # the nodes' mirrors take the change
+    new = RawDevice(n2.port, device_id, token)
+    new.handshake()
+    new.close()
+
+
+# -- nodes that stop or die -----------------------------------------------------------------
+def test_sigterm_ends_the_node_in_time_and_its_devices_are_offline_then_queued(cluster):
+    n1, n2, n3 = cluster.node("n1"), cluster.node("n2"), cluster.node("n3")
+    target_id, target_token = cluster.add_device()
+    target = RawDevice(n1.port, target_id, target_token)
+    target.handshake()
+    sender_id, sender_token = cluster.add_device()
+    sender = RawDevice(n3.port, sender_id, sender_token)
+    sender.handshake()
+    start = time.monotonic()
+    assert n1.stop() == 0
+    assert time.monotonic() - start < 10
+    assert cluster.devices()[text(target_id)]["online"] is False
+    assert send_raw(sender, target_id, [1, 2]) == [codec.QUEUED] * 2
+    again = RawDevice(n2.port, target_id, target_token, private=target.private)
+    again.handshake()
+    assert received_ids(again, 2) == [1, 2]
+    assert send_raw(sender, target_id, [3]) == [codec.DELIVERED]
+    assert received_ids(again, 1) == [3]
+    for raw in (target, sender, again):
+        raw.close()
+
+
+def test_packets_for_devices_of_a_killed_node_are_queued(cluster):
+    n1, n2 = cluster.node("n1"), cluster.node("n2")
+    target_id, target_token = cluster.add_device()
+    target = RawDevice(n1.port, target_id, target_token)
+    target.handshake()
+    sender_id, sender_token = cluster.add_device()
+    sender = RawDevice(n2.port, sender_id, sender_token)
+    sender.handshake()
+    assert send_raw(sender, target_id, [1]) == [codec.DELIVERED]
+    n1.kill()
+    cluster.nodes.remove(n1)
+    assert send_raw(sender, target_id, [2, 3]) == [codec.QUEUED] * 2
+    target.close()
+    again = RawDevice(n2.port, target_id, target_token, private=target.private)
+    again.handshake()
+    assert received_ids(again, 2) == [2, 3]
+    sender.close()
+    again.close()
+
+
+def test_a_simulated_board_reconnects_to_the_other_node(cluster, tmp_path, unix_build):
+    n1, n2 = cluster.node("n1"), cluster.node("n2")
+    balancer = Balancer([n1.port, n2.port])
+    boards = []
+    try:
+        for name in ("board", "peer"):
+            device_id, token = cluster.add_device(name)
+            path = write_config(str(tmp_path / (name + ".json")), text(device_id), token, name,
+                                port=balancer.port if name == "board" else n2.port,
+                                reconnect=FAST_RECONNECT)
+            board = SimDevice(path).start()
+            board.id, board.name = text(device_id), name
+            boards.append(board)
+        board, peer = boards
+        online(board)
+        online(peer)
+        assert send(peer, board, "before") == "DELIVERED"
+        received(board, peer, "before")
+        mark = board.mark()
+        n1.kill()  # the board was on n1: the balancer sends it to n2 now
+        cluster.nodes.remove(n1)
+        online(board, since=mark, timeout=30)
+        assert send(peer, board, "after") == "DELIVERED"
+        received(board, peer, "after", since=mark)
+    finally:
+        for board in boards:
+            board.kill()
+        balancer.stop()
+
+
+# -- NATS itself gone ----------------------------------------------------------------------
+def test_a_node_cut_off_from_nats_keeps_its_sessions_and_says_unavailable(tmp_path):
+    nats = NatsServer(tmp_path)
+    realm = ClusterRealm(tmp_path, nats, "--heartbeat", "5")
+    try:
+        n1, n2 = realm.node("n1"), realm.node("n2")
+        a_id, a_token = realm.add_device()
+        b_id, b_token = realm.add_device()
+        c_id, c_token = realm.add_device()
+        off_id, off_token = realm.add_device()
+        bind(n1, off_id, off_token, DeviceState(off_id))
+        a = RawDevice(n1.port, a_id, a_token)
+        a.handshake()
+        b = RawDevice(n1.port, b_id, b_token)
+        b.handshake()
+        c = RawDevice(n2.port, c_id, c_token)
+        c.handshake()
+        nats.stop()
+        n1.wait_log("lost NATS")
+        assert send_raw(a, b_id, [1]) == [codec.DELIVERED]  # same node: still served
+        assert received_ids(b, 1) == [1]
+        assert send_raw(a, c_id, [2]) == [codec.UNAVAILABLE]  # on the other node
+        assert send_raw(a, off_id, [3]) == [codec.UNAVAILABLE]  # never QUEUED unstored
+        assert n1.log().count("lost NATS") == 1
+        nats.start()
+        n1.wait_log("reached again", timeout=15)
+        n2.wait_log("reached again", timeout=15)
+        deadline = time.monotonic() + 10
+        while send_raw(a, c_id, [4]) != [codec.DELIVERED]:
+            assert time.monotonic() < deadline, "the nodes did not find each other again"
+            time.sleep(0.3)
+        assert send_raw(a, off_id, [5]) == [codec.QUEUED]
+        for raw in (a, b, c):
+            raw.close()
+        realm.stop()
+    finally:
+        nats.stop()
+
+
+def test_starting_without_nats_or_with_a_bad_url_is_a_one_line_error(tmp_path):
+    data = str(tmp_path / "realm")
+    assert run_cli("key", "--data", data)[0] == 0
+    dead = "nats://127.0.0.1:%d" % free_port()
+    for url in (dead, "http://example", "nats://host"):
+        start = time.monotonic()
+        proc = subprocess.run(realm_command() + [
+            "serve", "--listen", "127.0.0.1:%d" % free_port(), "--data", data,
+            "--cluster", url, "--node", "n1"], capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 1, proc
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("realm: "), proc.stderr
+        assert time.monotonic() - start < 15
+    code, _out, err = run_cli("device", "list", "--cluster", dead, "--data", data)
+    assert code == 1 and err.count("\n") == 1 and "cannot reach NATS" in err
+
+
+def test_cluster_commands_need_the_realm_key_made_once(tmp_path, nats):
+    code, _out, err = run_cli("device", "add", "--cluster", nats.url, "--data",
+                              str(tmp_path / "none"))
+    assert code == 1 and "realm key" in err and err.count("\n") == 1
+    assert not os.path.exists(tmp_path / "none" / "realm.key")
+
+
+def test_bad_bytes_to_a_cluster_node_close_only_that_link(cluster):
+    node = cluster.node("n1")
+    device_id, token = cluster.add_device()
+    witness = RawDevice(node.port, device_id, token)
+    witness.handshake()
+    for junk in (b"\x00\x05hello", os.urandom(300), b"\xff\xff" + bytes(10)):
+        with socket.create_connection(("127.0.0.1", node.port)) as s:
+            s.sendall(junk)
+            s.settimeout(5)
+            try:
+                while s.recv(4096):
+                    pass
+            except OSError:
+                pass
+    witness.conn.send_proxy(device_id, 9, b"\x01\x00" + bytes(30))  # to itself
+    witness.flush()
+    report = witness.pump(lambda e: isinstance(e, DeliveryPacket))
+    assert (report.msg_id, report.status) == (9, codec.DELIVERED)
+    witness.close()
+    assert node.proc.poll() is None
