@@ -41,18 +41,19 @@ $(STAMP): requirements.txt pyproject.toml
 
 venv install: $(STAMP)
 
-# socat makes the pty pairs of the serial and virtual-board tests. Debian's package,
-# installed here when missing (as root, as on CI); otherwise say how.
+# socat makes the pty pairs of the serial and virtual-board tests; nats-server (with
+# JetStream) runs under the cluster tests. Debian's packages, installed here when missing
+# (as root, as on CI); otherwise say how.
 # chromium: the status page test drives it headless (Playwright, executable_path; no
 # browser is ever downloaded). Each is a command and the Debian package of that name.
-SYSTEM_TOOLS := socat chromium
+SYSTEM_TOOLS := socat chromium nats-server
 
 system-deps:
 	@missing=""; for tool in $(SYSTEM_TOOLS); do \
 	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing$$missing (serial-link and status-page tests)"; \
+	    echo "installing$$missing (serial-link, status-page and cluster tests)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "missing:$$missing: sudo apt-get install$$missing" >&2; exit 1; fi; fi
 

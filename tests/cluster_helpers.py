@@ -69,11 +69,29 @@ class NatsServer:
         self._log.close()
 
 
-class Node(RealmProcess):
+class ClusterAdmin:
+    """The admin commands of a cluster realm (`url`, `data_dir`), while its nodes run."""
+
+    def admin(self, *args):
+        code, out, err = run_cli(*(args + ("--data", self.data_dir, "--cluster", self.url)))
+        assert code == 0, err
+        return out
+
+    def add_device(self, name=""):
+        """(raw id, token), registered in the cluster."""
+        result = json.loads(self.admin("device", "add", "--json", "--name", name))
+        return uuid.UUID(result["id"]).bytes, result["token"]
+
+    def devices(self):
+        return {d["id"]: d for d in json.loads(self.admin("device", "list", "--json"))}
+
+
+class Node(ClusterAdmin, RealmProcess):
     """`realm serve --cluster URL --node NAME` sharing the realm folder `data_dir`."""
 
     def __init__(self, data_dir, url, name, *extra):
         self.name = name
+        self.url = url
         RealmProcess.__init__(self, data_dir, "--cluster", url, "--node", name, *extra)
 
     def kill(self):
@@ -82,7 +100,7 @@ class Node(RealmProcess):
         self._log.close()
 
 
-class ClusterRealm:
+class ClusterRealm(ClusterAdmin):
     """One realm (its own key, so its own names in NATS) and its nodes."""
 
     def __init__(self, folder, nats, *extra):
@@ -97,19 +115,6 @@ class ClusterRealm:
         node = Node(self.data_dir, self.url, name, *(self.extra + [str(e) for e in extra]))
         self.nodes.append(node)
         return node
-
-    def cli(self, *args):
-        code, out, err = run_cli(*(args + ("--cluster", self.url, "--data", self.data_dir)))
-        assert code == 0, err
-        return out
-
-    def add_device(self, name=""):
-        """(raw id, token), registered in the cluster while the nodes run."""
-        result = json.loads(self.cli("device", "add", "--json", "--name", name))
-        return uuid.UUID(result["id"]).bytes, result["token"]
-
-    def devices(self):
-        return {d["id"]: d for d in json.loads(self.cli("device", "list", "--json"))}
 
     def stop(self):
         for node in self.nodes:

@@ -3,6 +3,7 @@
 import os
 import socket
 import subprocess
+import sys
 import time
 import uuid
 
@@ -203,7 +204,7 @@ def test_registry_changes_reach_every_node_and_remove_closes_the_session(cluster
     raw.handshake()
     assert cluster.devices()[text(device_id)]["online"] is True
     start = time.monotonic()
-    cluster.cli("device", "remove", text(device_id))
+    cluster.admin("device", "remove", text(device_id))
     assert raw.expect_closed(timeout=5).code == DENIED
     assert time.monotonic() - start < 5
     assert text(device_id) not in cluster.devices()
@@ -213,7 +214,7 @@ def test_reset_key_lets_a_new_key_bind_on_any_node(cluster):
     n1, n2 = cluster.node("n1"), cluster.node("n2")
     device_id, token = cluster.add_device()
     RawDevice(n1.port, device_id, token).handshake()
-    cluster.cli("device", "reset-key", text(device_id))
+    cluster.admin("device", "reset-key", text(device_id))
     time.sleep(0.5)  # the nodes' mirrors take the change
     new = RawDevice(n2.port, device_id, token)
     new.handshake()
@@ -375,3 +376,11 @@ def test_bad_bytes_to_a_cluster_node_close_only_that_link(cluster):
     assert (report.msg_id, report.status) == (9, codec.DELIVERED)
     witness.close()
     assert node.proc.poll() is None
+
+
+def test_the_single_node_realm_never_imports_nats():
+    code = ("import sys; from host import cli, server, store, router; cli.parser(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'nats'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out

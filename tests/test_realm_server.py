@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from shared import codec
+from shared import codec, crypto
 from shared.errors import (BAD_LOGIN, DENIED, INTERNAL, KEY_MISMATCH, MALFORMED,
                            RATE_LIMITED, SESSION_REPLACED, TIMEOUT, TOO_LARGE, UNEXPECTED)
 from shared.events import DeliveryPacket, Message, Delivery, PeerKeyPacket
@@ -18,21 +18,30 @@ from shared.framing import StreamFramer
 from host import keyfile, tokens
 from host.client import DeviceState, HostDevice
 from host.registry import Registry
+from tests.cluster_helpers import ClusterRealm, NatsServer
 from tests.realm_helpers import (RawDevice, RealmProcess, hello_bytes, read_frames, run,
                                  run_cli)
 
 WRONG_TOKEN = "x" * 43
 
 
-@pytest.fixture(scope="module")
-def realm(tmp_path_factory):
-    """One realm shared by the tests that neither restart it nor trip the rate limit."""
-    process = RealmProcess(tmp_path_factory.mktemp("shared") / "data",
-                           "--handshake-timeout", "3", "--summary", "0.5")
+@pytest.fixture(scope="module", params=["sqlite", "cluster"])
+def realm(request, tmp_path_factory):
+    """One realm shared by the tests that neither restart it nor trip the rate limit: the
+    single-node realm, then a node of a cluster realm (the same behaviour, issue 7)."""
+    folder = tmp_path_factory.mktemp("shared")
+    extra = ("--handshake-timeout", "3", "--summary", "0.5")
+    if request.param == "sqlite":
+        process = RealmProcess(folder / "data", *extra)
+    else:
+        nats = NatsServer(folder)
+        request.addfinalizer(nats.stop)
+        process = ClusterRealm(folder, nats).node("n1", *extra)
     yield process
     assert process.stop() == 0
     process.assert_clean_log()
-    check_registry(process.data_dir)
+    if request.param == "sqlite":
+        check_registry(process.data_dir)
 
 
 @pytest.fixture
@@ -62,6 +71,12 @@ def check_registry(data_dir, running=False):
         db.close()
 
 
+def fingerprint(realm, device_id):
+    """The bound key's fingerprint as `realm device list` shows it (either backend)."""
+    listed = {d["id"]: d for d in json.loads(realm.admin("device", "list", "--json"))}
+    return listed[str(uuid.UUID(bytes=device_id))]["fingerprint"]
+
+
 def realm_public(realm):
     return keyfile.load_or_create_realm_key(realm.data_dir)[1]
 
@@ -87,9 +102,7 @@ def test_first_contact_binds_the_key_then_the_pinned_path_is_taken(realm):
         assert again.welcome.pinned_path
         again.close()
     run(body())
-    registry = Registry(realm.data_dir)
-    assert registry.bound_key(str(uuid.UUID(bytes=device_id))) == state.public
-    registry.close()
+    assert fingerprint(realm, device_id) == crypto.fingerprint(state.public).hex()
     realm.wait_log("login %s (first) from 127.0.0.1" % uuid.UUID(bytes=device_id))
 
 
@@ -230,12 +243,9 @@ def test_admin_removal_ends_the_session(realm):
     device_id, token = realm.add_device()
     raw = RawDevice(realm.port, device_id, token)
     raw.handshake()
-    code, out, err = run_cli("device", "remove", str(uuid.UUID(bytes=device_id)),
-                             "--data", realm.data_dir)
-    assert code == 0, err
+    realm.admin("device", "remove", str(uuid.UUID(bytes=device_id)))
     assert raw.expect_closed().code == DENIED
-    code, out, err = run_cli("device", "list", "--json", "--data", realm.data_dir)
-    assert str(uuid.UUID(bytes=device_id)) not in out
+    assert str(uuid.UUID(bytes=device_id)) not in realm.admin("device", "list", "--json")
 
 
 def test_reset_key_lets_a_new_key_bind(realm):
@@ -243,15 +253,11 @@ def test_reset_key_lets_a_new_key_bind(realm):
     old = RawDevice(realm.port, device_id, token)
     old.handshake()
     old.close()
-    code, _, err = run_cli("device", "reset-key", str(uuid.UUID(bytes=device_id)),
-                           "--data", realm.data_dir)
-    assert code == 0, err
+    realm.admin("device", "reset-key", str(uuid.UUID(bytes=device_id)))
     new = RawDevice(realm.port, device_id, token)
     new.handshake()
     new.close()
-    registry = Registry(realm.data_dir)
-    assert registry.bound_key(str(uuid.UUID(bytes=device_id))) == new.public
-    registry.close()
+    assert fingerprint(realm, device_id) == crypto.fingerprint(new.public).hex()
 
 
 def test_summary_lines_are_logged(realm):
