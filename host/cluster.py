@@ -8,6 +8,7 @@ P = "realm-" + the first 16 hex digits of the realm key's fingerprint:
     KV P-sessions    device id -> {"node"}: who holds its session; the revision fences it
     KV P-nodes       node name -> {"since"}: live nodes, refreshed, expiring when not
     KV P-seen        device id -> last seen (wall-clock seconds)
+    KV P-names       device name, lower case -> device id: names unique fleet-wide (CAS)
     stream P-queue   subjects P.q.<device id>: the offline queue, in order
     P.node.<name>    packets forwarded to the node that holds their target
     P.reply.<name>.* the answers to them
@@ -33,7 +34,7 @@ from nats.js.errors import (BadRequestError, KeyNotFoundError, KeyWrongLastSeque
 from shared import codec, crypto
 from host import logs, tokens
 from host.registry import (Device, DeviceInfo, QUEUE_MAX_BYTES, QUEUE_MAX_PACKETS, QUEUE_TTL_S,
-                           RegistryError, canonical_id)
+                           RegistryError, canonical_id, check_name)
 from host.store import Unavailable
 
 log = logs.get()
@@ -127,6 +128,7 @@ class Cluster:
             self.kv_sessions = await self._bucket("sessions", history=HISTORY)
             self.kv_nodes = await self._bucket("nodes", history=HISTORY, ttl=NODE_TTL_S)
             self.kv_seen = await self._bucket("seen", history=HISTORY)
+            self.kv_names = await self._bucket("names", history=HISTORY)
             self.stream = self.prefix + "-queue"
             await self.js.add_stream(name=self.stream, subjects=[self.prefix + ".q.*"],
                                      max_age=QUEUE_TTL_S, allow_direct=True)
@@ -453,34 +455,72 @@ class Cluster:
         return {subject[skip:]: count for subject, count in (info.state.subjects or {}).items()}
 
     # -- admin commands (async; ClusterRegistry runs them) -------------------------------
-    async def add_device(self, now, device_id=None, name=""):
+    async def add_device(self, now, device_id=None, name="", bound_key=None):
         device_id = canonical_id(device_id) if device_id else str(uuid.uuid4())
-        if name and any(d.name == name for d in await self.list_devices()):
-            raise RegistryError("a device named %r exists already" % name)
+        if name:
+            check_name(name)
+            try:  # the name first: taken by one device fleet-wide, whoever asks at once
+                await self.kv_names.create(name.lower(), device_id.encode())
+            except KeyWrongLastSequenceError:
+                raise RegistryError("the name %s is taken by device %s" % (
+                    name, (await self.kv_names.get(name.lower())).value.decode()))
         token = tokens.new_token()
-        record = {"name": name, "token_hash": tokens.hash_token(token), "key": None,
-                  "created": now}
+        record = {"name": name, "token_hash": tokens.hash_token(token),
+                  "key": bytes(bound_key).hex() if bound_key else None, "created": now}
         try:
             await self.kv_devices.create(device_id, json.dumps(record).encode())
         except KeyWrongLastSequenceError:
+            if name:
+                await self.kv_names.delete(name.lower())
             raise RegistryError("device %s already exists" % device_id)
         return device_id, token
 
-    async def remove_device(self, device_id):
-        device_id = canonical_id(device_id)
+    async def resolve(self, device):
+        """The id of a device named by its id or its name (RegistryError if neither)."""
+        try:
+            device_id = str(uuid.UUID(device))
+        except (ValueError, TypeError, AttributeError):
+            entry = await self._get(self.kv_names, device.lower()) if device else None
+            if entry is None:
+                raise RegistryError("no device named %r (nor is it a device id)" % (device,))
+            return entry.value.decode()
         if await self._get(self.kv_devices, device_id) is None:
             raise RegistryError("no device %s" % device_id)
+        return device_id
+
+    async def name(self, device_id):
+        entry = await self._get(self.kv_devices, device_id)
+        return json.loads(entry.value)["name"] if entry is not None else ""
+
+    async def remove_device(self, device_id):
+        device_id = canonical_id(device_id)
+        entry = await self._get(self.kv_devices, device_id)
+        if entry is None:
+            raise RegistryError("no device %s" % device_id)
         await self.kv_devices.delete(device_id)
+        name = json.loads(entry.value)["name"]
+        if name:
+            await self.kv_names.delete(name.lower())
         await self.js.purge_stream(self.stream, subject=self._subject(device_id))
 
+    async def new_token(self, device_id):
+        token = tokens.new_token()
+        token_hash = tokens.hash_token(token)
+        await self._change(device_id, lambda record: record.update(token_hash=token_hash))
+        return token
+
     async def reset_key(self, device_id):
+        await self._change(device_id, lambda record: record.update(key=None))
+
+    async def _change(self, device_id, change):
+        """Apply `change(record)` to the device's record, compare-and-set."""
         device_id = canonical_id(device_id)
         while True:
             entry = await self._get(self.kv_devices, device_id)
             if entry is None:
                 raise RegistryError("no device %s" % device_id)
             record = json.loads(entry.value)
-            record["key"] = None
+            change(record)
             try:
                 await self.kv_devices.update(device_id, json.dumps(record).encode(),
                                              last=entry.revision)
@@ -538,8 +578,17 @@ class ClusterRegistry:
         finally:
             self._loop.close()
 
-    def add_device(self, now, device_id=None, name=""):
-        return self._run(self._cluster.add_device(now, device_id, name))
+    def add_device(self, now, device_id=None, name="", bound_key=None):
+        return self._run(self._cluster.add_device(now, device_id, name, bound_key))
+
+    def resolve(self, device):
+        return self._run(self._cluster.resolve(device))
+
+    def name(self, device_id):
+        return self._run(self._cluster.name(device_id))
+
+    def new_token(self, device_id):
+        return self._run(self._cluster.new_token(device_id))
 
     def remove_device(self, device_id):
         return self._run(self._cluster.remove_device(device_id))

@@ -107,7 +107,7 @@ class ClusterRealm(ClusterAdmin):
         self.data_dir = os.path.join(str(folder), "realm")
         self.url = nats.url
         self.extra = [str(e) for e in extra]
-        code, _out, err = run_cli("key", "--data", self.data_dir)
+        code, _out, err = run_cli("init", "--data", self.data_dir)
         assert code == 0, err
         self.nodes = []
 

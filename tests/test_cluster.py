@@ -1,5 +1,6 @@
 """Cluster mode with real processes: one nats-server -js, two or three `realm serve
 --cluster` nodes, devices on real sockets (issue 7, section 3)."""
+import json
 import os
 import socket
 import subprocess
@@ -335,7 +336,7 @@ def test_a_node_cut_off_from_nats_keeps_its_sessions_and_says_unavailable(tmp_pa
 
 def test_starting_without_nats_or_with_a_bad_url_is_a_one_line_error(tmp_path):
     data = str(tmp_path / "realm")
-    assert run_cli("key", "--data", data)[0] == 0
+    assert run_cli("init", "--data", data)[0] == 0
     dead = "nats://127.0.0.1:%d" % free_port()
     for url in (dead, "http://example", "nats://host"):
         start = time.monotonic()
@@ -352,7 +353,7 @@ def test_starting_without_nats_or_with_a_bad_url_is_a_one_line_error(tmp_path):
 def test_cluster_commands_need_the_realm_key_made_once(tmp_path, nats):
     code, _out, err = run_cli("device", "add", "--cluster", nats.url, "--data",
                               str(tmp_path / "none"))
-    assert code == 1 and "realm key" in err and err.count("\n") == 1
+    assert code == 1 and "no realm in" in err and err.count("\n") == 1
     assert not os.path.exists(tmp_path / "none" / "realm.key")
 
 
@@ -384,3 +385,18 @@ def test_the_single_node_realm_never_imports_nats():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.returncode == 0 and out.stdout.strip() == "[]", out
+
+
+def test_names_are_unique_fleet_wide_and_usable_in_the_commands(tmp_path, nats):
+    realm = ClusterRealm(tmp_path, nats)
+    added = json.loads(realm.admin("device", "add", "--json", "--name", "Kitchen"))
+    code, _out, err = run_cli("device", "add", "--name", "kitchen", "--data", realm.data_dir,
+                              "--cluster", realm.url)
+    assert code == 1 and "taken" in err and err.count("\n") == 1
+    token = json.loads(realm.admin("device", "token", "kitchen", "--json"))
+    assert token["id"] == added["id"] and token["token"] != added["token"]
+    realm.admin("device", "reset-key", "KITCHEN")
+    assert json.loads(realm.admin("device", "remove", "kitchen", "--json"))["removed"] == \
+        added["id"]
+    assert realm.devices() == {}
+    realm.add_device("kitchen")  # the name is free again
