@@ -31,6 +31,7 @@ help:
 	@echo "  make bench-realm  realm throughput, latency, memory; mosquitto side by side"
 	@echo "  make screenshot  docs/status.png: the status page in headless chromium"
 	@echo "  make bench-device simulated devices: connect times, round trip, heap"
+	@echo "  make bench-cluster one realm node against two on NATS (docs/CLUSTER.md)"
 	@echo "  make clean       remove .venv, build/ and the test caches"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -116,3 +117,8 @@ console: $(STAMP)
 
 bench-device: $(STAMP)
 	$(PY) bench/device.py
+
+# Cluster mode (issue 7): one node against two on one nats-server. docs/CLUSTER.md.
+.PHONY: bench-cluster
+bench-cluster: $(STAMP) system-deps
+	$(PY) bench/cluster.py

@@ -44,6 +44,7 @@ REQUEST_TIMEOUT_S = 2.0   # one JetStream or KV call
 NODE_TTL_S = 10           # a node not refreshed for this long is gone (killed)
 NODE_REFRESH_S = 3
 HISTORY = 1
+REPLICAS = 3              # JetStream copies of every bucket and the queue, where possible
 WRONG_LAST_SEQUENCE = 10071
 HEADER_COUNT = "Realm-Count"  # running totals over the target's queue: see enqueue()
 HEADER_BYTES = "Realm-Bytes"
@@ -130,8 +131,12 @@ class Cluster:
             self.kv_seen = await self._bucket("seen", history=HISTORY)
             self.kv_names = await self._bucket("names", history=HISTORY)
             self.stream = self.prefix + "-queue"
-            await self.js.add_stream(name=self.stream, subjects=[self.prefix + ".q.*"],
-                                     max_age=QUEUE_TTL_S, allow_direct=True)
+            try:
+                await self.js.stream_info(self.stream)
+            except NotFoundError:
+                await self._replicated(self.js.add_stream, "num_replicas", name=self.stream,
+                                       subjects=[self.prefix + ".q.*"], max_age=QUEUE_TTL_S,
+                                       allow_direct=True)
         except NatsError as e:
             await self.nc.close()
             raise ClusterError("NATS at %s has no usable JetStream (run nats-server -js): %s"
@@ -142,7 +147,17 @@ class Cluster:
         try:
             return await self.js.key_value(bucket)
         except NotFoundError:
-            return await self.js.create_key_value(bucket=bucket, **config)
+            return await self._replicated(self.js.create_key_value, "replicas", bucket=bucket,
+                                          **config)
+
+    @staticmethod
+    async def _replicated(create, replicas_field, **config):
+        """Create with REPLICAS copies where NATS is a cluster of 3 or more, else one:
+        a NATS without clustering refuses replicas."""
+        try:
+            return await create(**dict(config, **{replicas_field: REPLICAS}))
+        except NatsError:
+            return await create(**config)
 
     @property
     def connected(self):
