@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -19,43 +18,23 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.realm import (PAYLOAD, WINDOW, cpu_seconds, free_port, percentile,  # noqa: E402
-                         wait_port)
+from bench.realm import (PAYLOAD, WINDOW, ServerProcess, free_port, percentile,  # noqa: E402
+                         realm_command, latency as realm_latency)
 from bench.realm_clients import BenchDevice, Identity, Pair, connect_many  # noqa: E402
-
-REALM = os.path.join(os.path.dirname(sys.executable), "realm")
-
-
-class Process:
-    def __init__(self, argv, log_path, port):
-        self.port = port
-        self.log = open(log_path, "w")
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_port(port, self.proc)
-
-    def cpu(self):
-        return cpu_seconds(self.proc.pid)
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(30)
-        self.log.close()
-
 
 def nats_server(workdir):
     binary = shutil.which("nats-server")
     if binary is None:
         raise SystemExit("nats-server is not installed: make system-deps")
     port = free_port()
-    return Process([binary, "-js", "-a", "127.0.0.1", "-p", str(port),
+    return ServerProcess([binary, "-js", "-a", "127.0.0.1", "-p", str(port),
                     "-sd", os.path.join(workdir, "jetstream")],
                    os.path.join(workdir, "nats.log"), port)
 
 
 def node(workdir, url, name):
     port = free_port()
-    cmd = [REALM] if os.path.exists(REALM) else [sys.executable, "-m", "host.cli"]
-    return Process(cmd + ["serve", "--listen", "127.0.0.1:%d" % port,
+    return ServerProcess(realm_command() + ["serve", "--listen", "127.0.0.1:%d" % port,
                           "--data", os.path.join(workdir, "realm"), "--cluster", url,
                           "--node", name, "--open-enrolment", "--heartbeat", "3600",
                           "--handshake-timeout", "120", "--max-handshakes", "1000",
@@ -116,18 +95,8 @@ async def handshakes(nodes, nats, devices, rounds):
 
 
 async def latency(sender_node, receiver_node, count):
-    latencies = []
-    a, b = Identity(), Identity()
-    receiver = await BenchDevice.connect(receiver_node.port, b)
-    sender = await BenchDevice.connect(sender_node.port, a)
-    await asyncio.sleep(0.5)
-    for _ in range(count):
-        flow = Pair(sender, b, 1, 1, PAYLOAD, latencies)
-        receiver.on_proxy = flow.on_proxy
-        flow.pump()
-        await flow.done
-    sender.close()
-    receiver.close()
+    """p50 and p99 in ms, once every node has seen both sessions."""
+    latencies = await realm_latency(sender_node, count, receiver_node, settle=0.5)
     return percentile(latencies, 50) / 1e6, percentile(latencies, 99) / 1e6
 
 
@@ -153,8 +122,7 @@ def main():
     args.rounds = 2 if args.quick else 5
     args.latency = 50 if args.quick else 500
     workdir = tempfile.mkdtemp(prefix="realm-bench-cluster-")
-    cmd = [REALM] if os.path.exists(REALM) else [sys.executable, "-m", "host.cli"]
-    subprocess.run(cmd + ["init", "--data", os.path.join(workdir, "realm")], check=True,
+    subprocess.run(realm_command() + ["init", "--data", os.path.join(workdir, "realm")], check=True,
                    stdout=subprocess.DEVNULL)
     nats = nats_server(workdir)
     url = "nats://127.0.0.1:%d" % nats.port

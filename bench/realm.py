@@ -120,12 +120,15 @@ async def relay(realm, pairs, count, window):
     return total / wall, 1e6 * cpu / total, latencies
 
 
-async def latency(realm, count):
-    """One packet at a time, 1 to 1: the relay latency without queueing."""
+async def latency(realm, count, receiver=None, settle=0):
+    """One packet at a time, 1 to 1: the relay latency without queueing. The receiver is
+    on `receiver` (another server, a cluster node) if given; `settle` seconds between the
+    logins and the first packet."""
     latencies = []
     a, b = Identity(), Identity()
-    receiver = await BenchDevice.connect(realm.port, b)
+    receiver = await BenchDevice.connect((receiver or realm).port, b)
     sender = await BenchDevice.connect(realm.port, a)
+    await asyncio.sleep(settle)
     for _ in range(count):
         flow = Pair(sender, b, 1, 1, PAYLOAD, latencies)
         receiver.on_proxy = flow.on_proxy

@@ -53,6 +53,13 @@ def bind(node, device_id, token, state):
     run(body())
 
 
+def session(node, device_id, token, private=None):
+    """A RawDevice logged in on `node`."""
+    raw = RawDevice(node.port, device_id, token, private=private)
+    raw.handshake()
+    return raw
+
+
 def send_raw(raw, target, msg_ids, inner=b"\x01\x00" + bytes(30)):
     """ProxyPass msg_ids from a RawDevice; their Delivery statuses, in msg_id order."""
     for msg_id in msg_ids:
@@ -84,16 +91,17 @@ def test_devices_on_two_nodes_talk_end_to_end(cluster):
     async def body():
         a = await connect(n1, a_id, a_token)
         b = await connect(n2, b_id, b_token)
-        msg_id = a.send(b_id, b"hello b")  # PeerKey across the fleet, then ProxyPass
-        assert (await a.wait_for(Delivery, 5, lambda e: e.msg_id == msg_id)).status == \
-            codec.DELIVERED
-        message = await b.wait_for(Message, 5)
-        assert (message.peer, message.data) == (a_id, b"hello b")
-        b.ping(a_id, b"are you there")
-        pong = await b.wait_for(Pong, 5)
-        assert (pong.peer, pong.data) == (a_id, b"are you there")
-        a.close()
-        b.close()
+        for sender, receiver, peer in ((a, b, b_id), (b, a, a_id)):
+            # PeerKey across the fleet, then ProxyPass and its Delivery, then e2e Ping/Pong
+            msg_id = sender.send(peer, b"hello")
+            report = await sender.wait_for(Delivery, 5, lambda e: e.msg_id == msg_id)
+            assert report.status == codec.DELIVERED
+            assert (await receiver.wait_for(Message, 5)).data == b"hello"
+            sender.ping(peer, b"are you there")
+            pong = await sender.wait_for(Pong, 5)
+            assert (pong.peer, pong.data) == (peer, b"are you there")
+        for device in (a, b):
+            device.close()
     run(body())
     devices = cluster.devices()
     assert devices[text(a_id)]["fingerprint"] and devices[text(b_id)]["fingerprint"]
@@ -102,15 +110,12 @@ def test_devices_on_two_nodes_talk_end_to_end(cluster):
 def test_a_login_on_another_node_replaces_the_session(cluster):
     n1, n2 = cluster.node("n1"), cluster.node("n2")
     device_id, token = cluster.add_device()
-    old = RawDevice(n1.port, device_id, token)
-    old.handshake()
-    new = RawDevice(n2.port, device_id, token, private=old.private)
-    new.handshake()
+    old = session(n1, device_id, token)
+    new = session(n2, device_id, token, private=old.private)
     assert old.expect_closed().code == SESSION_REPLACED
     # The newer session is the one that stays, and it is the one packets reach.
     sender_id, sender_token = cluster.add_device()
-    sender = RawDevice(n1.port, sender_id, sender_token)
-    sender.handshake()
+    sender = session(n1, sender_id, sender_token)
     assert send_raw(sender, device_id, [1]) == [codec.DELIVERED]
     assert received_ids(new, 1) == [1]
     n1.wait_log("SESSION_REPLACED")
@@ -121,8 +126,7 @@ def test_a_login_on_another_node_replaces_the_session(cluster):
 def test_key_binding_is_fleet_wide(cluster):
     n1, n2 = cluster.node("n1"), cluster.node("n2")
     device_id, token = cluster.add_device()
-    first = RawDevice(n1.port, device_id, token)
-    first.handshake()
+    first = session(n1, device_id, token)
     first.close()
     other = RawDevice(n2.port, device_id, token)  # another key pair for the same device
     assert other.expect_closed().code == KEY_MISMATCH
@@ -134,14 +138,12 @@ def test_queue_in_order_survives_kill_of_the_node_that_stored_it(cluster):
     state = DeviceState(target_id)
     bind(n2, target_id, target_token, state)
     sender_id, sender_token = cluster.add_device("sender")
-    sender = RawDevice(n1.port, sender_id, sender_token)
-    sender.handshake()
+    sender = session(n1, sender_id, sender_token)
     assert send_raw(sender, target_id, list(range(1, 11))) == [codec.QUEUED] * 10
     assert cluster.devices()[text(target_id)]["queued"] == 10
     n1.kill()  # kill -9 of the node that answered QUEUED
     sender.close()
-    target = RawDevice(n2.port, target_id, target_token, private=state.private)
-    target.handshake()
+    target = session(n2, target_id, target_token, private=state.private)
     assert received_ids(target, 10) == list(range(1, 11))
     with pytest.raises(AssertionError, match="nothing awaited"):  # none twice
         target.pump(lambda e: isinstance(e, ProxyPassPacket), timeout=1.5)
@@ -157,8 +159,7 @@ def test_queue_limits_are_64_packets_and_64_kib_per_target(cluster):
     for device_id, token in ((full_id, full_token), (big_id, big_token)):
         bind(node, device_id, token, DeviceState(device_id))
     sender_id, sender_token = cluster.add_device()
-    sender = RawDevice(node.port, sender_id, sender_token)
-    sender.handshake()
+    sender = session(node, sender_id, sender_token)
     statuses = send_raw(sender, full_id, list(range(1, 66)))
     assert statuses == [codec.QUEUED] * 64 + [codec.QUEUE_FULL]
     inner = bytes(4000)  # 16 of them fit in 64 KiB, the 17th does not
@@ -173,8 +174,7 @@ def test_stored_packets_come_before_live_ones_sent_while_the_target_logs_in(clus
     state = DeviceState(target_id)
     bind(n2, target_id, target_token, state)
     sender_id, sender_token = cluster.add_device()
-    sender = RawDevice(n1.port, sender_id, sender_token)
-    sender.handshake()
+    sender = session(n1, sender_id, sender_token)
     inner = b"\x01\x00" + bytes(30)
     target = None
     for msg_id in range(1, 121):  # streams while the target logs in on the other node
@@ -216,8 +216,7 @@ def test_reset_key_lets_a_new_key_bind_on_any_node(cluster):
     RawDevice(n1.port, device_id, token).handshake()
     cluster.admin("device", "reset-key", text(device_id))
     time.sleep(0.5)  # the nodes' mirrors take the change
-    new = RawDevice(n2.port, device_id, token)
-    new.handshake()
+    new = session(n2, device_id, token)
     new.close()
 
 
@@ -225,18 +224,15 @@ def test_reset_key_lets_a_new_key_bind_on_any_node(cluster):
 def test_sigterm_ends_the_node_in_time_and_its_devices_are_offline_then_queued(cluster):
     n1, n2, n3 = cluster.node("n1"), cluster.node("n2"), cluster.node("n3")
     target_id, target_token = cluster.add_device()
-    target = RawDevice(n1.port, target_id, target_token)
-    target.handshake()
+    target = session(n1, target_id, target_token)
     sender_id, sender_token = cluster.add_device()
-    sender = RawDevice(n3.port, sender_id, sender_token)
-    sender.handshake()
+    sender = session(n3, sender_id, sender_token)
     start = time.monotonic()
     assert n1.stop() == 0
     assert time.monotonic() - start < 10
     assert cluster.devices()[text(target_id)]["online"] is False
     assert send_raw(sender, target_id, [1, 2]) == [codec.QUEUED] * 2
-    again = RawDevice(n2.port, target_id, target_token, private=target.private)
-    again.handshake()
+    again = session(n2, target_id, target_token, private=target.private)
     assert received_ids(again, 2) == [1, 2]
     assert send_raw(sender, target_id, [3]) == [codec.DELIVERED]
     assert received_ids(again, 1) == [3]
@@ -247,18 +243,15 @@ def test_sigterm_ends_the_node_in_time_and_its_devices_are_offline_then_queued(c
 def test_packets_for_devices_of_a_killed_node_are_queued(cluster):
     n1, n2 = cluster.node("n1"), cluster.node("n2")
     target_id, target_token = cluster.add_device()
-    target = RawDevice(n1.port, target_id, target_token)
-    target.handshake()
+    target = session(n1, target_id, target_token)
     sender_id, sender_token = cluster.add_device()
-    sender = RawDevice(n2.port, sender_id, sender_token)
-    sender.handshake()
+    sender = session(n2, sender_id, sender_token)
     assert send_raw(sender, target_id, [1]) == [codec.DELIVERED]
     n1.kill()
     cluster.nodes.remove(n1)
     assert send_raw(sender, target_id, [2, 3]) == [codec.QUEUED] * 2
     target.close()
-    again = RawDevice(n2.port, target_id, target_token, private=target.private)
-    again.handshake()
+    again = session(n2, target_id, target_token, private=target.private)
     assert received_ids(again, 2) == [2, 3]
     sender.close()
     again.close()
@@ -305,12 +298,9 @@ def test_a_node_cut_off_from_nats_keeps_its_sessions_and_says_unavailable(tmp_pa
         c_id, c_token = realm.add_device()
         off_id, off_token = realm.add_device()
         bind(n1, off_id, off_token, DeviceState(off_id))
-        a = RawDevice(n1.port, a_id, a_token)
-        a.handshake()
-        b = RawDevice(n1.port, b_id, b_token)
-        b.handshake()
-        c = RawDevice(n2.port, c_id, c_token)
-        c.handshake()
+        a = session(n1, a_id, a_token)
+        b = session(n1, b_id, b_token)
+        c = session(n2, c_id, c_token)
         nats.stop()
         n1.wait_log("lost NATS")
         assert send_raw(a, b_id, [1]) == [codec.DELIVERED]  # same node: still served
@@ -359,8 +349,7 @@ def test_cluster_commands_need_the_realm_key_made_once(tmp_path, nats):
 def test_bad_bytes_to_a_cluster_node_close_only_that_link(cluster):
     node = cluster.node("n1")
     device_id, token = cluster.add_device()
-    witness = RawDevice(node.port, device_id, token)
-    witness.handshake()
+    witness = session(node, device_id, token)
     for junk in (b"\x00\x05hello", os.urandom(300), b"\xff\xff" + bytes(10)):
         with socket.create_connection(("127.0.0.1", node.port)) as s:
             s.sendall(junk)

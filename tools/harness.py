@@ -167,3 +167,43 @@ def rss_bytes(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS for %d" % pid)
+
+
+class NatsServer:
+    """`nats-server -js` on a free loopback port, its JetStream store and log in `folder`
+    (the cluster tests and `make bench-cluster`). ToolMissing if it is not installed."""
+
+    def __init__(self, folder):
+        self.binary = shutil.which("nats-server")
+        if self.binary is None:
+            raise ToolMissing("nats-server is not installed: run `make system-deps` (Debian "
+                              "package nats-server)")
+        self.folder = str(folder)
+        self.port = free_port()
+        self.url = "nats://127.0.0.1:%d" % self.port
+        self.proc = None
+        self.start()
+
+    def start(self):
+        with open(os.path.join(self.folder, "nats-%d.log" % self.port), "a") as log:
+            self.proc = subprocess.Popen(
+                [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port),
+                 "-sd", os.path.join(self.folder, "jetstream")],
+                stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("nats-server did not start on port %d" % self.port)
+                time.sleep(0.02)
+
+    def cpu(self):
+        return cpu_seconds(self.proc.pid)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
