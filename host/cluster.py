@@ -390,15 +390,17 @@ class Cluster:
     def _subject(self, device):
         return "%s.q.%s" % (self.prefix, device)
 
-    async def enqueue(self, target, sender, msg_id, inner, now):
+    async def enqueue(self, target, sender, msg_id, inner, now, look=False):
         """Store for an offline target; the Delivery status. One store per target at a
-        time from this node, so its packets keep their order."""
+        time from this node, so its packets keep their order. With `look`, the target's
+        session entry is read first: if another node holds it (claimed a moment ago,
+        not yet in this node's mirror), nothing is stored and that node's name returned."""
         previous = self._storing.get(target)
         done = self._storing[target] = asyncio.get_running_loop().create_future()
         try:
             if previous is not None:
                 await asyncio.shield(previous)
-            return await self._enqueue(target, sender, msg_id, inner)
+            return await self._enqueue(target, sender, msg_id, inner, look)
         finally:
             done.set_result(None)
             if self._storing.get(target) is done:
@@ -408,10 +410,15 @@ class Cluster:
         """The future of this node's store in progress for `target`, or None."""
         return self._storing.get(target)
 
-    async def _enqueue(self, target, sender, msg_id, inner):
+    async def _enqueue(self, target, sender, msg_id, inner, look):
         self._require()
         if target not in self.devices and await self._get(self.kv_devices, target) is None:
             return codec.UNKNOWN_TARGET
+        if look:
+            entry = await self._get(self.kv_sessions, target)
+            holder = json.loads(entry.value)["node"] if entry is not None else None
+            if holder is not None and holder != self.node:
+                return holder
         subject = self._subject(target)
         for _ in range(ENQUEUE_TRIES):
             # The queue is always a run of the subject's messages (delivered ones are

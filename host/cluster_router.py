@@ -196,11 +196,27 @@ class ClusterRouter(LocalRouter):
         device = id_text(target)
         node = None if forwarded else self.cluster.owner(device)  # never forwarded twice
         if node is None or node == self.cluster.node:
-            self._store(device, sender, msg_id, inner, origin)
+            self._store(device, sender, msg_id, inner, origin, look=not forwarded)
         elif device in self._waiting or self.cluster.storing(device) is not None:
             self._wait_for_store(device, (sender, target, msg_id, inner, origin))
         else:
             self._forward(node, device, sender, target, msg_id, inner, origin)
+
+    def _store(self, device, sender, msg_id, inner, origin, look=True):
+        """Store for a target whose session this node does not know; with `look`, one
+        claimed elsewhere a moment ago (not yet in the mirror) gets the packet instead."""
+        stored = self.cluster.enqueue(device, sender, msg_id, inner, time.time(), look)
+        self.realm.spawn(self._answer_stored(
+            self._unless_held(stored, device, sender, msg_id, inner, origin), device, msg_id,
+            origin))
+
+    async def _unless_held(self, stored, device, sender, msg_id, inner, origin):
+        result = await stored
+        if isinstance(result, str):  # the node holding it: forwarded at once, in order
+            self._forward(result, device, sender, uuid.UUID(device).bytes, msg_id, inner,
+                          origin)
+            return None
+        return result
 
     def _wait_for_store(self, device, packet):
         """This node is storing a packet for `device`: the ones after it wait their turn."""
@@ -250,7 +266,7 @@ class ClusterRouter(LocalRouter):
         origin, msg_id, sender, target, inner, _deadline = entry
         if msg.headers and msg.headers.get("Status") == "503":
             # The holding node is gone (stopped, killed): store it for the device's return.
-            self._store(id_text(target), sender, msg_id, inner, origin)
+            self._store(id_text(target), sender, msg_id, inner, origin, look=False)
         elif msg.data:
             origin.delivered(msg_id, msg.data[0])
 

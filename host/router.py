@@ -143,5 +143,5 @@ class LocalRouter:
             if not isinstance(e, Unavailable):
                 log.warning("cannot store a packet for %s: %s", target, e)
             status = codec.UNAVAILABLE
-        if origin is not None:
+        if origin is not None and status is not None:  # None: sent on, answered from there
             origin.delivered(msg_id, status)
