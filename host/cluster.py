@@ -358,21 +358,23 @@ class Cluster:
 
     async def bind_key(self, device_id, key):
         self._require()
-        while True:
-            entry = await self._get(self.kv_devices, device_id)
-            if entry is None:
-                return None
-            record = json.loads(entry.value)
+
+        def bind(record):  # compare-and-set: a key bound meanwhile on another node wins
             if record.get("key"):
-                return bytes.fromhex(record["key"])
+                return False
             record["key"] = bytes(key).hex()
-            try:  # compare-and-set: a key bound meanwhile on another node wins
-                await self.kv_devices.update(device_id, json.dumps(record).encode(),
-                                             last=entry.revision)
-            except KeyWrongLastSequenceError:
-                continue
-            self.devices[device_id] = record
-            return bytes(key)
+        record = await self._change(device_id, bind)
+        return bytes.fromhex(record["key"]) if record is not None else None
+
+    async def replace_token_hash(self, device_id, old, new):
+        self._require()
+
+        def replace(record):
+            if record["token_hash"] != old:  # `device token` ran meanwhile
+                return False
+            record["token_hash"] = new
+        record = await self._change(device_id, replace)
+        return record is not None and record["token_hash"] == new
 
     def set_online(self, device_id, online, now):
         pass  # the session's own entry says it (claim and release)
@@ -528,27 +530,34 @@ class Cluster:
     async def new_token(self, device_id):
         token = tokens.new_token()
         token_hash = tokens.hash_token(token)
-        await self._change(device_id, lambda record: record.update(token_hash=token_hash))
+        await self._admin_change(device_id, lambda record: record.update(token_hash=token_hash))
         return token
 
     async def reset_key(self, device_id):
-        await self._change(device_id, lambda record: record.update(key=None))
+        await self._admin_change(device_id, lambda record: record.update(key=None))
+
+    async def _admin_change(self, device_id, change):
+        device_id = canonical_id(device_id)
+        if await self._change(device_id, change) is None:
+            raise RegistryError("no device %s" % device_id)
 
     async def _change(self, device_id, change):
-        """Apply `change(record)` to the device's record, compare-and-set."""
-        device_id = canonical_id(device_id)
+        """Apply `change(record)` to the device's record by compare-and-set (again if
+        another writer came first; `change` returns False to leave it as it is). The
+        record after, or None if there is no such device."""
         while True:
             entry = await self._get(self.kv_devices, device_id)
             if entry is None:
-                raise RegistryError("no device %s" % device_id)
+                return None
             record = json.loads(entry.value)
-            change(record)
+            if change(record) is False:
+                return record
             try:
                 await self.kv_devices.update(device_id, json.dumps(record).encode(),
                                              last=entry.revision)
-                return
             except KeyWrongLastSequenceError:
                 continue
+            return record
 
     async def list_devices(self):
         alive = set(await self._keys(self.kv_nodes))
