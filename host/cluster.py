@@ -473,6 +473,12 @@ class Cluster:
         """Remove `target`'s stored packets up to sequence `upto` (handed over)."""
         await self.js.purge_stream(self.stream, subject=self._subject(target), seq=upto + 1)
 
+    async def queue_totals(self):
+        """(packets, bytes) in the queue, all targets together; the bytes are JetStream's,
+        headers and subjects included."""
+        state = (await self.js.stream_info(self.stream)).state
+        return state.messages, state.bytes
+
     async def queue_counts(self):
         info = await self.js.stream_info(self.stream, subjects_filter=self.prefix + ".q.*")
         skip = len(self.prefix) + 3
@@ -560,21 +566,28 @@ class Cluster:
             return record
 
     async def list_devices(self):
+        """Every device, online where a live node holds its session. A node answers from
+        its mirrors (the status page asks often); an admin command reads every entry."""
         alive = set(await self._keys(self.kv_nodes))
         queued = await self.queue_counts()
+        if self.node is not None:
+            records, sessions = dict(self.devices), dict(self.sessions)
+        else:
+            records, sessions = {}, {}
+            for key in await self._keys(self.kv_devices):
+                entry = await self._get(self.kv_devices, key)
+                session = await self._get(self.kv_sessions, key)
+                if entry is not None:
+                    records[key] = json.loads(entry.value)
+                if session is not None:
+                    sessions[key] = (json.loads(session.value)["node"], session.revision)
         devices = []
-        for key in await self._keys(self.kv_devices):
-            entry = await self._get(self.kv_devices, key)
-            if entry is None:
-                continue
-            record = json.loads(entry.value)
-            session = await self._get(self.kv_sessions, key)
-            online = session is not None and json.loads(session.value)["node"] in alive
-            seen = await self._get(self.kv_seen, key)
+        for key, record in records.items():
+            seen = None if self.node is not None else await self._get(self.kv_seen, key)
             devices.append(DeviceInfo(
                 key, record["name"], bytes.fromhex(record["key"]) if record["key"] else None,
-                online, queued.get(key, 0), float(seen.value) if seen else None,
-                record["created"]))
+                sessions.get(key, (None,))[0] in alive, queued.get(key, 0),
+                float(seen.value) if seen else None, record["created"]))
         devices.sort(key=lambda d: (d.created, d.id))
         return devices
 

@@ -162,7 +162,7 @@ class ClusterRouter(LocalRouter):
                 break
             if len(item.inner) <= link.conn.max_inner:
                 link.conn.send_proxy(item.sender, item.msg_id, item.inner)
-                self.realm.stats.relayed += 1
+                self.realm.stats.flushed += 1
                 self.realm.flush_soon(link)
             else:
                 log.warning("dropped a stored packet for %s: larger than its max_packet", device)
