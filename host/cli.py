@@ -366,7 +366,7 @@ class _registry:
         self.args = args
 
     def __enter__(self):
-        if self.args.cluster:
+        if getattr(self.args, "cluster", None):  # `realm status` reads only a local one
             cluster = cluster_module()
             cluster.check_url(self.args.cluster)
             self.registry = cluster.ClusterRegistry(self.args.cluster,
