@@ -180,8 +180,8 @@ class ClusterRouter(LocalRouter):
             self._start_hand_over(device_id, device)
 
     # -- routing -----------------------------------------------------------------------
-    def route(self, origin, proxy):
-        self._route(origin.conn.device_id, proxy.peer, proxy.msg_id, proxy.inner, origin, False)
+    def relay(self, origin, peer, msg_id, inner):
+        self._route(origin.conn.device_id, peer, msg_id, inner, origin, False)
 
     def _route(self, sender, target, msg_id, inner, origin, forwarded):
         held = self._held.get(target)
