@@ -18,28 +18,16 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.realm import (PAYLOAD, WINDOW, ServerProcess, free_port, percentile,  # noqa: E402
-                         realm_command, latency as realm_latency)
+from bench.realm import BENCH_SETTINGS, PAYLOAD, WINDOW, percentile  # noqa: E402
+from bench.realm import latency as realm_latency  # noqa: E402
 from bench.realm_clients import BenchDevice, Identity, Pair, connect_many  # noqa: E402
-
-def nats_server(workdir):
-    binary = shutil.which("nats-server")
-    if binary is None:
-        raise SystemExit("nats-server is not installed: make system-deps")
-    port = free_port()
-    return ServerProcess([binary, "-js", "-a", "127.0.0.1", "-p", str(port),
-                    "-sd", os.path.join(workdir, "jetstream")],
-                   os.path.join(workdir, "nats.log"), port)
+from tools.harness import NatsServer, RealmProcess, ToolMissing, realm_command  # noqa: E402
 
 
 def node(workdir, url, name):
-    port = free_port()
-    return ServerProcess(realm_command() + ["serve", "--listen", "127.0.0.1:%d" % port,
-                          "--data", os.path.join(workdir, "realm"), "--cluster", url,
-                          "--node", name, "--open-enrolment", "--heartbeat", "3600",
-                          "--handshake-timeout", "120", "--max-handshakes", "1000",
-                          "--summary", "3600"],
-                   os.path.join(workdir, "%s.log" % name), port)
+    """A cluster node on a free port, sharing the realm folder (the key) with the others."""
+    return RealmProcess(os.path.join(workdir, "realm"), "--cluster", url, "--node", name,
+                        "--open-enrolment", *BENCH_SETTINGS, start=False).start(timeout=30)
 
 
 async def measured(processes, work):
@@ -122,10 +110,13 @@ def main():
     args.rounds = 2 if args.quick else 5
     args.latency = 50 if args.quick else 500
     workdir = tempfile.mkdtemp(prefix="realm-bench-cluster-")
-    subprocess.run(realm_command() + ["init", "--data", os.path.join(workdir, "realm")], check=True,
-                   stdout=subprocess.DEVNULL)
-    nats = nats_server(workdir)
-    url = "nats://127.0.0.1:%d" % nats.port
+    subprocess.run(realm_command() + ["init", "--data", os.path.join(workdir, "realm")],
+                   check=True, stdout=subprocess.DEVNULL)
+    try:
+        nats = NatsServer(workdir)
+    except ToolMissing as e:
+        raise SystemExit(str(e))
+    url = nats.url
     results = {}
     try:
         for count in (1, 2):

@@ -3,87 +3,48 @@ store in a temporary folder, cluster realm nodes as `realm serve --cluster` proc
 a small TCP balancer (what an operator puts in front of the nodes)."""
 import json
 import os
-import shutil
-import signal
 import socket
-import subprocess
 import threading
-import time
 import uuid
 
 import pytest
 
-from tests.realm_helpers import RealmProcess, free_port, run_cli
+from tests.realm_helpers import RealmProcess, run_cli
+from tools.harness import NatsServer, ToolMissing
 
 # Set by a developer who has no nats-server and asks to skip these tests; `make test`
 # installs nats-server (system-deps), so CI always runs them.
 SKIP_ENV = "REALM_SKIP_NATS"
 
 
-def nats_binary():
-    path = shutil.which("nats-server")
-    if path is None:
+def start_nats(folder):
+    """A harness NatsServer; without nats-server, a failure that says how to install it,
+    or a skip when the developer asked for one."""
+    try:
+        return NatsServer(folder)
+    except ToolMissing as e:
         if os.environ.get(SKIP_ENV) == "1":
-            pytest.skip("nats-server missing and %s=1" % SKIP_ENV)
-        pytest.fail("nats-server is not installed: run `make system-deps` (Debian package "
-                    "nats-server), or set %s=1 to skip the cluster tests" % SKIP_ENV)
-    return path
-
-
-def wait_port(port, timeout=10, proc=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError("exited %s" % proc.returncode)
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise AssertionError("nothing listens on port %d after %s s" % (port, timeout))
-
-
-class NatsServer:
-    """nats-server with JetStream on 127.0.0.1:port, its store in `folder`."""
-
-    def __init__(self, folder):
-        self.binary = nats_binary()
-        self.folder = str(folder)
-        self.port = free_port()
-        self.url = "nats://127.0.0.1:%d" % self.port
-        self.proc = None
-        self.start()
-
-    def start(self):
-        self._log = open(os.path.join(self.folder, "nats-%d.log" % self.port), "a")
-        self.proc = subprocess.Popen(
-            [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port),
-             "-sd", os.path.join(self.folder, "jetstream")],
-            stdout=self._log, stderr=subprocess.STDOUT)
-        wait_port(self.port, proc=self.proc)
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(10)
-        self._log.close()
+            pytest.skip("%s; %s=1 skips the cluster tests" % (e, SKIP_ENV))
+        pytest.fail("%s, or set %s=1 to skip the cluster tests" % (e, SKIP_ENV))
 
 
 class ClusterAdmin:
     """The admin commands of a cluster realm (`url`, `data_dir`), while its nodes run."""
 
     def admin(self, *args):
-        code, out, err = run_cli(*(args + ("--data", self.data_dir, "--cluster", self.url)))
+        """`realm ARGS --data DATA --cluster URL --json`, parsed (as RealmProcess.admin)."""
+        code, out, err = run_cli(*(args + ("--data", self.data_dir, "--cluster", self.url,
+                                          "--json")))
         assert code == 0, err
-        return out
+        return json.loads(out)
 
     def add_device(self, name=""):
         """(raw id, token), registered in the cluster."""
-        result = json.loads(self.admin("device", "add", "--json", "--name", name))
+        result = self.admin("device", "add", "--name", name)
         return uuid.UUID(result["id"]).bytes, result["token"]
 
     def devices(self):
-        return {d["id"]: d for d in json.loads(self.admin("device", "list", "--json"))}
+        return {d["id"]: d for d in self.admin("device", "list")}
 
 
 class Node(ClusterAdmin, RealmProcess):

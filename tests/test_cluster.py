@@ -1,6 +1,5 @@
 """Cluster mode with real processes: one nats-server -js, two or three `realm serve
 --cluster` nodes, devices on real sockets (issue 7, section 3)."""
-import json
 import os
 import socket
 import subprocess
@@ -14,7 +13,7 @@ from shared import codec
 from shared.errors import DENIED, KEY_MISMATCH, SESSION_REPLACED
 from shared.events import Delivery, DeliveryPacket, Message, Pong, ProxyPassPacket
 from host.client import DeviceState, HostDevice
-from tests.cluster_helpers import Balancer, ClusterRealm, NatsServer
+from tests.cluster_helpers import Balancer, ClusterRealm, start_nats
 from tests.fw_helpers import FAST_RECONNECT, online, received, send, unix_build  # noqa: F401
 from tests.realm_helpers import RawDevice, free_port, realm_command, run, run_cli
 from tools.simproc import SimDevice, write_config
@@ -24,7 +23,7 @@ from tools.simproc import SimDevice, write_config
 def nats(tmp_path_factory):
     """One nats-server for the module: each test's realm has its own key, so its own
     buckets and subjects."""
-    server = NatsServer(tmp_path_factory.mktemp("nats"))
+    server = start_nats(tmp_path_factory.mktemp("nats"))
     yield server
     server.stop()
 
@@ -289,7 +288,7 @@ def test_a_simulated_board_reconnects_to_the_other_node(cluster, tmp_path, unix_
 
 # -- NATS itself gone ----------------------------------------------------------------------
 def test_a_node_cut_off_from_nats_keeps_its_sessions_and_says_unavailable(tmp_path):
-    nats = NatsServer(tmp_path)
+    nats = start_nats(tmp_path)
     realm = ClusterRealm(tmp_path, nats, "--heartbeat", "5")
     try:
         n1, n2 = realm.node("n1"), realm.node("n2")
@@ -377,14 +376,13 @@ def test_the_single_node_realm_never_imports_nats():
 
 def test_names_are_unique_fleet_wide_and_usable_in_the_commands(tmp_path, nats):
     realm = ClusterRealm(tmp_path, nats)
-    added = json.loads(realm.admin("device", "add", "--json", "--name", "Kitchen"))
+    added = realm.admin("device", "add", "--name", "Kitchen")
     code, _out, err = run_cli("device", "add", "--name", "kitchen", "--data", realm.data_dir,
                               "--cluster", realm.url)
     assert code == 1 and "taken" in err and err.count("\n") == 1
-    token = json.loads(realm.admin("device", "token", "kitchen", "--json"))
+    token = realm.admin("device", "token", "kitchen")
     assert token["id"] == added["id"] and token["token"] != added["token"]
     realm.admin("device", "reset-key", "KITCHEN")
-    assert json.loads(realm.admin("device", "remove", "kitchen", "--json"))["removed"] == \
-        added["id"]
+    assert realm.admin("device", "remove", "kitchen")["removed"] == added["id"]
     assert realm.devices() == {}
     realm.add_device("kitchen")  # the name is free again
