@@ -385,9 +385,6 @@ class Cluster:
     async def housekeeping(self, now):
         return 0  # JetStream expires the queue itself (max_age)
 
-    async def take_queue(self, target, now):
-        raise NotImplementedError("the cluster router reads the queue itself (read_queue)")
-
     # -- the offline queue -------------------------------------------------------------
     def _subject(self, device):
         return "%s.q.%s" % (self.prefix, device)
@@ -469,9 +466,15 @@ class Cluster:
         data = message.data
         return Stored(message.seq, data[:16], int.from_bytes(data[16:20], "big"), data[20:])
 
-    async def drop_queue(self, target, upto):
-        """Remove `target`'s stored packets up to sequence `upto` (handed over)."""
-        await self.js.purge_stream(self.stream, subject=self._subject(target), seq=upto + 1)
+    def drop_queue_soon(self, target, upto):
+        """Remove `target`'s stored packets up to sequence `upto` (it received them)."""
+        self._spawn(self._drop_queue(target, upto))
+
+    async def _drop_queue(self, target, upto):
+        try:
+            await self.js.purge_stream(self.stream, subject=self._subject(target), seq=upto + 1)
+        except (NatsError, asyncio.TimeoutError) as e:  # handed over again next time
+            log.warning("cluster: cannot drop the delivered packets of %s: %s", target, e)
 
     async def queue_totals(self):
         """(packets, bytes) in the queue, all targets together; the bytes are JetStream's,

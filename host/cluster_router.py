@@ -16,6 +16,7 @@ Fencing. A login claims the session in KV; a node whose session has an older rev
 than the device's current claim closes it (SESSION_REPLACED), so a stale node never wins.
 """
 import asyncio
+import functools
 import struct
 import time
 import uuid
@@ -154,7 +155,7 @@ class ClusterRouter(LocalRouter):
             self._route(sender, device_id, msg_id, inner, origin, isinstance(origin, _Remote))
 
     async def _read_stored(self, device_id, device):
-        seq = handed = self._drained.get(device_id, 0)
+        seq = self._drained.get(device_id, 0)
         while device_id in self.sessions:
             item = await self.cluster.read_queue(device, seq)
             link = self.sessions.get(device_id)
@@ -163,12 +164,12 @@ class ClusterRouter(LocalRouter):
             if len(item.inner) <= link.conn.max_inner:
                 link.conn.send_proxy(item.sender, item.msg_id, item.inner)
                 self.realm.stats.flushed += 1
-                self.realm.flush_soon(link)
+                link.flush()
             else:
                 log.warning("dropped a stored packet for %s: larger than its max_packet", device)
             seq = self._drained[device_id] = item.seq
-        if seq > handed:
-            await self.cluster.drop_queue(device, seq)
+            # kept in JetStream until the target has it: a link cut loses none
+            link.when_received(functools.partial(self.cluster.drop_queue_soon, device, seq))
 
     async def _stored_elsewhere(self, msg):
         device = msg.subject.rsplit(".", 1)[1]
