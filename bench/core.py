@@ -24,6 +24,8 @@ LABELS = {
     "seal_open_64": "seal + open, 64 B",
     "seal_open_1024": "seal + open, 1 KiB",
     "proxy_encode_decode": "ProxyPass encode + decode (64 B inner)",
+    "ed25519_verify": "Ed25519 verify, 64 B message (update manifests)",
+    "sha512_pure_1k": "SHA-512 in pure Python, 1 KiB",
 }
 
 

@@ -3,10 +3,11 @@
 # usage: python|micropython bench/core_figures.py ROOT
 import gc
 import sys
+from binascii import unhexlify
 
 sys.path.insert(0, sys.argv[1])
 
-from shared import codec, crypto  # noqa: E402
+from shared import codec, crypto, ed25519  # noqa: E402
 from shared.device import DeviceConnection  # noqa: E402
 from shared.events import LoginRequest  # noqa: E402
 from shared.framing import StreamFramer  # noqa: E402
@@ -97,6 +98,17 @@ def main():
     def proxy():
         codec.decode(codec.encode(codec.PROTO_REALM, codec.PROXY_PASS, DEVICE_ID, 7, inner))
     report("proxy_encode_decode", timed(proxy, 500), "us")
+    # RFC 8032 TEST SHA(abc): a 64-byte message; a manifest of 1 KiB adds its SHA-512.
+    key, message, signature = (unhexlify(
+        "ec172b93ad5e563bf4932c70e1245034c35467ef2efd4d64ebf819683467e2bf"), unhexlify(
+        "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a"
+        "2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"), unhexlify(
+        "dc2a4459e7369633a52b1bf277839a00201009a3efbf3ecb69bea2186c26b589"
+        "09351fc9ac90b3ecfdfbc7c66431e0303dca179c138ac17ad9bef1177331a704"))
+    report("ed25519_verify", timed(lambda: ed25519.verify(key, message, signature),
+                                   5 if SLOW else 50) / 1000, "ms")
+    report("sha512_pure_1k", timed(lambda: ed25519.sha512_pure(bytes(1024)), 5 if SLOW else 50)
+           / 1000, "ms")
 
 
 main()

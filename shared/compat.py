@@ -18,6 +18,15 @@ def sha256(data=b""):
     return hashlib.sha256(data).digest()
 
 
+# SHA-512 (Ed25519's hash): hashlib's where it has one (CPython), else None and
+# shared/ed25519.py computes it in Python (MicroPython has none).
+if hasattr(hashlib, "sha512"):
+    def sha512(data):
+        return hashlib.sha512(data).digest()
+else:
+    sha512 = None
+
+
 # A SHA-256 to continue many times from the same start (HMAC's padded keys):
 # `start = sha256_prefix(data)` once, then `sha256_after(start)` is a new hash object that
 # has absorbed data. CPython copies a hash that absorbed it (one compression less per
