@@ -105,6 +105,11 @@ class Device:
         return self._runtime.now_ms()
 
     @property
+    def app_version(self):
+        """The version of the app that runs: the installed update's, or None."""
+        return self._runtime.app_version
+
+    @property
     def online(self):
         return self._runtime.status == "online"
 

@@ -9,8 +9,14 @@ from shared.reconnect import DEFAULTS as RECONNECT_DEFAULTS
 from shared.protocol import (DEFAULT_PORT, HANDSHAKE_TIMEOUT_MS, MAX_TOKEN_BYTES,
                              MIN_TOKEN_BYTES)
 
+# Updates (docs/UPDATES.md): a new version is confirmed once it has been online this
+# long; one that is not confirmed this long after its start is restarted (a failed start).
+# reuse: copy the files the running version has already instead of fetching them (false
+# only to measure a whole transfer).
+DEFAULT_UPDATE = {"confirm_ms": 30000, "trial_ms": 300000, "reuse": True}
+MAX_RELEASE_KEYS = 2  # the current release key and the next one, while it is rotated
 _KNOWN = ("device_id", "token", "name", "realm", "realm_key", "private_key", "peers", "wifi",
-          "reconnect", "handshake_ms", "app")
+          "reconnect", "handshake_ms", "app", "updaters", "release_keys", "update")
 _SERIAL_KEYS = ("uart", "tx", "rx", "baud", "path")
 
 
@@ -69,7 +75,37 @@ def validate(raw, has_wifi):
     c["handshake_ms"] = _int(raw.get("handshake_ms", HANDSHAKE_TIMEOUT_MS), "handshake_ms",
                              100, 600000)
     c["app"] = raw.get("app") or {}
+    _updates(raw, c)
     return c
+
+
+def _updates(raw, c):
+    updaters = raw.get("updaters", [])
+    if not isinstance(updaters, list):
+        raise ConfigError("updaters: must be a list of device ids")
+    for i, text in enumerate(updaters):
+        try:
+            uuid_from_str(text if isinstance(text, str) else "")
+        except ValueError:
+            raise ConfigError("updaters[%d]: not a device id (8-4-4-4-12 hex): %r" % (i, text))
+    c["updaters"] = [text.lower() for text in updaters]
+    keys = raw.get("release_keys", [])
+    if not isinstance(keys, list) or len(keys) > MAX_RELEASE_KEYS:
+        raise ConfigError("release_keys: must be a list of at most %d keys" % MAX_RELEASE_KEYS)
+    c["release_keys"] = [_hex_key(key, "release_keys[%d]" % i) for i, key in enumerate(keys)]
+    given = raw.get("update", {})
+    _object(given, "update")
+    c["update"] = dict(DEFAULT_UPDATE)
+    for key in given:
+        if key not in DEFAULT_UPDATE:
+            raise ConfigError("update.%s: unknown field (known: confirm_ms, trial_ms, reuse)"
+                              % key)
+        if key == "reuse":
+            if not isinstance(given[key], bool):
+                raise ConfigError("update.reuse: must be true or false")
+            c["update"][key] = given[key]
+        else:
+            c["update"][key] = _int(given[key], "update." + key, 0, 86400000)
 
 
 def _realm(realm, c):

@@ -19,23 +19,30 @@ def log(message):
     print("%s: %s" % (_speaker, message))
 
 
-def start(config_path="config.json", state_dir=None, app=None, repin=False):
+def start(config_path="config.json", state_dir=None, app=None, repin=False, boot=None):
     """Run the device until power-off. Returns 1 if the config or state is unusable.
 
-    app: the path of the app's .py file (default: the module `app` if there is one).
+    app: the path of the app's .py file (default: the module `app` if there is one; an
+    app in the running slot comes first).
     repin: the user's explicit re-pin: trust the config's realm_key if it has one, else
     whatever realm answers next.
+    boot: what the first stage chose (firmware/main.py). With boot["updating"] the
+    device fetches an update with the whole heap: the update service loads in the app's
+    place, and the app starts again once the update is installed or refused.
     """
     global _speaker
+    updating = boot is not None and boot["updating"]
+    if updating and boot["phase"] == "header":
+        _check_header(config_path, boot)
     for name in _MODULES:
         gc.collect()
-        __import__(name)
+        __import__("firmware.updating" if updating and name == "firmware.api" else name)
     import asyncio
     import board
-    from firmware.api import Device
     from firmware.runtime import Runtime
     from firmware.store import Store, StoreError
-    app = _import_app(app)  # compiled now, before the long-lived objects are made
+    if not updating:
+        app = _load_app(app, boot, board)  # compiled now, before the long-lived objects
     gc.collect()
     board.show_status("booting")
     try:
@@ -49,23 +56,36 @@ def start(config_path="config.json", state_dir=None, app=None, repin=False):
     if repin or (config["realm_key"] is not None and config["realm_key"] != store.realm_public):
         # A realm_key in the config that differs from the pin is the user re-pinning.
         store.repin(config["realm_key"])
-    runtime = Runtime(config, store, board, log)
-    runtime.app_version = getattr(app, "__version__", None)
-    device = Device(runtime)
+    runtime = Runtime(config, store, board, log, boot)
+    if updating:
+        log("fetching an update: the app starts again once it is installed or refused")
+        runtime.update_service()  # loaded above, in the app's place
+        app = device = None
+    else:
+        if runtime.app_version is None:  # no installed release: the app's own word
+            runtime.app_version = getattr(app, "__version__", None)
+        from firmware.api import Device
+        device = Device(runtime)
     log("device %s (%s), boot %d, key fingerprint %s" % (
         config["device_id_str"], config["name"], store.boot, _hex(_fingerprint(store.public))))
     gc.collect()
     try:
-        asyncio.run(_main(runtime, device, app))
+        asyncio.run(_main(runtime, device, app, boot))
     except Exception as e:  # a bug or no memory left: start afresh rather than sit dead
         log("the runtime failed; restarting the board:")
         sys.print_exception(e)
         board.restart()
 
 
-async def _main(runtime, device, app):
+async def _main(runtime, device, app, boot):
     import asyncio
     task = asyncio.create_task(runtime.run())
+    if _on_trial(boot):
+        from firmware.trial import guard
+        asyncio.create_task(guard(runtime))
+    if app is None:  # fetching an update
+        await task
+        return
     try:
         started = app.main(device)
         if hasattr(started, "send"):  # an async main: a generator on MicroPython
@@ -73,20 +93,69 @@ async def _main(runtime, device, app):
     except Exception as e:  # the app's bug must not take the realm link down with it
         log("the app failed:")
         sys.print_exception(e)
+        _failed_start(boot, runtime.board)
     await task
+
+
+def _check_header(config_path, boot):
+    """The update's header, checked first, with the heap to itself."""
+    import board
+    before = list(sys.modules)
+    try:
+        from firmware.update_check import check
+        check(boot, _read_config(config_path, board.HAS_WIFI), board)
+    except ValueError:
+        pass  # a bad config: start() says so
+    for name in list(sys.modules):
+        if name not in before:
+            unload(name)
+
+
+def _on_trial(boot):
+    return boot is not None and boot["state"].get("trial") == boot["slot"]
+
+
+def _failed_start(boot, board):
+    """On a version on trial a failure is a failed start: restart, so that the first stage
+    counts it (and goes back to the previous version after 3)."""
+    if _on_trial(boot):
+        log("this version is on trial: restarting")
+        board.restart()
 
 
 def _read_config(path, has_wifi):
     """The checked config; the checking code is unloaded afterwards (5 KB of heap)."""
-    import firmware
     from firmware import config
     try:
         return config.load(path, has_wifi)
     except config.ConfigError as e:
         raise ValueError(str(e))
     finally:
-        del sys.modules["firmware.config"]
-        del firmware.config
+        unload("firmware.config")
+
+
+def unload(name):
+    """Forget a loaded module (its package's attribute too), so its heap can be collected."""
+    sys.modules.pop(name, None)
+    package, _, attr = name.rpartition(".")
+    try:
+        delattr(sys.modules[package], attr)
+    except (KeyError, AttributeError):
+        pass
+    gc.collect()
+
+
+def _load_app(path, boot, board):
+    """The app module; the default app if the app fails to load (the device stays
+    reachable, and can be updated)."""
+    try:
+        return _import_app(path)
+    except Exception as e:  # a SyntaxError, a missing module, the app's own error
+        log("the app failed to load:")
+        sys.print_exception(e)
+        _failed_start(boot, board)
+    from firmware import default_app
+    return default_app
 
 
 def _import_app(path):

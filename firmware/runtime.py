@@ -15,8 +15,8 @@ from shared.compat import const
 from shared.report import ReportingConnection
 from shared.endpoint import Endpoint
 from shared.errors import KEY_CHECK_FAILED, KEY_MISMATCH, LINK_LOST
-from shared.codec import uuid_to_str
-from shared.events import Welcomed, PeerPinned, PeerKeyChanged
+from shared.codec import SERVICE_UPDATE, uuid_to_str
+from shared.events import Welcomed, PeerPinned, PeerKeyChanged, ServiceMessage
 from shared.reconnect import Reconnect, is_refusal
 
 _READ_SIZE = const(512)
@@ -38,9 +38,11 @@ class Runtime:
     application API) get the endpoint's events through listener.event(e) and status
     changes through listener.status_changed(status, detail).
 
-    loop: the event loop's clock and links (firmware/loop.py; a fake one in tests)."""
+    loop: the event loop's clock and links (firmware/loop.py; a fake one in tests).
+    boot: what the first stage chose (firmware/main.py): {"slots", "slot", "state",
+    "version", "phase", "waiting", "updating"}; None when started without it (no updates)."""
 
-    def __init__(self, config, store, board, log=print, loop=None):
+    def __init__(self, config, store, board, log=print, loop=None, boot=None):
         self.config = config
         self.store = store
         self.board = board
@@ -50,8 +52,13 @@ class Runtime:
             loop = Loop()
         self.loop = loop
         self.endpoint = Endpoint(config["device_id"], store.private, store.next_boot(),
-                                 store.peers, on_new_boot=store.set_boot)
-        self.app_version = None  # the app's __version__, for the DeviceReport
+                                 store.peers, on_new_boot=store.set_boot,
+                                 services=(SERVICE_UPDATE,))
+        self.boot = boot
+        self.updates = None  # the update service (firmware/updating.py), only while it works
+        # For the DeviceReport: the installed release (docs/UPDATES.md), else the app's
+        # __version__ (set by the launcher).
+        self.app_version = boot and boot["version"]
         self.reconnect = Reconnect(**config["reconnect"])
         self._listeners = []
         self._services = 0  # how many of _listeners, at the front, are system services
@@ -314,8 +321,24 @@ class Runtime:
                 gc.collect()  # the handshake's garbage, before the session's traffic
             for app_event in self.endpoint.handle(event):
                 self._app_event(app_event)
+            boot = self.boot
+            if isinstance(event, Welcomed) and (self.updates or boot and boot["waiting"]):
+                boot["waiting"] = False
+                self.update_service().welcomed()
+
+    def update_service(self):
+        """The update service (firmware/updating.py), loaded now; it unloads itself."""
+        if self.updates is None:
+            gc.collect()
+            from firmware.updating import UpdateService
+            self.updates = UpdateService(self)
+        return self.updates
 
     def _app_event(self, event):
+        if isinstance(event, ServiceMessage):
+            if self.boot is not None:  # SERVICE_UPDATE, the one service offered
+                self.update_service().handle(event.peer, event.data)
+            return
         if isinstance(event, PeerPinned):
             self.store.save_peers(self.endpoint.pins())
         elif isinstance(event, PeerKeyChanged):

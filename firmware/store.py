@@ -25,7 +25,7 @@ class StoreError(Exception):
 class Store:
     def __init__(self, folder):
         self.folder = folder
-        _makedirs(folder)
+        makedirs(folder)
         self.private = self.public = None
         self.realm_public = self.dh2 = None
         self.refused = None
@@ -141,7 +141,7 @@ class Store:
             pass
 
 
-def _makedirs(folder):
+def makedirs(folder):
     path = "/" if folder.startswith("/") else ""
     for part in folder.split("/"):
         if part:

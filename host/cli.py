@@ -567,6 +567,25 @@ def cmd_listen(args):
 
 
 # -- parsing ---------------------------------------------------------------------
+def device_options(c, what="the device"):
+    """The options of a command that runs a host-side device (send, listen, update)."""
+    c.add_argument("--as", dest="as_id", required=True, metavar="DEVICE",
+                   help="%s to be: its id, or its name in the realm in --data" % what)
+    c.add_argument("--token", default=os.environ.get("REALM_TOKEN"),
+                   help="%s's token (default: $REALM_TOKEN)" % what)
+    c.add_argument("--realm", type=lambda t: host_port(t, "127.0.0.1"),
+                   default=("127.0.0.1", protocol.DEFAULT_PORT), metavar="HOST:PORT",
+                   help="the realm's address (default 127.0.0.1:%d)" % protocol.DEFAULT_PORT)
+    c.add_argument("--serial", metavar="PORT", help="reach the realm over a serial port")
+    c.add_argument("--baud", type=positive(int, 1, 10 ** 8), default=DEFAULTS.baud)
+    c.add_argument("--state", metavar="FILE",
+                   help="%s's keys and pins (default ~/.realm/devices/ID.json)" % what)
+    c.add_argument("--repin", action="store_true",
+                   help="trust the realm's key even if it differs from the pinned one")
+    c.add_argument("--timeout", type=positive(float, 0.01, 86400), default=10.0,
+                   metavar="SECONDS", help="for the connection and the delivery")
+
+
 def parser():
     p = argparse.ArgumentParser(prog="realm", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -692,25 +711,13 @@ def parser():
         data_and_json(r)
         cluster_flag(r, REGISTRY_IN_CLUSTER)
 
+    from host import update_cli
+    update_cli.add_parser(sub, add)
+
     for name, func, help in (("send", cmd_send, "send one message as a device"),
                              ("listen", cmd_listen, "print the messages a device receives")):
         c = add(sub, name, func, help)
-        c.add_argument("--as", dest="as_id", required=True, metavar="DEVICE",
-                       help="the device to be: its id, or its name in the realm in --data")
-        c.add_argument("--token", default=os.environ.get("REALM_TOKEN"),
-                       help="the device's token (default: $REALM_TOKEN)")
-        c.add_argument("--realm", type=lambda t: host_port(t, "127.0.0.1"),
-                       default=("127.0.0.1", protocol.DEFAULT_PORT), metavar="HOST:PORT",
-                       help="the realm's address (default 127.0.0.1:%d)"
-                       % protocol.DEFAULT_PORT)
-        c.add_argument("--serial", metavar="PORT", help="reach the realm over a serial port")
-        c.add_argument("--baud", type=positive(int, 1, 10 ** 8), default=DEFAULTS.baud)
-        c.add_argument("--state", metavar="FILE",
-                       help="the device's keys and pins (default ~/.realm/devices/ID.json)")
-        c.add_argument("--repin", action="store_true",
-                       help="trust the realm's key even if it differs from the pinned one")
-        c.add_argument("--timeout", type=positive(float, 0.01, 86400), default=10.0,
-                       metavar="SECONDS", help="for the connection and the delivery")
+        device_options(c)
         data_and_json(c)
         if name == "send":
             c.add_argument("--to", required=True, metavar="DEVICE", help="its id or name")

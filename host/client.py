@@ -84,14 +84,14 @@ class HostDevice:
     """
 
     def __init__(self, state, token, handshake_timeout_s=HANDSHAKE_TIMEOUT_MS / 1000,
-                 repin=False):
+                 repin=False, services=()):
         self.state = state
         self.token = token
         self.handshake_timeout_ms = int(handshake_timeout_s * 1000)
         self.repin = repin  # the user allows a changed realm key
         state.new_boot()
         self.endpoint = Endpoint(state.device_id, state.private, state.boot,
-                                 state.peers.items(), state.new_boot)
+                                 state.peers.items(), state.new_boot, services=services)
         self.loop = asyncio.get_running_loop()
         self.conn = None
         self.welcome = None
@@ -155,13 +155,16 @@ class HostDevice:
     # -- the application --------------------------------------------------------
     def send(self, peer, data):
         """Queue Data for `peer` (16 bytes); returns the msg_id its Delivery will carry."""
-        msg_id = self.endpoint.send(peer, data)
-        self._deliver(self.endpoint.take_events())
-        self._flush()
-        return msg_id
+        return self._sent(self.endpoint.send(peer, data))
 
     def ping(self, peer, data=b""):
-        msg_id = self.endpoint.ping(peer, data)
+        return self._sent(self.endpoint.ping(peer, data))
+
+    def send_service(self, peer, service, data):
+        """A Service packet for `peer` (one of `services`, given at the start)."""
+        return self._sent(self.endpoint.send_service(peer, service, data))
+
+    def _sent(self, msg_id):
         self._deliver(self.endpoint.take_events())
         self._flush()
         return msg_id

@@ -50,7 +50,7 @@ class E2E:
     def forget_peer(self, peer_id):
         self._peers.pop(peer_id, None)
 
-    def seal(self, peer_id, dpacket_id, body):
+    def seal(self, peer_id, dpacket_id, *fields):
         keys = self._peers[peer_id]
         if self.counter > _MAX_COUNTER:
             self.boot += 1
@@ -59,7 +59,7 @@ class E2E:
                 self._on_new_boot(self.boot)
         n = (self.boot << 32) | self.counter
         self.counter += 1
-        header = codec.encode(codec.PROTO_DEVICE, dpacket_id, body)
+        header = codec.encode(codec.PROTO_DEVICE, dpacket_id, *fields)
         return header[:2] + crypto.seal(keys[0], keys[1], n, header[:2], header[2:])
 
     def open(self, peer_id, inner):

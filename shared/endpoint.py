@@ -79,6 +79,10 @@ class Endpoint:
             raise ValueError("a Ping carries at most %d bytes" % codec.MAX_PING)
         return self._queue(peer, codec.PING, data)
 
+    def send_service(self, peer, service, data):
+        """Queue a Service packet (a system service such as codec.SERVICE_UPDATE)."""
+        return self._queue(peer, codec.SERVICE, data, service)
+
     def forget_peer(self, peer):
         """Unpin a peer, so that its next key is trusted: the user's explicit re-pin."""
         self._unpin(peer)
@@ -115,14 +119,16 @@ class Endpoint:
         return self.take_events()
 
     # -- internals --------------------------------------------------------------
-    def _queue(self, peer, dpacket_id, body):
-        if len(body) + _E2E_OVERHEAD > self.max_inner:
+    def _queue(self, peer, dpacket_id, body, service=None):
+        """service: a Service packet's number (it goes before body, one byte more)."""
+        size = len(body) + (service is not None)
+        if size + _E2E_OVERHEAD > self.max_inner:
             raise ValueError("message of %d bytes is over this realm's limit of %d" % (
-                len(body), self.max_inner - _E2E_OVERHEAD))
+                size, self.max_inner - _E2E_OVERHEAD))
         if len(self._outbox) >= self._max_queue:
             raise SendQueueFull("send queue full (%d messages)" % self._max_queue)
         self._last_id = self._last_id % _MAX_MSG_ID + 1
-        self._outbox.append([peer, self._last_id, dpacket_id, body])
+        self._outbox.append([peer, self._last_id, dpacket_id, body, service])
         self._flush()
         return self._last_id
 
@@ -148,7 +154,10 @@ class Endpoint:
         for item in list(self._outbox):
             peer = item[0]
             if (only is None or peer == only) and self._ready(peer):
-                inner = self._e2e.seal(peer, item[2], item[3])
+                if item[4] is None:
+                    inner = self._e2e.seal(peer, item[2], item[3])
+                else:  # Service: (service, data)
+                    inner = self._e2e.seal(peer, item[2], item[4], item[3])
                 # Off the queue before it goes: if sending fails (MemoryError, say), the
                 # message is not sent twice at the next flush.
                 self._outbox.remove(item)

@@ -105,6 +105,10 @@ def build(board, out=None):
         if proc.returncode != 0:
             raise BuildError("mpy-cross failed on %s:\n%s" % (src, proc.stderr.strip()))
         os.replace(tmp, dst)
+    release = os.path.join(out, "release.json")  # the version the slot holds (docs/UPDATES.md)
+    if not os.path.exists(release):
+        with open(release, "w") as f:
+            json.dump({"version": VERSION}, f)
     for src, dst in ((os.path.join(ROOT, "firmware", "main.py"), os.path.join(out, "main.py")),
                      (os.path.join(BOARDS, board, "board.py"), os.path.join(out, "board.py"))):
         if not _fresh(src, dst):

@@ -9,7 +9,7 @@
 #   repin                 -> trust whatever realm answers next
 #   repin-peer PEER       -> forget PEER's pinned key: its next key is trusted
 #   quit                  -> ends the process
-# and "message PEER TEXT" for each message received.
+# and "message PEER TEXT" for each message received; "app VERSION" first.
 import asyncio
 import gc
 import sys
@@ -28,6 +28,7 @@ def _print_delivery(msg_id, status):
 
 
 async def main(device):
+    out("app", device.app_version)
     device.on_message(lambda peer, data: out("message", peer, text(data)))
     device.on_delivery(_print_delivery)
     stdin = asyncio.StreamReader(sys.stdin)

@@ -1,8 +1,9 @@
 # A simulated device: the firmware under the MicroPython unix port, as on a board.
 # usage: micropython -X heapsize=128k tools/sim.py CONFIG [--app APP.py] [--repin]
-# It runs build/unix/ (`python tools/build.py unix`, which `make sim` does first): the
-# same compiled modules a board gets. The device's state lives beside its config:
-# path/alice.json -> path/alice.state/
+# It boots like a board, through the first stage (firmware/main.py), whose factory slot
+# is build/unix/ (`python tools/build.py unix`, which `make sim` does first): the same
+# compiled modules a board gets. The device's state and its update slots live beside its
+# config: path/alice.json -> path/alice.state/ and path/alice.slots/
 import os
 import sys
 
@@ -10,9 +11,10 @@ _root = __file__.rsplit("/", 2)[0] if __file__.count("/") >= 2 else "."
 _build = _root + "/build/unix"
 try:
     os.stat(_build + "/lib")
-    sys.path[:0] = [_build + "/lib", _build]
+    _factory = _build
 except OSError:  # not built: run the sources (compiling them needs a larger heap)
-    sys.path[:0] = [_root, _root + "/boards/unix"]
+    _factory = _root
+sys.path[:0] = [_root + "/boards/unix"]  # board.py: on a board it sits beside main.py
 
 
 def main(argv):
@@ -31,10 +33,13 @@ def main(argv):
             print("tools/sim.py: unknown argument %r" % argv[i])
             return 2
         i += 1
-    state = (config[:-5] if config.endswith(".json") else config) + ".state"
-    from firmware.launch import start
+    base = config[:-5] if config.endswith(".json") else config
+    sys.path.insert(0, _root + "/firmware")
+    import main as first_stage  # the board's main.py
+    sys.path.pop(0)
     try:
-        return start(config, state, app, repin)
+        return first_stage.run(base + ".slots", _factory, config_path=config,
+                               state_dir=base + ".state", app=app, repin=repin)
     except KeyboardInterrupt:  # Ctrl-C: the user's way to stop it, not a failure
         print("stopped")
         return 0

@@ -36,14 +36,20 @@ def write_config(path, device_id, token, name, port=None, serial=None, realm_key
 class SimDevice:
     """One simulated device process; its output lines are collected as they come."""
 
-    def __init__(self, config_path, heap=HEAP, app=REMOTE_APP, on_line=None):
+    def __init__(self, config_path, heap=HEAP, app=REMOTE_APP, on_line=None, power=False):
         self.config_path = str(config_path)
         self.heap = heap
         self.app = app
         self.on_line = on_line  # on_line(device, line), from the reading thread
+        # power: start the process again when it ends by itself, as a board comes back
+        # after a reset (the unix board's restart() ends the process).
+        self.power = power
+        self.starts = 0
         self.proc = None
         self.lines = []
         self._ended = False
+        self._stopping = False
+        self._extra = ()
         self._cond = threading.Condition()
 
     def command_line(self, extra):
@@ -52,15 +58,22 @@ class SimDevice:
                  self.config_path, "--app", self.app] + list(extra)), ROOT
 
     def start(self, *extra):
-        argv, cwd = self.command_line(extra)
+        with self._cond:
+            self.lines = []
+            self._ended = False
+            self._stopping = False
+        self._extra = extra
+        self._spawn()
+        return self
+
+    def _spawn(self):
+        argv, cwd = self.command_line(self._extra)
         proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.PIPE, umask=0o077,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         with self._cond:
             self.proc = proc
-            self.lines = []
-            self._ended = False
+            self.starts += 1
         threading.Thread(target=self._collect, args=(proc,), daemon=True).start()
-        return self
 
     def _collect(self, proc):
         # A process killed and started again: its reader may still be draining the old
@@ -73,10 +86,16 @@ class SimDevice:
                 if proc is self.proc:
                     self.lines.append(line)
                     self._cond.notify_all()
+        proc.wait()
         with self._cond:
-            if proc is self.proc:
+            if proc is not self.proc:
+                return
+            if not (self.power and not self._stopping and proc.returncode > 0):
                 self._ended = True
                 self._cond.notify_all()
+                return
+            self.lines.append("[sim: the device reset; powering it up again]")
+        self._spawn()
 
     @property
     def pid(self):
@@ -137,6 +156,7 @@ class SimDevice:
             return "\n".join(self.lines)
 
     def stop(self):
+        self._stopping = True
         if self.proc is not None and self.proc.poll() is None:
             try:
                 self.command("quit")
@@ -149,6 +169,7 @@ class SimDevice:
         return self.proc.returncode if self.proc is not None else None
 
     def kill(self):
+        self._stopping = True
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()

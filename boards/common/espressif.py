@@ -46,6 +46,13 @@ def wifi_rssi():
         return None
 
 
+def watchdog(timeout_ms):
+    """The hardware watchdog: resets the board unless fed within timeout_ms. The runtime
+    starts it while a new version is on trial, so a hang counts as a failed start."""
+    from machine import WDT
+    return WDT(timeout=timeout_ms)
+
+
 def restart():
     """A hard reset: the runtime's last resort after a failure it cannot recover from."""
     import machine

@@ -1,6 +1,6 @@
 # Board profile: ESP32-C3-DevKitM-1 (RISC-V, one RGB LED).
-from espressif import (join_wifi as join_network, wifi_rssi as rssi, restart,
-                        uart_opener, status_led, PixelLed)
+from espressif import (join_wifi as join_network, wifi_rssi as rssi, restart, watchdog,
+                       uart_opener, status_led, PixelLed)
 
 NAME = "esp32c3"
 MPY_MARCH = "rv32imc"

@@ -1,0 +1,48 @@
+# Loaded at boot, before anything else takes the heap, when an update's header was
+# fetched before the restart (firmware/updating.py): is it one this device may install?
+import json
+import os
+from binascii import unhexlify
+
+from shared import update
+from shared.update import UpdateError
+from firmware.updating import HEADER_FIXED, mpy_version, read_json, refusal, write_json
+
+
+def check(boot, config, board):
+    """At boot, before anything else takes the heap: check the header fetched before the
+    restart (signature, target, version, size, space). The pending update's phase becomes
+    "transfer", or "refused" with the reason, which the service reports after Welcome."""
+    path = boot["slots"] + "/update.json"
+    p = read_json(path)
+    header = p["slot"] + "/header"
+    try:
+        with open(header, "rb") as f:
+            prefix = f.read(HEADER_FIXED)
+            try:
+                manifest = json.load(f)
+            except ValueError:
+                manifest = None  # the check says it is malformed
+        from shared import bundle, ed25519
+        if bundle.header_size(prefix) != p["header_size"]:
+            raise UpdateError(update.BAD_BUNDLE, "the header's size is not the offer's")
+        m = bundle.check(prefix, unhexlify(p["manifest_hash"]), manifest, config["release_keys"],
+                         ed25519.verify, board.NAME, board.MPY_MARCH, mpy_version(), boot["version"])
+        if p["header_size"] + m["files_size"] != p["size"]:
+            raise UpdateError(update.BAD_BUNDLE, "the offer's size is not the manifest's")
+        try:
+            st = os.statvfs(p["slot"])
+            free = st[0] * st[4]
+        except (OSError, AttributeError):
+            free = None
+        if free is not None and free < m["files_size"] + 4096:
+            raise UpdateError(update.NO_SPACE, "%d bytes needed, %d free on flash"
+                              % (m["files_size"], free))
+        p["phase"] = "transfer"
+        p["version"] = m["version"]
+    except Exception as e:  # a refusal, or anything this header makes go wrong
+        e = refusal(e)
+        p["phase"] = "refused"
+        p["reason"] = e.reason
+        p["detail"] = str(e)
+    write_json(path, p)

@@ -1,0 +1,91 @@
+"""Helpers for the update tests: release keys, bundles, devices that accept updates (the
+firmware under the MicroPython unix port, started again after each reset, as power
+would), and `realm update push` run as the updater device."""
+import json
+import os
+import subprocess
+import uuid
+
+from host import update as bundles
+from tests.fw_helpers import FAST_RECONNECT
+from tests.realm_helpers import realm_command
+from tools.simproc import ROOT, SimDevice, write_config
+
+CONFIRM_MS = 1500  # the new version is confirmed after this long online
+
+
+def keygen(folder, name="release.key"):
+    """(path of the private key file, public key hex) of a new release key."""
+    path = os.path.join(str(folder), name)
+    return path, bundles.keygen(path).hex()
+
+
+def build(folder, version, key_path, app=None, name=None):
+    """A signed app bundle for the unix board; its path."""
+    out = os.path.join(str(folder), name or "unix-%s.bundle" % version)
+    bundles.build_app_bundle(out, "unix", version, key_path,
+                             app or os.path.join(ROOT, "tools", "remote_app.py"))
+    return out
+
+
+def write_app(folder, name, text):
+    path = os.path.join(str(folder), name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+class Updatable:
+    """Devices registered in one realm that take updates from one updater device."""
+
+    def __init__(self, folder, realm, release_key):
+        self.folder = str(folder)
+        self.realm = realm
+        self.release_key = release_key
+        updater_id, self.updater_token = realm.add_device("updater")
+        self.updater_id = str(uuid.UUID(bytes=updater_id))
+        self.devices = []
+
+    def add(self, name, start=True, **config):
+        device_id, token = self.realm.add_device(name)
+        text_id = str(uuid.UUID(bytes=device_id))
+        config.setdefault("updaters", [self.updater_id])
+        config.setdefault("release_keys", [self.release_key])
+        config.setdefault("update", {"confirm_ms": CONFIRM_MS, "trial_ms": 60000})
+        path = write_config(os.path.join(self.folder, name + ".json"), text_id, token, name,
+                            port=self.realm.port, reconnect=FAST_RECONNECT, **config)
+        device = SimDevice(path, power=True)
+        device.id = text_id
+        device.name = name
+        self.devices.append(device)
+        if start:
+            device.start()
+        return device
+
+    def push(self, bundle, *targets, wait=90, as_id=None, token=None, extra=()):
+        """Start `realm update push` (JSON table); returns the Popen."""
+        args = ["update", "push", bundle, "--as", as_id or self.updater_id,
+                "--token", token or self.updater_token,
+                "--realm", "127.0.0.1:%d" % self.realm.port, "--data", self.realm.data_dir,
+                "--state", os.path.join(self.folder, "updater-%s.json" % (as_id or "main")),
+                "--wait", str(wait), "--json"] + list(extra)
+        for t in targets:
+            args += ["--to", t]
+        return subprocess.Popen(realm_command() + args, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def run_push(self, bundle, *targets, **kw):
+        """(exit code, {device name: its row}, stderr) of a whole push."""
+        proc = self.push(bundle, *targets, **kw)
+        out, err = proc.communicate(timeout=kw.get("wait", 90) + 30)
+        rows = json.loads(out) if out.strip() else []
+        return proc.returncode, {r["name"]: r for r in rows}, err
+
+    def stop(self):
+        for device in self.devices:
+            device.kill()
+
+
+def slot_file(device, slot, path):
+    """A file in a simulated device's slot: path/NAME.slots/SLOT/PATH."""
+    return os.path.join(device.config_path[:-5] + ".slots", slot, path)
