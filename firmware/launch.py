@@ -36,7 +36,7 @@ def start(config_path="config.json", state_dir=None, app=None, repin=False, boot
         _check_header(config_path, boot)
     for name in _MODULES:
         gc.collect()
-        __import__("firmware.updating" if updating and name == "firmware.api" else name)
+        __import__("firmware.update_fetch" if updating and name == "firmware.api" else name)
     import asyncio
     import board
     from firmware.runtime import Runtime

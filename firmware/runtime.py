@@ -330,8 +330,11 @@ class Runtime:
         """The update service (firmware/updating.py), loaded now; it unloads itself."""
         if self.updates is None:
             gc.collect()
-            from firmware.updating import UpdateService
-            self.updates = UpdateService(self)
+            if self.boot["updating"]:
+                from firmware.update_fetch import Fetcher as Service
+            else:
+                from firmware.update_agent import Agent as Service
+            self.updates = Service(self)
         return self.updates
 
     def _app_event(self, event):

@@ -2,11 +2,13 @@
 # fetched before the restart (firmware/updating.py): is it one this device may install?
 import json
 import os
+import struct
 from binascii import unhexlify
 
 from shared import update
 from shared.update import UpdateError
-from firmware.updating import HEADER_FIXED, mpy_version, read_json, refusal, write_json
+from firmware.updating import (HEADER_FIXED, INDEX_PATH, mpy_version, read_json, refusal,
+                               write_json)
 
 
 def check(boot, config, board):
@@ -38,6 +40,14 @@ def check(boot, config, board):
         if free is not None and free < m["files_size"] + 4096:
             raise UpdateError(update.NO_SPACE, "%d bytes needed, %d free on flash"
                               % (m["files_size"], free))
+        with open(p["slot"] + "/index", "wb") as f:
+            for path, size, digest, offset in m["files"]:
+                raw = path.encode()
+                if len(raw) > INDEX_PATH:
+                    raise UpdateError(update.BAD_BUNDLE, "path over %d bytes: %s"
+                                      % (INDEX_PATH, path))
+                f.write(raw + bytes(INDEX_PATH - len(raw)) + struct.pack(">II", size, offset)
+                        + unhexlify(digest))
         p["phase"] = "transfer"
         p["version"] = m["version"]
     except Exception as e:  # a refusal, or anything this header makes go wrong

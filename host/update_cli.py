@@ -1,14 +1,14 @@
 """`realm update keygen | build | push | status` (docs/UPDATES.md)."""
 import asyncio
 import json
-import os
 import sys
 import uuid
 
 from shared import bundle, codec
 from host import cli
 from host.update import BundleError, build_app_bundle, build_image_bundle, keygen, read_bundle
-from host.registry import Registry, RegistryError, canonical_id
+from host import realmdir
+from host.registry import Registry
 
 PUSH_EXIT_OFFLINE = 3  # nothing failed, but some devices were offline to the end
 
@@ -62,8 +62,8 @@ def _targets(cmd):
     cmd.add_argument("--to", action="append", default=[], metavar="NAME|ID",
                      help="a target device (repeatable); names are looked up in --data")
     cmd.add_argument("--all", action="store_true", help="every device registered in --data")
-    cmd.add_argument("--data", default=cli.DEFAULT_DATA, metavar="DIR",
-                     help="the realm's data folder, for names (default %s)" % cli.DEFAULT_DATA)
+    cmd.add_argument("--data", metavar="DIR", help="the realm's data folder, where names are "
+                     "looked up (default: $%s, else %s)" % (realmdir.ENV, realmdir.DEFAULT))
 
 
 # -- keygen and build ----------------------------------------------------------------
@@ -102,45 +102,24 @@ def cmd_build(args):
 
 # -- push and status ------------------------------------------------------------------
 def resolve_targets(args):
-    """[(device id bytes, name)] from --to (ids or names) and --all."""
+    """Targets from --to (ids or names) and --all (every device of the realm in --data
+    but the updater)."""
     from host.updater import Target
     if not args.to and not args.all:
         raise cli.CliError("no target: give --to NAME|ID (repeatable) or --all")
-    devices = None
-    if args.all or any(not _is_id(t) for t in args.to):
-        if not os.path.isdir(args.data):
-            raise cli.CliError("names and --all need the realm's data folder: no %s (--data)"
-                               % args.data)
-        registry = Registry(args.data)
+    chosen = [cli.named_device(args.data, text) for text in args.to]
+    if args.all:
+        registry = Registry(realmdir.require(args.data))
         try:
-            devices = registry.list_devices()
+            chosen += [(d.id, d.name) for d in registry.list_devices()]
         finally:
             registry.close()
-    me = canonical_id(args.as_id)
-    chosen = []
-    if args.all:
-        chosen = [(d.id, d.name) for d in devices if d.id != me]
-    for text in args.to:
-        if _is_id(text):
-            found = [(canonical_id(text), None)]
-            if devices:
-                found = [(d.id, d.name) for d in devices if d.id == canonical_id(text)] or found
-        else:
-            found = [(d.id, d.name) for d in devices if d.name == text]
-            if not found:
-                raise cli.CliError("no device named %r in %s" % (text, args.data))
-            if len(found) > 1:
-                raise cli.CliError("%d devices are named %r: give the id" % (len(found), text))
-        chosen += [f for f in found if f not in chosen]
-    return [Target(uuid.UUID(i).bytes, name) for i, name in chosen]
-
-
-def _is_id(text):
-    try:
-        canonical_id(text)
-        return True
-    except RegistryError:
-        return False
+    me = cli.named_device(args.data, args.as_id)[0]
+    targets = []
+    for device_id, name in chosen:
+        if device_id != me and device_id not in [t.text for t in targets]:
+            targets.append(Target(uuid.UUID(device_id).bytes, name))
+    return targets
 
 
 def _updater(args):
