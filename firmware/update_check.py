@@ -15,8 +15,8 @@ def check(boot, config, board):
     """At boot, before anything else takes the heap: check the header fetched before the
     restart (signature, target, version, size, space). The pending update's phase becomes
     "transfer", or "refused" with the reason, which the service reports after Welcome."""
-    path = boot["slots"] + "/update.json"
-    p = read_json(path)
+    pending = boot["slots"] + "/update.json"
+    p = read_json(pending)
     header = p["slot"] + "/header"
     try:
         with open(header, "rb") as f:
@@ -28,8 +28,9 @@ def check(boot, config, board):
         from shared import bundle, ed25519
         if bundle.header_size(prefix) != p["header_size"]:
             raise UpdateError(update.BAD_BUNDLE, "the header's size is not the offer's")
-        m = bundle.check(prefix, unhexlify(p["manifest_hash"]), manifest, config["release_keys"],
-                         ed25519.verify, board.NAME, board.MPY_MARCH, mpy_version(), boot["version"])
+        m = bundle.check(prefix, unhexlify(p["manifest_hash"]), manifest,
+                         config["release_keys"], ed25519.verify, board.NAME, board.MPY_MARCH,
+                         mpy_version(), boot["version"])
         if p["header_size"] + m["files_size"] != p["size"]:
             raise UpdateError(update.BAD_BUNDLE, "the offer's size is not the manifest's")
         try:
@@ -55,4 +56,4 @@ def check(boot, config, board):
         p["phase"] = "refused"
         p["reason"] = e.reason
         p["detail"] = str(e)
-    write_json(path, p)
+    write_json(pending, p)
