@@ -28,7 +28,7 @@ def choose(slots, factory):
     if trial:
         tries = state.get("tries", 0)
         if tries >= _TRIES:
-            print("realm: %s did not start well %d times: back to %s" % (
+            print("boot: %s did not start well %d times: back to %s" % (
                 trial, tries, state["active"]))
             state["failed"] = trial
             state["trial"] = None
