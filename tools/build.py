@@ -108,7 +108,7 @@ def build(board, out=None):
     release = os.path.join(out, "release.json")  # the version the slot holds (docs/UPDATES.md)
     if not os.path.exists(release):
         with open(release, "w") as f:
-            json.dump({"version": VERSION}, f)
+            json.dump({"version": RELEASE}, f)
     for src, dst in ((os.path.join(ROOT, "firmware", "main.py"), os.path.join(out, "main.py")),
                      (os.path.join(BOARDS, board, "board.py"), os.path.join(out, "board.py"))):
         if not _fresh(src, dst):
