@@ -30,7 +30,7 @@ help:
 	@echo "  make bench       protocol-core benchmarks, MicroPython beside CPython"
 	@echo "  make bench-realm  realm throughput, latency, memory; mosquitto side by side"
 	@echo "  make screenshot  docs/status.png: the status page in headless chromium"
-	@echo "  make bench-device simulated devices: connect times, round trip, heap"
+	@echo "  make bench-device simulated devices: connect times, round trip, heap, update times"
 	@echo "  make bench-cluster one realm node against two on NATS (docs/CLUSTER.md)"
 	@echo "  make clean       remove .venv, build/ and the test caches"
 
@@ -90,14 +90,14 @@ firmware: $(STAMP)
 
 flash: $(STAMP)
 	@$(PY) tools/flash.py --port "$(PORT)" --board "$(BOARD)" --config "$(CONFIG)" \
-	  --app "$(APP)" --tool "$(TOOL)"
+	  --app "$(APP)" --tool "$(TOOL)" --updater "$(UPDATER)" --release-key "$(RELEASE_KEY)"
 
 # WIFI_SSID and WIFI_PASSWORD are read from the environment (make passes them on), so
 # quotes and spaces in them survive.
 provision: $(STAMP)
 	@$(PY) tools/provision.py --port "$(PORT)" --board "$(BOARD)" --name "$(NAME)" \
 	  --realm "$(REALM)" --data "$(REALM_DATA)" --app "$(APP)" --tool "$(TOOL)" \
-	  --peers "$(PEERS)"
+	  --peers "$(PEERS)" --updater "$(UPDATER)" --release-key "$(RELEASE_KEY)"
 
 sim: $(STAMP)
 	@test -n "$(CONFIG)" || { echo "make sim: CONFIG is missing: make sim CONFIG=path/device.json [APP=app.py]" >&2; exit 2; }
@@ -115,8 +115,9 @@ board: $(STAMP)
 console: $(STAMP)
 	@$(PY) tools/console.py "$(PORT)"
 
-bench-device: $(STAMP)
+bench-device: $(STAMP) system-deps
 	$(PY) bench/device.py
+	$(PY) bench/update.py
 
 # Cluster mode (issue 7): one node against two on one nats-server. docs/CLUSTER.md.
 .PHONY: bench-cluster

@@ -175,11 +175,13 @@ def test_a_damaged_identity_is_reported_not_replaced(tmp_path):
 def test_flash_copies_the_build_the_config_and_the_app(tmp_path):
     app = tmp_path / "app.py"
     app.write_text("def main(device): pass\n")
-    files = files_to_copy(build("esp32", str(tmp_path / "esp32")), "dev.json", str(app))
+    files = files_to_copy(build("esp32", str(tmp_path / "esp32")), "dev.json", str(app),
+                          "boot.json")
     remote = [r for _, r in files]
-    assert {"main.py", "board.py", "config.json", "app.py", "lib/espressif.mpy",
-            "lib/shared/device.mpy", "lib/firmware/runtime.mpy"} <= set(remote)
-    assert not [r for r in remote if r.endswith(".py") and r.startswith("lib/")]
+    assert {"main.py", "board.py", "config.json", "slots/a/app.py", "slots/a/lib/espressif.mpy",
+            "slots/a/lib/shared/device.mpy", "slots/a/lib/firmware/runtime.mpy",
+            "slots/boot.json"} <= set(remote)
+    assert not [r for r in remote if r.endswith(".py") and "/lib/" in r]
 
     esp32 = mpremote_commands("mpremote", "/dev/ttyUSB0", profile("esp32"), files)
     assert len(esp32) == 1 and esp32[0][-2:] == ["+", "reset"]

@@ -32,12 +32,15 @@ def test_make_flash_then_the_board_boots_into_the_firmware_and_reaches_the_realm
     code, out = make("flash", "PORT=" + board.port, "BOARD=unix", "CONFIG=" + config)
     assert code == 0, out
     assert "flashing unix on %s with mpremote" % board.port in out
-    assert "  copied    lib/shared/device.mpy\n" in out  # progress, per file
+    assert "  copied    slots/a/lib/shared/device.mpy\n" in out  # progress, per file
     files = board.files
-    for path in ("main.py", "board.py", "config.json", "lib/shared/device.mpy",
-                 "lib/firmware/runtime.mpy"):
+    # The first stage and the profile at the root, the firmware in slot a (docs/UPDATES.md).
+    for path in ("main.py", "board.py", "config.json", "slots/a/lib/shared/device.mpy",
+                 "slots/a/lib/firmware/runtime.mpy", "slots/a/release.json"):
         assert os.path.isfile(os.path.join(files, path)), path
-    assert not os.path.exists(os.path.join(files, "lib/shared/realm.mpy"))  # not for devices
+    with open(os.path.join(files, "slots", "boot.json")) as f:
+        assert json.load(f)["active"] == "slots/a"
+    assert not os.path.exists(os.path.join(files, "slots/a/lib/shared/realm.mpy"))  # realm's
     with open(os.path.join(files, "config.json")) as f:
         assert json.load(f)["device_id"] == flashed_id
 
@@ -45,7 +48,7 @@ def test_make_flash_then_the_board_boots_into_the_firmware_and_reaches_the_realm
     code, out = make("flash", "PORT=" + board.port, "BOARD=unix", "CONFIG=" + config)
     assert code == 0, out
     assert out.count("lib/shared/device.mpy") == 1, out
-    assert "  unchanged lib/shared/device.mpy\n" in out
+    assert "  unchanged slots/a/lib/shared/device.mpy\n" in out
 
     booted = board.boot().start()
     booted.id = flashed_id
@@ -63,12 +66,17 @@ def test_make_flash_then_the_board_boots_into_the_firmware_and_reaches_the_realm
 
 
 def test_make_provision_registers_pins_the_realm_and_flashes(realm, board, unix_build):
+    updater_id, _token = realm.add_device("updater")
+    release_key = "ab" * 32
     code, out = make("provision", "PORT=" + board.port, "BOARD=unix", "NAME=kitchen",
-                     "REALM=127.0.0.1:%d" % realm.port, "REALM_DATA=" + realm.data_dir)
+                     "REALM=127.0.0.1:%d" % realm.port, "REALM_DATA=" + realm.data_dir,
+                     "UPDATER=updater", "RELEASE_KEY=" + release_key)
     assert code == 0, out
     config_path = os.path.join(realm.data_dir, "provisioned", "kitchen.json")
     with open(config_path) as f:
         config = json.load(f)
+    assert config["updaters"] == [str(uuid.UUID(bytes=updater_id))]
+    assert config["release_keys"] == [release_key]
     assert oct(os.stat(config_path).st_mode & 0o777) == "0o600"
     _code, key, _err = run_cli("key", "--data", realm.data_dir, "--json")
     assert config["realm_key"] == json.loads(key)["public_key"]

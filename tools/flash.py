@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -73,18 +74,70 @@ def check_config(path, prof):
         raise FlashError("CONFIG %s: %s" % (path, e))
 
 
-def files_to_copy(build_dir, config, app):
-    """(local path, path on the board) for every file, folders first in their order."""
+SLOT = "slots/a"  # where make flash installs the firmware and the app (docs/UPDATES.md)
+BOOT_STATE = "slots/boot.json"
+AT_ROOT = ("main.py", "board.py")  # the first stage (never updated) and the profile
+
+
+def files_to_copy(build_dir, config, app, boot_state):
+    """(local path, path on the board) for every file, folders first in their order: the
+    first stage and the profile at the root, the firmware and the app in slot a, and
+    boot_state (a local file saying slot a is the one to run) as slots/boot.json."""
     files = []
     for folder, dirs, names in os.walk(build_dir):
         dirs.sort()
         for name in sorted(names):
             local = os.path.join(folder, name)
-            files.append((local, os.path.relpath(local, build_dir).replace(os.sep, "/")))
+            remote = os.path.relpath(local, build_dir).replace(os.sep, "/")
+            files.append((local, remote if remote in AT_ROOT else SLOT + "/" + remote))
     files.append((config, "config.json"))
     if app:
-        files.append((app, "app.py"))
+        files.append((app, SLOT + "/app.py"))
+    files.append((boot_state, BOOT_STATE))
     return files
+
+
+def set_update_keys(path, updater=None, release_key=None, data=None):
+    """Write the updater's id and a release key into the config at path (docs/UPDATES.md);
+    updater: a device id, or a name in the realm's data folder (data, else REALM_DATA)."""
+    if not updater and not release_key:
+        return
+    with open(path) as f:
+        config = json.load(f)
+    if updater:
+        config["updaters"] = [_device_id(updater, data)]
+    if release_key:
+        key = release_key.strip().lower()
+        if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+            raise FlashError("RELEASE_KEY: 64 hex digits, the public key `realm update keygen` "
+                             "printed")
+        keys = [k for k in config.get("release_keys", []) if k != key]
+        config["release_keys"] = (keys + [key])[-2:]  # the newest two: rotation
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    with os.fdopen(fd, "w") as f:
+        json.dump(config, f, indent=1)
+    print("%s: updaters %s, release_keys %s" % (path, ", ".join(config.get("updaters", [])),
+                                                 ", ".join(k[:16] for k in
+                                                           config.get("release_keys", []))))
+
+
+def _device_id(text, data=None):
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        pass
+    command = [find_tool("realm"), "device", "list", "--json"]
+    if data:
+        command += ["--data", data]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise FlashError("UPDATER=%s: not a device id, and the realm's device list failed: %s"
+                         % (text, proc.stderr.strip()))
+    for device in json.loads(proc.stdout):
+        if device.get("name") == text:
+            return device["id"]
+    raise FlashError("UPDATER=%s: no such device in the realm (realm device add --name %s)"
+                     % (text, text))
 
 
 def board_folders(files):
@@ -103,8 +156,10 @@ def mpremote_commands(exe, port, prof, files):
     cmd = [exe, "connect", port]
     if prof.get("MPREMOTE_RESUME"):
         cmd.append("resume")
-    mkdirs = "import os\nfor d in %r:\n try:\n  os.mkdir(d)\n except OSError:\n  pass" % (
-        board_folders(files),)
+    # An update in progress is dropped: the firmware flashed now is the one to run.
+    mkdirs = ("import os\nfor d in %r:\n try:\n  os.mkdir(d)\n except OSError:\n  pass\n"
+              "try:\n os.remove('slots/update.json')\nexcept OSError:\n pass" % (
+                  board_folders(files),))
     cmd += ["exec", mkdirs]
     for local, remote in files:
         cmd += ["+", "fs", "cp", local, ":" + remote]
@@ -160,9 +215,11 @@ def print_progress(lines):
         print("  copied    %s" % pending, flush=True)
 
 
-def flash(port, board, config, app=None, tool="mpremote"):
+def flash(port, board, config, app=None, tool="mpremote", updater=None, release_key=None):
     if tool not in TOOLS:
         raise FlashError("TOOL=%s: use mpremote (default) or ampy" % tool)
+    if config and os.path.isfile(config):
+        set_update_keys(config, updater, release_key)
     try:
         prof = profile(board)
     except BuildError as e:
@@ -176,7 +233,10 @@ def flash(port, board, config, app=None, tool="mpremote"):
         build_dir = build(board)
     except BuildError as e:
         raise FlashError(str(e))
-    files = files_to_copy(build_dir, config, app)
+    boot_state = os.path.join(build_dir, "..", "%s-boot.json" % board)
+    with open(boot_state, "w") as f:
+        json.dump({"active": SLOT, "trial": None, "tries": 0}, f)
+    files = files_to_copy(build_dir, config, app, boot_state)
     size = sum(os.path.getsize(local) for local, _ in files)
     print("flashing %s on %s with %s: %d files, %.1f KB (mpy-cross -march=%s)" % (
         board, port, tool, len(files), size / 1024.0, prof["MPY_MARCH"]), flush=True)
@@ -200,9 +260,12 @@ def main(argv=None):
     p.add_argument("--config", default="")
     p.add_argument("--app", default="")
     p.add_argument("--tool", default="mpremote")
+    p.add_argument("--updater", default="", help="the updater device's id or name")
+    p.add_argument("--release-key", default="", help="a release public key (hex)")
     args = p.parse_args(argv)
     try:
-        flash(args.port, args.board, args.config, args.app or None, args.tool or "mpremote")
+        flash(args.port, args.board, args.config, args.app or None, args.tool or "mpremote",
+              args.updater or None, args.release_key or None)
     except FlashError as e:
         print("flash: %s\nusage: %s" % (e, USAGE), file=sys.stderr)
         return 2

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from shared.protocol import DEFAULT_PORT  # noqa: E402
 from tools.build import BuildError, profile  # noqa: E402
-from tools.flash import FlashError, check_port, find_tool, flash  # noqa: E402
+from tools.flash import FlashError, check_port, find_tool, flash, set_update_keys  # noqa: E402
 from host import realmdir  # noqa: E402
 
 USAGE = "make provision PORT=/dev/ttyUSB0 BOARD=esp32 NAME=kitchen WIFI_SSID=... " \
@@ -92,6 +92,7 @@ def provision(args):
         print("note: REALM=%s is this computer's loopback address: a board cannot reach it; "
               "use the computer's LAN address" % host)
     try:
+        set_update_keys(out, args.updater or None, args.release_key or None, data)
         flash(args.port, args.board, out, args.app or None, args.tool or "mpremote")
     except FlashError as e:
         raise FlashError("%s\n(the device is registered and its config kept: once the board is "
@@ -101,7 +102,7 @@ def provision(args):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], usage=USAGE)
     for name in ("port", "board", "name", "realm", "app", "tool", "out", "wifi-ssid",
-                 "wifi-password", "peers", "data"):
+                 "wifi-password", "peers", "data", "updater", "release-key"):
         p.add_argument("--" + name, default="")
     args = p.parse_args(argv)
     try:
