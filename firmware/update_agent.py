@@ -3,7 +3,7 @@
 from binascii import hexlify, unhexlify
 
 from shared import update
-from shared.codec import uuid_from_str, uuid_to_str
+from shared.codec import uuid_from_str
 from shared.update import UpdateError
 from firmware.updating import UpdateService, write_json, TICK_MS, _release
 
@@ -37,10 +37,7 @@ class Agent(UpdateService):
                 self._confirm()
 
     def _offer(self, peer, uid, size, header_size, version):
-        who = uuid_to_str(peer)
-        if who not in self.rt.config["updaters"]:
-            raise UpdateError(update.NOT_UPDATER, "%s is not an updater of this device "
-                              "(config: updaters)" % who)
+        who = self._updater(peer)
         hexid = hexlify(uid).decode()
         mine = _release(self.slot)
         on_trial = self.rt.boot["state"].get("trial") == self.slot

@@ -52,10 +52,7 @@ class Fetcher(UpdateService):
         self._start_task()
 
     def _offer(self, peer, uid, size, header_size, version):
-        who = uuid_to_str(peer)
-        if who not in self.rt.config["updaters"]:
-            raise UpdateError(update.NOT_UPDATER, "%s is not an updater of this device "
-                              "(config: updaters)" % who)
+        self._updater(peer)
         if self.id == uid:  # offered again: go on from here
             self.peer = peer
             self.asked = self.pos

@@ -14,6 +14,7 @@ import struct
 import sys
 
 from shared import codec, update
+from shared.codec import uuid_to_str
 from shared.compat import const
 from shared.update import UpdateError
 from firmware.launch import unload
@@ -63,6 +64,14 @@ class UpdateService:
 
     def _chunk(self, tag, offset, data):
         pass  # not fetching
+
+    def _updater(self, peer):
+        """The peer's id as text, if it is one of this device's updaters."""
+        who = uuid_to_str(peer)
+        if who not in self.rt.config["updaters"]:
+            raise UpdateError(update.NOT_UPDATER, "%s is not an updater of this device "
+                              "(config: updaters)" % who)
+        return who
 
     def busy(self):
         return self.restarting

@@ -44,15 +44,16 @@ class Fleet:
         self.realm = realm
         self.devices = []
 
-    def add(self, name, serial=None, start=True, token=None, **config):
-        """Register a device and write its config (token: a wrong one to use instead)."""
+    def add(self, name, serial=None, start=True, token=None, power=False, **config):
+        """Register a device and write its config (token: a wrong one to use instead;
+        power: started again when it resets, see SimDevice)."""
         device_id, real_token = self.realm.add_device(name)
         token = token or real_token
         text_id = str(uuid.UUID(bytes=device_id))
         config.setdefault("reconnect", FAST_RECONNECT)
         path = write_config(os.path.join(self.folder, name + ".json"), text_id, token, name,
                             port=self.realm.port, serial=serial, **config)
-        device = SimDevice(path)
+        device = SimDevice(path, power=power)
         device.id = text_id
         device.name = name
         self.devices.append(device)

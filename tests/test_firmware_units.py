@@ -178,9 +178,9 @@ def test_flash_copies_the_build_the_config_and_the_app(tmp_path):
     files = files_to_copy(build("esp32", str(tmp_path / "esp32")), "dev.json", str(app),
                           "boot.json")
     remote = [r for _, r in files]
-    assert {"main.py", "board.py", "config.json", "slots/a/app.py", "slots/a/lib/espressif.mpy",
-            "slots/a/lib/shared/device.mpy", "slots/a/lib/firmware/runtime.mpy",
-            "slots/boot.json"} <= set(remote)
+    assert {"main.py", "board.py", "config.json", "slots/a/app.py",
+            "slots/a/lib/espressif.mpy", "slots/a/lib/shared/device.mpy",
+            "slots/a/lib/firmware/runtime.mpy", "slots/boot.json"} <= set(remote)
     assert not [r for r in remote if r.endswith(".py") and "/lib/" in r]
 
     esp32 = mpremote_commands("mpremote", "/dev/ttyUSB0", profile("esp32"), files)
@@ -191,7 +191,7 @@ def test_flash_copies_the_build_the_config_and_the_app(tmp_path):
     assert "reset" not in unix[0]
 
     ampy = ampy_commands("ampy", "/dev/ttyUSB0", profile("esp32"), files)
-    assert ampy[0] == ["ampy", "--port", "/dev/ttyUSB0", "mkdir", "--exists-okay", "lib"]
+    assert ampy[0] == ["ampy", "--port", "/dev/ttyUSB0", "mkdir", "--exists-okay", "slots"]
     assert ["ampy", "--port", "/dev/ttyUSB0", "put", "dev.json", "config.json"] in ampy
     assert ampy[-1] == ["ampy", "--port", "/dev/ttyUSB0", "reset", "--hard"]
 

@@ -7,9 +7,9 @@ import subprocess
 import uuid
 
 from host import update as bundles
-from tests.fw_helpers import FAST_RECONNECT
+from tests.fw_helpers import Fleet
 from tests.realm_helpers import realm_command
-from tools.simproc import ROOT, SimDevice, write_config
+from tools.simproc import ROOT
 
 CONFIRM_MS = 1500  # the new version is confirmed after this long online
 
@@ -35,32 +35,20 @@ def write_app(folder, name, text):
     return path
 
 
-class Updatable:
+class Updatable(Fleet):
     """Devices registered in one realm that take updates from one updater device."""
 
     def __init__(self, folder, realm, release_key):
-        self.folder = str(folder)
-        self.realm = realm
+        Fleet.__init__(self, folder, realm)
         self.release_key = release_key
         updater_id, self.updater_token = realm.add_device("updater")
         self.updater_id = str(uuid.UUID(bytes=updater_id))
-        self.devices = []
 
     def add(self, name, start=True, **config):
-        device_id, token = self.realm.add_device(name)
-        text_id = str(uuid.UUID(bytes=device_id))
         config.setdefault("updaters", [self.updater_id])
         config.setdefault("release_keys", [self.release_key])
         config.setdefault("update", {"confirm_ms": CONFIRM_MS, "trial_ms": 60000})
-        path = write_config(os.path.join(self.folder, name + ".json"), text_id, token, name,
-                            port=self.realm.port, reconnect=FAST_RECONNECT, **config)
-        device = SimDevice(path, power=True)
-        device.id = text_id
-        device.name = name
-        self.devices.append(device)
-        if start:
-            device.start()
-        return device
+        return Fleet.add(self, name, start=start, power=True, **config)
 
     def push(self, bundle, *targets, wait=90, as_id=None, token=None, extra=()):
         """Start `realm update push` (JSON table); returns the Popen."""
@@ -80,12 +68,3 @@ class Updatable:
         out, err = proc.communicate(timeout=kw.get("wait", 90) + 30)
         rows = json.loads(out) if out.strip() else []
         return proc.returncode, {r["name"]: r for r in rows}, err
-
-    def stop(self):
-        for device in self.devices:
-            device.kill()
-
-
-def slot_file(device, slot, path):
-    """A file in a simulated device's slot: path/NAME.slots/SLOT/PATH."""
-    return os.path.join(device.config_path[:-5] + ".slots", slot, path)
