@@ -103,7 +103,7 @@ def test_a_whole_firmware_resumes_after_the_device_and_the_realm_are_cut(fleet, 
     _wait_bytes(dev, "a", size // 4)
     dev.kill()  # power cut mid-transfer
     dev.start()
-    dev.wait(r"update 2\.0\.0: going on with what is on flash")
+    dev.wait(r"update 2\.0\.0: going on with what is on flash", 60)
     _wait_bytes(dev, "a", size // 2)
     realm.stop()  # the realm goes away mid-transfer
     realm.start()
