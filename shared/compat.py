@@ -20,11 +20,7 @@ def sha256(data=b""):
 
 # SHA-512 (Ed25519's hash): hashlib's where it has one (CPython), else None and
 # shared/ed25519.py computes it in Python (MicroPython has none).
-if hasattr(hashlib, "sha512"):
-    def sha512(data):
-        return hashlib.sha512(data).digest()
-else:
-    sha512 = None
+sha512 = getattr(hashlib, "sha512", None)
 
 
 # A SHA-256 to continue many times from the same start (HMAC's padded keys):

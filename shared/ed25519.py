@@ -193,4 +193,8 @@ def sha512_pure(data):
     return b"".join(x.to_bytes(8, "big") for x in h)
 
 
-_sha512 = sha512 or sha512_pure
+def _hashlib_sha512(data):
+    return sha512(data).digest()
+
+
+_sha512 = _hashlib_sha512 if sha512 else sha512_pure

@@ -81,7 +81,7 @@ class Endpoint:
 
     def send_service(self, peer, service, data):
         """Queue a Service packet (a system service such as codec.SERVICE_UPDATE)."""
-        return self._queue(peer, codec.SERVICE, data, service)
+        return self._queue(peer, codec.SERVICE, (service, data), len(data) + 1)
 
     def forget_peer(self, peer):
         """Unpin a peer, so that its next key is trusted: the user's explicit re-pin."""
@@ -119,16 +119,16 @@ class Endpoint:
         return self.take_events()
 
     # -- internals --------------------------------------------------------------
-    def _queue(self, peer, dpacket_id, body, service=None):
-        """service: a Service packet's number (it goes before body, one byte more)."""
-        size = len(body) + (service is not None)
+    def _queue(self, peer, dpacket_id, body, size=None):
+        """body: the packet's one field, or a tuple of its fields (then size is given)."""
+        size = len(body) if size is None else size
         if size + _E2E_OVERHEAD > self.max_inner:
             raise ValueError("message of %d bytes is over this realm's limit of %d" % (
                 size, self.max_inner - _E2E_OVERHEAD))
         if len(self._outbox) >= self._max_queue:
             raise SendQueueFull("send queue full (%d messages)" % self._max_queue)
         self._last_id = self._last_id % _MAX_MSG_ID + 1
-        self._outbox.append([peer, self._last_id, dpacket_id, body, service])
+        self._outbox.append([peer, self._last_id, dpacket_id, body])
         self._flush()
         return self._last_id
 
@@ -154,10 +154,11 @@ class Endpoint:
         for item in list(self._outbox):
             peer = item[0]
             if (only is None or peer == only) and self._ready(peer):
-                if item[4] is None:
-                    inner = self._e2e.seal(peer, item[2], item[3])
-                else:  # Service: (service, data)
-                    inner = self._e2e.seal(peer, item[2], item[4], item[3])
+                body = item[3]
+                if type(body) is tuple:
+                    inner = self._e2e.seal(peer, item[2], *body)
+                else:
+                    inner = self._e2e.seal(peer, item[2], body)
                 # Off the queue before it goes: if sending fails (MemoryError, say), the
                 # message is not sent twice at the next flush.
                 self._outbox.remove(item)
