@@ -56,7 +56,7 @@ def start(config_path="config.json", state_dir=None, app=None, repin=False, boot
     if repin or (config["realm_key"] is not None and config["realm_key"] != store.realm_public):
         # A realm_key in the config that differs from the pin is the user re-pinning.
         store.repin(config["realm_key"])
-    runtime = Runtime(config, store, board, log, boot)
+    runtime = Runtime(config, store, board, log, boot=boot)
     if updating:
         log("fetching an update: the app starts again once it is installed or refused")
         runtime.update_service()  # loaded above, in the app's place

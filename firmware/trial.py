@@ -13,7 +13,7 @@ async def guard(runtime):
     dog = board.watchdog(_WATCHDOG_MS) if hasattr(board, "watchdog") else None
     trial_ms = runtime.config["update"]["trial_ms"]
     while dog is not None or boot["state"].get("trial") == boot["slot"]:
-        if boot["state"].get("trial") == boot["slot"] and runtime.clock.now() > trial_ms:
+        if boot["state"].get("trial") == boot["slot"] and runtime.now_ms() > trial_ms:
             runtime.log("this version was not confirmed in %d s: restarting" % (trial_ms // 1000))
             board.restart()
         if dog is not None:
