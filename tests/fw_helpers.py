@@ -44,7 +44,7 @@ class Fleet:
         self.realm = realm
         self.devices = []
 
-    def add(self, name, serial=None, start=True, token=None, power=False, **config):
+    def add(self, name, serial=None, start=True, token=None, power=False, heap=HEAP, **config):
         """Register a device and write its config (token: a wrong one to use instead;
         power: started again when it resets, see SimDevice)."""
         device_id, real_token = self.realm.add_device(name)
@@ -53,7 +53,7 @@ class Fleet:
         config.setdefault("reconnect", FAST_RECONNECT)
         path = write_config(os.path.join(self.folder, name + ".json"), text_id, token, name,
                             port=self.realm.port, serial=serial, **config)
-        device = SimDevice(path, power=power)
+        device = SimDevice(path, power=power, heap=heap)
         device.id = text_id
         device.name = name
         self.devices.append(device)

@@ -53,7 +53,7 @@ def test_v2_on_three_devices_at_once_then_the_app_reports_v2(fleet, bundle):
         online(d)
         d.wait(r"^app 0\.1\.0$")
     code, rows, err = fleet.run_push(bundle("2.0.0"), *[d.name for d in devices])
-    assert code == 0, (rows, err)
+    assert code == 0, (rows, err, "\n".join(d.output() for d in devices))
     for d in devices:
         assert rows[d.name]["state"] == "updated", rows
         assert rows[d.name]["version"] == "2.0.0"
@@ -94,7 +94,7 @@ def _wait_bytes(device, slot, at_least, timeout=60):
 
 def test_a_whole_firmware_resumes_after_the_device_and_the_realm_are_cut(fleet, bundle, realm):
     # reuse false: nothing copied from the running version, the whole bundle (the size of
-    # today's whole firmware) crosses the link, into a device at SIM_HEAP.
+    # today's whole firmware) crosses the link. (At TRIAL_HEAP: see update_helpers.)
     dev = fleet.add("shed", update={"confirm_ms": 1000, "trial_ms": 60000, "reuse": False})
     online(dev)
     path = bundle("2.0.0")
