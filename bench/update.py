@@ -23,7 +23,8 @@ sys.path.insert(0, ROOT)
 
 from host import update as bundles  # noqa: E402
 from tools.build import build  # noqa: E402
-from tools.simproc import HEAP, RealmProcess, SimDevice, realm_command, write_config  # noqa
+from tools.harness import RealmProcess, realm_command  # noqa: E402
+from tools.simproc import HEAP, SimDevice, write_config  # noqa: E402
 
 BAUD = 115200
 CONFIRM_MS = 1000
@@ -94,7 +95,7 @@ def update_time(folder, key, serial=None):
         pty_device, pty_realm = Pty(folder, "dev"), Pty(folder, "realm")
         throttle = Throttle(pty_device.b, pty_realm.a)
         realm_extra = ["--serial", pty_realm.b, "--baud", str(BAUD)]
-    realm = RealmProcess(folder, *realm_extra).start()
+    realm = RealmProcess(os.path.join(folder, "realm-data"), *realm_extra)
     try:
         updater = realm.admin("device", "add", "--name", "updater")
         added = realm.admin("device", "add", "--name", "target")
@@ -112,7 +113,7 @@ def update_time(folder, key, serial=None):
         out = subprocess.run(realm_command() + [
             "update", "push", bundle, "--to", "target", "--as", "updater",
             "--token", updater["token"], "--realm", "127.0.0.1:%d" % realm.port,
-            "--data", realm.data, "--state", os.path.join(folder, "updater.json"),
+            "--data", realm.data_dir, "--state", os.path.join(folder, "updater.json"),
             "--wait", "600", "--json"], capture_output=True, text=True, timeout=700)
         took = time.monotonic() - started
         rows = json.loads(out.stdout or "[]")
