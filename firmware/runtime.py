@@ -16,7 +16,7 @@ from shared.report import ReportingConnection
 from shared.endpoint import Endpoint
 from shared.errors import KEY_CHECK_FAILED, KEY_MISMATCH, LINK_LOST
 from shared.codec import SERVICE_UPDATE, uuid_to_str
-from shared.events import Welcomed, PeerPinned, PeerKeyChanged, ServiceMessage
+from shared.events import Welcomed, PeerPinned, PeerKeyChanged
 from shared.reconnect import Reconnect, is_refusal
 
 _READ_SIZE = const(512)
@@ -53,7 +53,7 @@ class Runtime:
         self.loop = loop
         self.endpoint = Endpoint(config["device_id"], store.private, store.next_boot(),
                                  store.peers, on_new_boot=store.set_boot,
-                                 services=(SERVICE_UPDATE,))
+                                 services={SERVICE_UPDATE: self._update_packet})
         self.boot = boot
         self.updates = None  # the update service (firmware/updating.py), only while it works
         # For the DeviceReport: the installed release (docs/UPDATES.md), else the app's
@@ -337,11 +337,11 @@ class Runtime:
             self.updates = Service(self)
         return self.updates
 
+    def _update_packet(self, peer, data):
+        if self.boot is not None:  # started by the first stage: updates possible
+            self.update_service().handle(peer, data)
+
     def _app_event(self, event):
-        if isinstance(event, ServiceMessage):
-            if self.boot is not None:  # SERVICE_UPDATE, the one service offered
-                self.update_service().handle(event.peer, event.data)
-            return
         if isinstance(event, PeerPinned):
             self.store.save_peers(self.endpoint.pins())
         elif isinstance(event, PeerKeyChanged):

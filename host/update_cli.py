@@ -132,15 +132,18 @@ def _updater(args):
         raise cli.CliError("a token is needed: --token or REALM_TOKEN")
     state = DeviceState.load(args.state or default_state_path(device_id),
                              uuid.UUID(device_id).bytes)
+    handler = []
     device = HostDevice(state, args.token, args.timeout, args.repin,
-                        services=(codec.SERVICE_UPDATE,))
+                        services={codec.SERVICE_UPDATE: lambda peer, data: handler[0](peer, data)})
 
     async def connect():
         if args.serial:
             return await asyncio.wait_for(device.connect_serial(args.serial, args.baud),
                                           args.timeout)
         return await asyncio.wait_for(device.connect_tcp(*args.realm), args.timeout)
-    return device, Updater(device, connect)
+    updater = Updater(device, connect)
+    handler.append(updater.received)
+    return device, updater
 
 
 def cmd_push(args):

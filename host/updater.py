@@ -13,7 +13,7 @@ import time
 import uuid
 
 from shared import bundle as bundle_layout, codec, update
-from shared.events import Closed, Delivery, ServiceMessage
+from shared.events import Closed, Delivery
 from shared.update import UpdateError
 
 REASONS = ("", "NOT_UPDATER", "NO_RELEASE_KEYS", "UNSIGNED", "UNKNOWN_KEY", "BAD_SIGNATURE",
@@ -127,10 +127,19 @@ class Progress:
         self.out.flush()
 
 
+class ServiceMessage:
+    """A Service packet for the update service, from a device."""
+
+    def __init__(self, peer, data):
+        self.peer, self.service, self.data = peer, codec.SERVICE_UPDATE, data
+
+
 class Updater:
-    """Drives one HostDevice (made with services=(codec.SERVICE_UPDATE,))."""
+    """Drives one HostDevice made with services={codec.SERVICE_UPDATE: updater.received}
+    (see host/update_cli.py)."""
 
     def __init__(self, device, connect, log=None):
+        self.inbox = []  # ServiceMessages not handled yet
         self.device = device
         self.connect = connect  # coroutine function: connects, returns the Welcome
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
@@ -149,16 +158,26 @@ class Updater:
             return min(backoff * 2, RECONNECT_MAX_S), False
         return 1.0, True
 
+    def received(self, peer, data):
+        """The endpoint's handler for update Service packets."""
+        self.inbox.append(ServiceMessage(peer, data))
+
     async def _events(self, timeout):
         """The events that came within `timeout` seconds (at least one wait)."""
-        events = []
+        events, self.inbox = self.inbox, []
+        if events:
+            timeout = 0
         try:
-            events.append(await self.device.next_event(timeout))
+            events.append(await self.device.next_event(timeout or 0.001))
             while True:
                 events.append(self.device._queue.get_nowait())
         except (asyncio.TimeoutError, asyncio.QueueEmpty):
             pass
-        return events
+        return events + self._take_inbox()
+
+    def _take_inbox(self):
+        taken, self.inbox = self.inbox, []
+        return taken
 
     # -- push ----------------------------------------------------------------------
     async def push(self, data, header_size, targets, parallel=4, wait_s=600.0,
