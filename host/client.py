@@ -14,6 +14,7 @@ from collections import namedtuple
 import serial
 
 from shared import RELEASE, codec, crypto
+from shared.connection import Reconnect, is_refusal
 from shared.report import ReportingConnection
 from shared.endpoint import Endpoint
 from shared.errors import ProtocolError, LINK_LOST
