@@ -5,7 +5,7 @@ import json
 from binascii import unhexlify
 
 from shared.codec import uuid_from_str
-from shared.reconnect import DEFAULTS as RECONNECT_DEFAULTS
+from shared.connection import RECONNECT_DEFAULTS
 from shared.protocol import (DEFAULT_PORT, HANDSHAKE_TIMEOUT_MS, MAX_TOKEN_BYTES,
                              MIN_TOKEN_BYTES)
 
@@ -147,7 +147,7 @@ def _peers(given):
 
 def _reconnect(given):
     _object(given, "reconnect")
-    # Reconnect delays (ms), shared/reconnect.py's policy: tests shorten them.
+    # Reconnect delays (ms), shared/connection.py's Reconnect policy: tests shorten them.
     r = dict(RECONNECT_DEFAULTS)
     for key in given:
         if key not in RECONNECT_DEFAULTS:

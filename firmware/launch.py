@@ -8,8 +8,8 @@ import sys
 # runs (at 128 KB: a 21 KB run instead of 2 KB when everything loads at once).
 _MODULES = ("asyncio", "shared.errors", "shared.protocol", "shared.codec", "shared.x25519",
             "shared.crypto", "shared.framing", "shared.events", "shared.connection",
-            "shared.device", "shared.report", "shared.e2e", "shared.endpoint", "shared.reconnect",
-            "board", "firmware.store", "firmware.loop", "firmware.runtime", "firmware.api")
+            "shared.device", "shared.report", "shared.e2e", "shared.endpoint",
+            "board", "firmware.store", "firmware.runtime", "firmware.api")
 
 
 _speaker = "device"  # the config's name once it is read: each line says which device speaks

@@ -8,16 +8,17 @@
 # pump; the application's sends are also written at once (a stream write never blocks).
 import asyncio
 import gc
+import time
 
 from shared import RELEASE, crypto
 from shared.framing import StreamFramer
 from shared.compat import const
+from shared.connection import Reconnect, is_refusal
 from shared.report import ReportingConnection
 from shared.endpoint import Endpoint
 from shared.errors import KEY_CHECK_FAILED, KEY_MISMATCH, LINK_LOST
 from shared.codec import SERVICE_UPDATE, uuid_to_str
 from shared.events import Welcomed, PeerPinned, PeerKeyChanged
-from shared.reconnect import Reconnect, is_refusal
 
 _READ_SIZE = const(512)
 _CONNECT_TIMEOUT_MS = const(10000)
@@ -33,12 +34,48 @@ def _why(error):
     return str(error)
 
 
+# The event loop as the runtime sees it: milliseconds since boot, sleep_ms, wait_for_ms, a
+# TCP connection, a stream over a serial port, and the free heap. These are MicroPython's
+# asyncio, time and gc extras; the runtime takes them as one object, so a test can run it
+# under CPython with a fake clock and fake links (tests/test_firmware_runtime.py).
+class Loop:
+    def __init__(self):
+        self._last = time.ticks_ms()
+        self._ms = 0
+
+    def now(self):
+        """Milliseconds since boot that never wrap (time.ticks_ms wraps after 2**30 ms)."""
+        t = time.ticks_ms()
+        self._ms += time.ticks_diff(t, self._last)
+        self._last = t
+        return self._ms
+
+    async def sleep_ms(self, ms):
+        await asyncio.sleep_ms(ms)
+
+    async def wait_for_ms(self, awaitable, ms):
+        """awaitable's result; asyncio.TimeoutError after ms."""
+        return await asyncio.wait_for_ms(awaitable, ms)
+
+    async def open_tcp(self, host, port):
+        """A stream (readinto, write, drain, close, wait_closed) to host:port."""
+        _reader, writer = await asyncio.open_connection(host, port)
+        return writer
+
+    def open_stream(self, port):
+        """A stream over a port the board opened (a UART, a tty file)."""
+        return asyncio.StreamReader(port)
+
+    def free_heap(self):
+        return gc.mem_free()
+
+
 class Runtime:
     """The device's realm link. Its listeners (system services first, then the
     application API) get the endpoint's events through listener.event(e) and status
     changes through listener.status_changed(status, detail).
 
-    loop: the event loop's clock and links (firmware/loop.py; a fake one in tests).
+    loop: the event loop's clock and links (a Loop; a fake one in tests).
     boot: what the first stage chose (firmware/main.py): {"slots", "slot", "state",
     "version", "phase", "waiting", "updating"}; None when started without it (no updates)."""
 
@@ -48,7 +85,6 @@ class Runtime:
         self.board = board
         self.log = log
         if loop is None:
-            from firmware.loop import Loop
             loop = Loop()
         self.loop = loop
         self.endpoint = Endpoint(config["device_id"], store.private, store.next_boot(),

@@ -14,13 +14,13 @@ from collections import namedtuple
 import serial
 
 from shared import RELEASE, codec, crypto
+from shared.connection import Reconnect, is_refusal
 from shared.report import ReportingConnection
 from shared.endpoint import Endpoint
 from shared.errors import ProtocolError, LINK_LOST
 from shared.events import Closed, Delivery, Message, PeerKeyChanged, PeerPinned, Pong, Welcomed
 from shared.framing import StreamFramer
 from shared.protocol import DEFAULT_PORT, HANDSHAKE_TIMEOUT_MS
-from shared.reconnect import Reconnect, is_refusal
 from shared.serial_framing import SerialFramer
 from host import keyfile
 from host.fdstream import FdStream
@@ -265,11 +265,11 @@ def default_state_path(device_id_text):
 
 
 # -- the host API: one device kept online ---------------------------------------------
-# The firmware's reconnect policy (shared/reconnect.py): anything but a refusal (the link
-# lost, a timeout, the realm not up yet or restarting) is waited out with its backoff and
-# jitter. A refusal, after which connecting again soon would only be refused again, ends
-# the client: the firmware waits reconnect.auth_ms instead, but a person runs this and
-# minutes of silence would help nobody.
+# The firmware's reconnect policy (Reconnect, shared/connection.py): anything but a
+# refusal (the link lost, a timeout, the realm not up yet or restarting) is waited out
+# with its backoff and jitter. A refusal, after which connecting again soon would only be
+# refused again, ends the client: the firmware waits reconnect.auth_ms instead, but a
+# person runs this and minutes of silence would help nobody.
 
 Incoming = namedtuple("Incoming", "peer data")  # peer: the sender's id as UUID text
 

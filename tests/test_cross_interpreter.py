@@ -8,7 +8,10 @@ import pytest
 from shared import codec, crypto
 from tools.crossrun import make_board_dir, run_device, hexstr
 
-HEAP = "64k"
+# The device core's smallest heap for this run is 64-66k on the 64-bit unix port (bench
+# `make bench` bisects it); the peak varies by a KB or two with the random keys, so 64k
+# itself failed about one run in five. 68k keeps the test about the core, not the dice.
+HEAP = "68k"
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +21,7 @@ def board_dir(tmp_path_factory):
 
 def _run(*args, **kw):
     rc, report, sent = run_device(*args, heap=HEAP, **kw)
-    assert rc == 0, report
+    assert rc == 0, "device exited with %s: %s" % (rc, report)
     return report, sent
 
 

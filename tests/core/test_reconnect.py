@@ -1,9 +1,10 @@
-# The reconnect policy the firmware and the host-side device share (shared/reconnect.py).
+# The reconnect policy the firmware and the host-side device share (shared/connection.py).
 # Runs on CPython and MicroPython.
 from shared.errors import BAD_LOGIN, LINK_LOST, SESSION_REPLACED, TIMEOUT, ProtocolError
-from shared.reconnect import Reconnect, is_refusal
+from shared.connection import Reconnect, is_refusal
 from tests.core.support import eq, check
 
+MP_HEAP = "128k"  # shared.connection compiled from source, with the codec and crypto
 LOST = ProtocolError(LINK_LOST, "reset", True)
 
 
