@@ -92,9 +92,6 @@ def _wait_bytes(device, slot, at_least, timeout=60):
         time.sleep(0.01)
 
 
-@pytest.mark.xfail(reason="regressed after rebasing onto main's runtime refactor at 10:40: the "
-                   "device cut mid-transfer does not come back to its transfer (see "
-                   "notes/ota.md); passed before", strict=False)
 def test_a_whole_firmware_resumes_after_the_device_and_the_realm_are_cut(fleet, bundle, realm):
     # reuse false: nothing copied from the running version, the whole bundle (the size of
     # today's whole firmware) crosses the link. (At TRIAL_HEAP: see update_helpers.)
