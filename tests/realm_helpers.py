@@ -3,7 +3,9 @@ core's DeviceConnection over a blocking socket (for the attack cases). The `real
 process is tools/harness.py's, shared with bench/ and tools/."""
 import asyncio
 import http.client
+import os
 import socket
+import sqlite3
 import subprocess
 import time
 import uuid
@@ -15,6 +17,28 @@ from shared.device import DeviceConnection
 from shared.events import Closed, Welcomed
 from shared.framing import StreamFramer
 from tools.harness import RealmProcess, free_port, realm_command  # noqa: F401 (for the tests)
+
+
+def check_registry(data_dir, running=False):
+    """The registry is intact; once the realm has stopped (not `running`), no device is
+    left marked online."""
+    db = sqlite3.connect(os.path.join(data_dir, "realm.db"))
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        if not running:
+            assert db.execute("SELECT count(*) FROM devices WHERE online != 0").fetchone()[0] == 0
+    finally:
+        db.close()
+
+
+def checked_realm(folder, *args):
+    """A module fixture's body: a realm serving `folder`/data, stopped at the end, its log
+    free of tracebacks and its registry intact."""
+    process = RealmProcess(folder / "data", *args)
+    yield process
+    assert process.stop() == 0
+    process.assert_clean_log()
+    check_registry(process.data_dir)
 
 
 def run_cli(*args, env=None, timeout=30, input_text=None):

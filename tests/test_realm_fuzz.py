@@ -7,8 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from shared.events import PeerKeyPacket
-from tests.realm_helpers import RawDevice, RealmProcess, hello_bytes
-from tests.test_realm_server import check_registry
+from tests.realm_helpers import RawDevice, check_registry, checked_realm, hello_bytes
 
 FUZZ = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -16,11 +15,7 @@ FUZZ = settings(max_examples=60, deadline=None,
 
 @pytest.fixture(scope="module")
 def realm(tmp_path_factory):
-    process = RealmProcess(tmp_path_factory.mktemp("fuzz") / "data", "--handshake-timeout", "1")
-    yield process
-    assert process.stop() == 0
-    process.assert_clean_log()
-    check_registry(process.data_dir)
+    yield from checked_realm(tmp_path_factory.mktemp("fuzz"), "--handshake-timeout", "1")
 
 
 def check_after_example(realm):

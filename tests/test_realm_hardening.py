@@ -19,17 +19,12 @@ from shared.framing import StreamFramer
 from host import logs
 from host.registry import Registry
 from host.store import LocalStore
-from tests.realm_helpers import RawDevice, RealmProcess, hello_bytes, run_cli
-from tests.test_realm_server import check_registry
+from tests.realm_helpers import RawDevice, RealmProcess, checked_realm, hello_bytes, run_cli
 
 
 @pytest.fixture(scope="module")
 def realm(tmp_path_factory):
-    process = RealmProcess(tmp_path_factory.mktemp("harden") / "data", "--handshake-timeout", "3")
-    yield process
-    assert process.stop() == 0
-    process.assert_clean_log()
-    check_registry(process.data_dir)
+    yield from checked_realm(tmp_path_factory.mktemp("harden"), "--handshake-timeout", "3")
 
 
 def pair(realm):

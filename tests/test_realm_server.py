@@ -1,10 +1,8 @@
 """A real `realm serve` process on a loopback port, talked to over real sockets: the
 host-side device (the core's Endpoint over asyncio) and raw sockets for the attacks."""
 import json
-import os
 import signal
 import socket
-import sqlite3
 import time
 import uuid
 
@@ -19,8 +17,8 @@ from host import keyfile, tokens
 from host.client import DeviceState, HostDevice
 from host.registry import Registry
 from tests.cluster_helpers import ClusterRealm, start_nats
-from tests.realm_helpers import (RawDevice, RealmProcess, hello_bytes, read_frames, run,
-                                 run_cli)
+from tests.realm_helpers import (RawDevice, RealmProcess, check_registry, hello_bytes,
+                                 read_frames, run, run_cli)
 
 WRONG_TOKEN = "x" * 43
 
@@ -57,18 +55,6 @@ def own_realm(tmp_path):
         assert process.stop() == 0
         process.assert_clean_log()
         check_registry(process.data_dir)
-
-
-def check_registry(data_dir, running=False):
-    """The registry is intact; once the realm has stopped (not `running`), no device is
-    left marked online."""
-    db = sqlite3.connect(os.path.join(data_dir, "realm.db"))
-    try:
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        if not running:
-            assert db.execute("SELECT count(*) FROM devices WHERE online != 0").fetchone()[0] == 0
-    finally:
-        db.close()
 
 
 def fingerprint(realm, device_id):
