@@ -168,6 +168,20 @@ def test_failures_are_one_line_with_a_non_zero_exit(tmp_path):
     assert code == 2 and "heartbeat" in err
 
 
+@pytest.mark.parametrize("group", [["send", "x"], ["update", "status"], ["device", "list"],
+                                   ["status"]])
+def test_every_command_group_fails_in_one_line_also_as_python_m_host_cli(tmp_path, group):
+    # Without an installed `realm` script the tools run `python -m host.cli`: a group's
+    # error must still be the one-line kind there, not a traceback.
+    none = str(tmp_path / "none")
+    args = group + (["--as", "nobody", "--to", "nobody"] if group[0] in ("send", "update")
+                    else [])
+    p = subprocess.run([os.path.join(ROOT, ".venv", "bin", "python"), "-m", "host.cli"] + args
+                       + ["--data", none], capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert p.returncode == 1 and p.stderr.startswith("realm: ") and "Traceback" not in p.stderr
+    assert len(p.stderr.splitlines()) == 1, p.stderr
+
+
 @pytest.mark.parametrize("args", [["device", "list"], ["key"], ["device", "add"]])
 def test_admin_commands_on_a_corrupt_data_folder_fail_cleanly(tmp_path, args):
     data = tmp_path / "data"
