@@ -36,98 +36,24 @@ else:
     sha256_prefix = hashlib.sha256
 
 
-# X25519: OpenSSL through `cryptography` where it is installed (CPython: fast and
-# constant time), else the pure-Python ladder (MicroPython has no binding).
-# `x25519_keypair()` makes a fresh (private, public) pair, None where only the ladder is.
-try:
-    from cryptography.hazmat.primitives.asymmetric.x25519 import (
-        X25519PrivateKey, X25519PublicKey)
-except ImportError:
-    from shared.x25519 import x25519
-    x25519_keypair = None
-else:
-    from shared import x25519 as _pure
-
-    # Loading a private key costs OpenSSL more than an exchange (it derives the public
-    # key), and a realm pays three per handshake. So a key pair made here reaches its
-    # one exchange loaded, and the keys used again (the realm's own) stay loaded. Both
-    # tables are bounded: a pair whose handshake failed is forgotten after a while.
-    _FRESH_MAX = 256
-    _LOADED_MAX = 16
-    _fresh = {}   # private bytes -> key, made by x25519_keypair, until its first exchange
-    _loaded = {}  # private bytes -> key, for keys used more than once
-
-    def x25519_keypair():
-        key = X25519PrivateKey.generate()
-        private = key.private_bytes_raw()
-        if len(_fresh) >= _FRESH_MAX:
-            del _fresh[next(iter(_fresh))]
-        _fresh[private] = key
-        return private, key.public_key().public_bytes_raw()
-
-    def _private_key(scalar):
-        key = _fresh.pop(scalar, None)
-        if key is None:
-            key = _loaded.get(scalar)
-            if key is None:
-                key = X25519PrivateKey.from_private_bytes(scalar)
-                if len(_loaded) >= _LOADED_MAX:
-                    _loaded.clear()
-                _loaded[scalar] = key
-        return key
-
-    def x25519(scalar, u):
-        try:
-            return _private_key(bytes(scalar)).exchange(X25519PublicKey.from_public_bytes(
-                bytes(u)))
-        except ValueError:
-            # OpenSSL refuses a low-order u (all-zero result). The protocol wants those
-            # zeros, so that both interpreters refuse the handshake the same way.
-            return _pure.x25519(scalar, u)
-
-
-# AES-256. `aes256_ecb(key)` gives a function encrypting whole 16-byte blocks, on both
-# interpreters. `aes256_ctr(key)` gives a function (iv, data) -> bytes where the
-# platform has CTR itself, else it is None and shared/crypto.py builds CTR on ECB
-# (the ESP32's cryptolib has no CTR).
+# Where CPython has the C versions (OpenSSL through `cryptography`, binascii, hmac),
+# shared/compat_cpython.py binds them. MicroPython never loads that module: the names
+# of code it would not run still cost a board's heap (every name in a loaded module is
+# interned for good, and crossing a qstr pool's size costs 5-7 KB at once).
+#   x25519(scalar, u), x25519_keypair() -> (private, public), or None (the pure ladder)
+#   aes256_ecb(key) -> encrypt(whole 16-byte blocks); aes256_ctr(key) -> ctr(iv, data),
+#     or None and shared/crypto.py builds CTR on ECB (the ESP32's cryptolib has no CTR)
+#   crc16_ccitt_false(data), or None (shared/serial_framing.py's table)
+#   compare_digest(a, b), constant time, or None (shared/crypto.py's loop)
 try:
     from cryptolib import aes as _cryptolib_aes
 except ImportError:  # CPython
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-    def aes256_ecb(key):
-        return Cipher(algorithms.AES(key), modes.ECB()).encryptor().update
-
-    def aes256_ctr(key):
-        # One context per key (about 1 KiB), its nonce reset per call (cryptography
-        # 43 and later): building a context per call cost about 5 us, a quarter of
-        # what the realm spends relaying a small packet.
-        context = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
-
-        def ctr(iv, data):
-            context.reset_nonce(iv)
-            return context.update(data)
-        return ctr
+    from shared.compat_cpython import (  # noqa: F401
+        x25519, x25519_keypair, aes256_ecb, aes256_ctr, crc16_ccitt_false, compare_digest)
 else:
+    from shared.x25519 import x25519  # noqa: F401
+
     def aes256_ecb(key):
         return _cryptolib_aes(key, 1).encrypt  # 1: ECB (the MODE_* names are not exported)
 
-    aes256_ctr = None
-
-
-# CRC-16/CCITT-FALSE in C where binascii has it (crc_hqx with init 0xFFFF is exactly that
-# CRC), else None and shared/serial_framing.py computes it from a table.
-try:
-    from binascii import crc_hqx
-except ImportError:  # MicroPython
-    crc16_ccitt_false = None
-else:
-    def crc16_ccitt_false(data):
-        return crc_hqx(data, 0xFFFF)
-
-
-# Constant-time comparison: the C one where the stdlib has it.
-try:
-    from hmac import compare_digest
-except ImportError:  # MicroPython
-    compare_digest = None
+    x25519_keypair = aes256_ctr = crc16_ccitt_false = compare_digest = None

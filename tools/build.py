@@ -25,9 +25,9 @@ sys.path.insert(0, ROOT)
 from shared import RELEASE  # noqa: E402  (the release, one number for everything)
 from tools.harness import ToolMissing, venv_tool  # noqa: E402
 BOARDS = os.path.join(ROOT, "boards")
-# Sources a device does not import: the realm's side of the core, and firmware/main.py,
-# which is copied as the board's main.py.
-NOT_COMPILED = (("shared", "realm.py"), ("firmware", "main.py"))
+# Sources a device does not import: the realm's side of the core, compat's CPython half,
+# and firmware/main.py, which is copied as the board's main.py.
+NOT_COMPILED = (("shared", "realm.py"), ("shared", "compat_cpython.py"), ("firmware", "main.py"))
 
 
 class BuildError(Exception):
@@ -86,13 +86,17 @@ def build(board, out=None):
     prof = profile(board)
     out = out or os.path.join(ROOT, "build", board)
     compiler = mpy_cross()
+    # (source, .mpy, module name). The module's name is also the source name its
+    # tracebacks show ("shared.codec", line 12): the device holds that string already,
+    # where a file name would be one more string kept in its heap for good, per module.
     jobs = [(os.path.join(ROOT, package, name),
-             os.path.join(out, "lib", package, name[:-3] + ".mpy"))
+             os.path.join(out, "lib", package, name[:-3] + ".mpy"),
+             package if name == "__init__.py" else package + "." + name[:-3])
             for package, name in device_sources()]
     for lib in prof.get("LIBS", ()):
         jobs.append((os.path.join(BOARDS, "common", lib + ".py"),
-                     os.path.join(out, "lib", lib + ".mpy")))
-    for src, dst in jobs:
+                     os.path.join(out, "lib", lib + ".mpy"), lib))
+    for src, dst, module in jobs:
         if _fresh(src, dst):
             continue
         os.makedirs(os.path.dirname(dst), exist_ok=True)
@@ -100,7 +104,7 @@ def build(board, out=None):
         # a sim) never loads half a file.
         tmp = "%s.%d.tmp" % (dst, os.getpid())
         cmd = [compiler, "-march=" + prof["MPY_MARCH"], "-o", tmp,
-               "-s", os.path.relpath(src, ROOT), src]
+               "-s", module, src]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise BuildError("mpy-cross failed on %s:\n%s" % (src, proc.stderr.strip()))
@@ -115,12 +119,14 @@ def build(board, out=None):
             tmp = "%s.%d.tmp" % (dst, os.getpid())
             shutil.copyfile(src, tmp)
             os.replace(tmp, dst)
-    _drop_stale(out, set(dst for _, dst in jobs))
+    _drop_stale(out, set(job[1] for job in jobs))
     return out
 
 
 def _fresh(src, dst):
-    return os.path.exists(dst) and os.path.getmtime(dst) >= os.path.getmtime(src)
+    """dst is newer than src and than this script (whose compile options may change)."""
+    return os.path.exists(dst) and os.path.getmtime(dst) >= max(
+        os.path.getmtime(src), os.path.getmtime(__file__))
 
 
 def _drop_stale(out, wanted):

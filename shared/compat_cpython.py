@@ -1,0 +1,70 @@
+# shared/compat.py's CPython half: the C versions CPython has (OpenSSL through
+# `cryptography`, binascii, hmac). Only CPython imports it; boards never get it
+# (tools/build.py), so its names cost a device nothing.
+from binascii import crc_hqx
+from hmac import compare_digest  # noqa: F401  (constant time, in C)
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from shared import x25519 as _pure
+
+# Loading a private key costs OpenSSL more than an exchange (it derives the public key),
+# and a realm pays three per handshake. So a key pair made here reaches its one exchange
+# loaded, and the keys used again (the realm's own) stay loaded. Both tables are bounded:
+# a pair whose handshake failed is forgotten after a while.
+_FRESH_MAX = 256
+_LOADED_MAX = 16
+_fresh = {}   # private bytes -> key, made by x25519_keypair, until its first exchange
+_loaded = {}  # private bytes -> key, for keys used more than once
+
+
+def x25519_keypair():
+    key = X25519PrivateKey.generate()
+    private = key.private_bytes_raw()
+    if len(_fresh) >= _FRESH_MAX:
+        del _fresh[next(iter(_fresh))]
+    _fresh[private] = key
+    return private, key.public_key().public_bytes_raw()
+
+
+def _private_key(scalar):
+    key = _fresh.pop(scalar, None)
+    if key is None:
+        key = _loaded.get(scalar)
+        if key is None:
+            key = X25519PrivateKey.from_private_bytes(scalar)
+            if len(_loaded) >= _LOADED_MAX:
+                _loaded.clear()
+            _loaded[scalar] = key
+    return key
+
+
+def x25519(scalar, u):
+    try:
+        return _private_key(bytes(scalar)).exchange(X25519PublicKey.from_public_bytes(bytes(u)))
+    except ValueError:
+        # OpenSSL refuses a low-order u (all-zero result). The protocol wants those
+        # zeros, so that both interpreters refuse the handshake the same way.
+        return _pure.x25519(scalar, u)
+
+
+def aes256_ecb(key):
+    return Cipher(algorithms.AES(key), modes.ECB()).encryptor().update
+
+
+def aes256_ctr(key):
+    # One context per key (about 1 KiB), its nonce reset per call (cryptography 43 and
+    # later): building a context per call cost about 5 us, a quarter of what the realm
+    # spends relaying a small packet.
+    context = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
+
+    def ctr(iv, data):
+        context.reset_nonce(iv)
+        return context.update(data)
+    return ctr
+
+
+def crc16_ccitt_false(data):
+    # crc_hqx with init 0xFFFF is exactly CRC-16/CCITT-FALSE.
+    return crc_hqx(data, 0xFFFF)
