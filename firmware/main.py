@@ -4,21 +4,34 @@
 #
 # It picks the slot to run from slots/boot.json: the confirmed one ("active"), or a
 # newly installed one on trial ("trial"), whose starts it counts. A trial that has not
-# been confirmed after _TRIES starts (a crash, a hang the watchdog reset, a power cut)
+# been confirmed after 3 starts (a crash, a hang the watchdog reset, a power cut)
 # is dropped: the active slot runs again and "failed" tells the runtime to report it.
 import json
 import os
 import sys
 
 SLOTS = "slots"  # beside main.py: / on a board, the board folder of a virtual one
-BOOT_FILE = "/boot.json"
-_TRIES = 3
 
 
-def choose(slots, factory):
-    """-> (the slot folder to run, the boot state). factory: the slot to run while
-    nothing was installed (a board flashed before slots existed keeps lib/ at its root)."""
-    path = slots + BOOT_FILE
+def run(slots=SLOTS, factory=".", **start):
+    boot = choose(slots, factory, start)
+    # This stage is done: its code and names are forgotten before the runtime starts, so
+    # the heap of a device that runs is the runtime's (as the board's main.py only the
+    # code of the script itself stays; tools/sim.py imports it and keeps nothing).
+    import gc
+    sys.modules.pop(__name__, None)
+    globals().clear()
+    gc.collect()
+    from firmware import launch
+    return launch.start(boot=boot, **start)
+
+
+def choose(slots, factory, start):
+    """What the runtime needs to know about the slots (firmware/launch.py): the slot to
+    run, its boot state, its version, the update in progress. factory: the slot to run
+    while nothing was installed (a board flashed before slots existed keeps lib/ at its
+    root). start: the launcher's arguments (an installed version runs its own app)."""
+    path = slots + "/boot.json"
     try:
         with open(path) as f:
             state = json.load(f)
@@ -27,34 +40,27 @@ def choose(slots, factory):
     trial = state.get("trial")
     if trial:
         tries = state.get("tries", 0)
-        if tries >= _TRIES:
+        if tries >= 3:
             print("boot: %s did not start well %d times: back to %s" % (
                 trial, tries, state["active"]))
             state["failed"] = trial
             state["trial"] = None
         else:
             state["tries"] = tries + 1
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
+        with open(path + ".tmp", "w") as f:
             json.dump(state, f)
-        os.rename(tmp, path)
-    return state.get("trial") or state["active"], state
-
-
-def run(slots=SLOTS, factory=".", **start):
-    slot, state = choose(slots, factory)
+        os.rename(path + ".tmp", path)
+    slot = state.get("trial") or state["active"]
     if slot != factory:
-        start.pop("app", None)  # an installed version runs the app installed with it
+        start.pop("app", None)
     sys.path[:0] = [slot + "/lib", slot]
-    version = _read(slot + "/release.json").get("version")
     # An update to fetch, go on with or report (firmware/updating.py). While one is
     # fetched the app is not started: the whole heap is the transfer's.
     phase = _read(slots + "/update.json").get("phase")
-    boot = {"slots": slots, "slot": slot, "state": state, "version": version, "phase": phase,
+    return {"slots": slots, "slot": slot, "state": state, "phase": phase,
+            "version": _read(slot + "/release.json").get("version"),
             "updating": phase in ("offered", "header", "transfer", "refused"),
             "waiting": bool(phase) or state.get("trial") == slot or bool(state.get("failed"))}
-    from firmware.launch import start as start_firmware
-    return start_firmware(boot=boot, **start)
 
 
 def _read(path):

@@ -35,10 +35,10 @@ def main(argv):
         i += 1
     base = config[:-5] if config.endswith(".json") else config
     sys.path.insert(0, _root + "/firmware")
-    import main as first_stage  # the board's main.py
+    from main import run  # the board's main.py (it forgets itself once it has chosen)
     sys.path.pop(0)
     try:
-        return first_stage.run(base + ".slots", _factory, config_path=config,
+        return run(base + ".slots", _factory, config_path=config,
                                state_dir=base + ".state", app=app, repin=repin)
     except KeyboardInterrupt:  # Ctrl-C: the user's way to stop it, not a failure
         print("stopped")
