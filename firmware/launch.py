@@ -57,9 +57,13 @@ def start(config_path="config.json", state_dir=None, app=None, repin=False, boot
         # A realm_key in the config that differs from the pin is the user re-pinning.
         store.repin(config["realm_key"])
     runtime = Runtime(config, store, board, log, boot=boot)
+    if boot is not None:  # started by the first stage: updates possible
+        from shared.codec import SERVICE_UPDATE
+        updates = Updates(runtime)
+        runtime.add_service(SERVICE_UPDATE, updates)
     if updating:
         log("fetching an update: the app starts again once it is installed or refused")
-        runtime.update_service()  # loaded above, in the app's place
+        updates.load()  # loaded above, in the app's place
         app = device = None
     else:
         if runtime.app_version is None:  # no installed release: the app's own word
@@ -75,6 +79,39 @@ def start(config_path="config.json", state_dir=None, app=None, repin=False, boot
         log("the runtime failed; restarting the board:")
         sys.print_exception(e)
         board.restart()
+
+
+class Updates:
+    """The update service as the runtime's first listener (docs/UPDATES.md): a stand-in
+    that loads the half that does the work (firmware/update_agent.py beside the app,
+    firmware/update_fetch.py in its place) only when a Service packet for it arrives or a
+    Welcome finds an update to go on with or report; the half unloads itself when done."""
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+        self.working = None
+
+    def load(self):
+        if self.working is None:
+            gc.collect()
+            if self.runtime.boot["updating"]:
+                from firmware.update_fetch import Fetcher as Half
+            else:
+                from firmware.update_agent import Agent as Half
+            self.working = Half(self)
+        return self.working
+
+    def service_packet(self, peer, data):
+        self.load().handle(peer, data)
+
+    def status_changed(self, status, detail):
+        boot = self.runtime.boot
+        if status == "online" and (self.working or boot["waiting"]):
+            boot["waiting"] = False
+            self.load().welcomed()
+
+    def event(self, event):
+        pass
 
 
 async def _main(runtime, device, app, boot):

@@ -17,7 +17,7 @@ from shared.connection import Reconnect, is_refusal
 from shared.report import ReportingConnection
 from shared.endpoint import Endpoint
 from shared.errors import KEY_CHECK_FAILED, KEY_MISMATCH, LINK_LOST
-from shared.codec import SERVICE_UPDATE, uuid_to_str
+from shared.codec import uuid_to_str
 from shared.events import Welcomed, PeerPinned, PeerKeyChanged
 
 _READ_SIZE = const(512)
@@ -88,10 +88,8 @@ class Runtime:
             loop = Loop()
         self.loop = loop
         self.endpoint = Endpoint(config["device_id"], store.private, store.next_boot(),
-                                 store.peers, on_new_boot=store.set_boot,
-                                 services={SERVICE_UPDATE: self._update_packet})
+                                 store.peers, on_new_boot=store.set_boot)
         self.boot = boot
-        self.updates = None  # the update service (firmware/updating.py), only while it works
         # For the DeviceReport: the installed release (docs/UPDATES.md), else the app's
         # __version__ (set by the launcher).
         self.app_version = boot and boot["version"]
@@ -122,6 +120,14 @@ class Runtime:
             self._services += 1
         else:
             self._listeners.append(listener)
+
+    def add_service(self, number, listener):
+        """A system service (a listener before the app) that also takes the Service packets
+        numbered `number` (codec.SERVICE_UPDATE...): listener.service_packet(peer, data)."""
+        services = dict(self.endpoint.services)
+        services[number] = listener.service_packet
+        self.endpoint.services = services
+        self.add_listener(listener, service=True)
 
     def send(self, peer, data):
         """Data to a peer (16 bytes), end to end encrypted; its msg_id. SendQueueFull or
@@ -346,36 +352,21 @@ class Runtime:
     # -- events -------------------------------------------------------------------
     def _handle(self, events):
         for event in events:
-            if isinstance(event, Welcomed):
+            welcomed = isinstance(event, Welcomed)
+            if welcomed:
                 self.store.pin_realm(event.realm_public, event.dh2)
                 took = self.loop.now() - self._started
                 self._stats["welcome_ms"] = took
                 self._stats["pinned_path"] = event.pinned_path
+            for app_event in self.endpoint.handle(event):
+                self._app_event(app_event)
+            if welcomed:
+                # Once the endpoint has the session (its packet limit, its queue sent), so
+                # that a listener may send at once.
                 self._set_status("online", "realm %r at %s in %d ms (%s)" % (
                     event.realm_name, self._link_name(), took,
                     "known realm" if event.pinned_path else "first contact"))
                 gc.collect()  # the handshake's garbage, before the session's traffic
-            for app_event in self.endpoint.handle(event):
-                self._app_event(app_event)
-            boot = self.boot
-            if isinstance(event, Welcomed) and (self.updates or boot and boot["waiting"]):
-                boot["waiting"] = False
-                self.update_service().welcomed()
-
-    def update_service(self):
-        """The update service (firmware/updating.py), loaded now; it unloads itself."""
-        if self.updates is None:
-            gc.collect()
-            if self.boot["updating"]:
-                from firmware.update_fetch import Fetcher as Service
-            else:
-                from firmware.update_agent import Agent as Service
-            self.updates = Service(self)
-        return self.updates
-
-    def _update_packet(self, peer, data):
-        if self.boot is not None:  # started by the first stage: updates possible
-            self.update_service().handle(peer, data)
 
     def _app_event(self, event):
         if isinstance(event, PeerPinned):

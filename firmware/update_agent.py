@@ -11,8 +11,8 @@ from firmware.updating import UpdateService, write_json, TICK_MS, _release
 class Agent(UpdateService):
     MODULE = "firmware.update_agent"
 
-    def __init__(self, runtime):
-        UpdateService.__init__(self, runtime)
+    def __init__(self, listener):
+        UpdateService.__init__(self, listener)
         self.confirm_in = None  # ms online left before the version on trial is confirmed
 
     def welcomed(self):

@@ -27,8 +27,8 @@ _STALLS = const(8)  # then back to the app, until the updater's next Offer
 class Fetcher(UpdateService):
     MODULE = "firmware.update_fetch"
 
-    def __init__(self, runtime):
-        UpdateService.__init__(self, runtime)
+    def __init__(self, listener):
+        UpdateService.__init__(self, listener)
         p = self.pending
         if p is not None and p["phase"] == "transfer":
             # Before the connection's objects: the manifest's garbage then leaves no holes.

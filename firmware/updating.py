@@ -32,8 +32,9 @@ INDEX_RECORD = const(128)
 class UpdateService:
     MODULE = ""  # the module that defines the subclass, unloaded with it
 
-    def __init__(self, runtime):
-        self.rt = runtime
+    def __init__(self, listener):
+        self.listener = listener  # firmware/launch.py's Updates, which loaded this half
+        self.rt = runtime = listener.runtime
         boot = runtime.boot
         self.slots = boot["slots"]
         self.slot = boot["slot"]  # the running slot
@@ -92,7 +93,7 @@ class UpdateService:
                 self.rt.board.restart()
             self.step(self.rt.endpoint.online)
         self.task = None
-        self.rt.updates = None
+        self.listener.working = None
         unload(self.MODULE)
         unload("firmware.updating")
 
