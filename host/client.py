@@ -274,6 +274,22 @@ def default_state_path(device_id_text):
 Incoming = namedtuple("Incoming", "peer data")  # peer: the sender's id as UUID text
 
 
+class DeliveryStatus(str):
+    """What the realm said of a message: its status name as people read it ("DELIVERED",
+    "QUEUED", ...: codec.status_name), and `.code`, the codec's number, for programs to
+    compare (codec.DELIVERED, codec.QUEUED, ...)."""
+
+    def __new__(cls, code):
+        status = str.__new__(cls, codec.status_name(code))
+        status.code = code
+        return status
+
+    @property
+    def accepted(self):
+        """The realm took it: delivered now, or stored until the peer is back."""
+        return self.code in (codec.DELIVERED, codec.QUEUED)
+
+
 class PeerKeyChangedError(Exception):
     """The realm offers another key for the peer than the pinned one: nothing was sent."""
 
@@ -398,8 +414,9 @@ class RealmClient:
         return msg_id
 
     async def delivery(self, msg_id, timeout=None):
-        """The Delivery status of msg_id: "DELIVERED", "QUEUED" (peer offline, stored by
-        the realm), "UNKNOWN_TARGET", ... asyncio.TimeoutError after `timeout` s."""
+        """The Delivery status of msg_id (a DeliveryStatus): "DELIVERED", "QUEUED" (peer
+        offline, stored by the realm), "UNKNOWN_TARGET", ...; its .code is the codec's.
+        asyncio.TimeoutError after `timeout` s."""
         future = self._waiting[msg_id][1]
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
@@ -504,7 +521,7 @@ class RealmClient:
         elif isinstance(event, Delivery):
             peer, future = self._waiting.get(event.msg_id, (None, None))
             if future is not None and not future.done():
-                future.set_result(codec.status_name(event.status))
+                future.set_result(DeliveryStatus(event.status))
         elif isinstance(event, Pong):
             for peer, data, future in self._pongs:
                 if peer == event.peer and data == event.data and not future.done():

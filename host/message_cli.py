@@ -72,7 +72,7 @@ async def _send(args):
             await asyncio.wait_for(client.start(), args.timeout)
         except asyncio.TimeoutError:
             raise cli.CliError("no answer from the realm at %s in %s s" % (client.where,
-                                                                       args.timeout))
+                                                                           args.timeout))
         status = await client.send(to_id, data, args.timeout)
     except asyncio.TimeoutError:
         raise cli.CliError("no Delivery report in %s s" % args.timeout)
@@ -82,14 +82,13 @@ async def _send(args):
         raise _refused(e, client, args)
     finally:
         await client.close()
-    delivered = status in ("DELIVERED", "QUEUED")
     if args.json:
         print(json.dumps({"to": to_id, "to_name": to_name, "status": status}))
-    elif delivered:
+    elif status.accepted:
         print("%s to %s" % (status.lower(), label(to_id, to_name)))
-    if not delivered:
+    if not status.accepted:
         raise cli.CliError(None if args.json else "not delivered to %s: %s"
-                       % (label(to_id, to_name), status))
+                           % (label(to_id, to_name), status))
 
 
 async def _listen(args):
@@ -168,19 +167,20 @@ async def _chat(client, args):
 async def _report_delivery(args, msg_id, client, peer_id, name):
     """Say what became of a message sent while listening: its status, or why not."""
     from host.client import PeerKeyChangedError, describe
+    status = why = None  # the realm's word on it, or why there is none
     try:
         status = await client.delivery(msg_id, args.timeout)
     except asyncio.TimeoutError:
-        status = "no Delivery report in %s s" % args.timeout
+        why = "no Delivery report in %s s" % args.timeout
     except (ProtocolError, OSError, PeerKeyChangedError) as e:
-        status = "not sent: %s" % describe(e)
+        why = "not sent: %s" % describe(e)
     if args.json:
         print(json.dumps({"to": peer_id, "to_name": name, "msg_id": msg_id,
-                          "status": status}), flush=True)
-    elif status.isupper():
+                          "status": why or status}), flush=True)
+    elif why is None:
         print("%s to %s" % (status.lower(), label(peer_id, name)), flush=True)
     else:
-        print("realm: to %s: %s" % (label(peer_id, name), status), file=sys.stderr, flush=True)
+        print("realm: to %s: %s" % (label(peer_id, name), why), file=sys.stderr, flush=True)
 
 
 def cmd_send(args):

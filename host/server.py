@@ -17,7 +17,7 @@ import time
 
 from shared import codec, protocol
 from shared.errors import (DENIED, INTERNAL, KEY_CHECK_FAILED, KEY_MISMATCH, LINK_LOST,
-                           ProtocolError, SESSION_REPLACED)
+                           ProtocolError, SESSION_REPLACED, code_name)
 from shared.framing import StreamFramer
 from shared.realm import DeviceReportPacket, RealmConnection
 from shared.events import Closed, LoginRequest, ProxyPassPacket, PeerKeyRequestPacket
@@ -177,7 +177,8 @@ class RealmServer:
                             "refused", source, count)
                 refused = 0
             self._refused_from[source] = refused + 1
-            self.stats.refusals["DENIED"] = self.stats.refusals.get("DENIED", 0) + 1
+            name = code_name(DENIED)
+            self.stats.refusals[name] = self.stats.refusals.get(name, 0) + 1
             return False
         self._unlogged_from[source] = count + 1
         return True

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from host.client import RealmClient, describe
+from host.client import DeliveryStatus, RealmClient, describe
+from shared import codec
 from shared.errors import ProtocolError
 from tests.realm_helpers import RealmProcess, realm_command, run, run_cli
 from tools.simproc import ROOT
@@ -43,6 +44,15 @@ async def ask(realm, asker, tmp_path, to, text):
         return answer.peer, answer.data
 
 
+def test_a_delivery_status_is_its_name_with_the_codec_code():
+    names = ["DELIVERED", "QUEUED", "UNKNOWN_TARGET", "DENIED", "QUEUE_FULL", "TOO_LARGE",
+             "UNAVAILABLE", "STATUS_7"]
+    for code, name in enumerate(names):
+        status = DeliveryStatus(code)
+        assert (status, status.code, json.dumps(status)) == (name, code, '"%s"' % name)
+        assert status.accepted == (code in (codec.DELIVERED, codec.QUEUED))
+
+
 def test_one_session_listens_and_sends_and_comes_back_after_a_realm_restart(realm, tmp_path):
     a, b = add(realm, "a"), add(realm, "b")
     seen = []
@@ -50,7 +60,8 @@ def test_one_session_listens_and_sends_and_comes_back_after_a_realm_restart(real
     async def body():
         async with client(realm, a, tmp_path) as one, \
                 client(realm, b, tmp_path, on_status=lambda s, d: seen.append(s)) as two:
-            assert await one.send(b["id"], b"hello") == "DELIVERED"
+            status = await one.send(b["id"], b"hello")
+            assert (status, status.code, status.accepted) == ("DELIVERED", codec.DELIVERED, True)
             message = await two.receive(5)
             assert (message.peer, message.data) == (a["id"], b"hello")
             # The same session answers: no second login, no SESSION_REPLACED.
