@@ -13,6 +13,7 @@ import time
 import uuid
 
 from shared import bundle as bundle_layout, codec, update
+from shared.connection import Reconnect, is_refusal
 from shared.events import Closed, Delivery
 from shared.update import UpdateError
 
@@ -28,7 +29,7 @@ WAITING, OFFERED, OFFLINE, SENDING, RESTARTING = (
 FINAL = (UPDATED, CURRENT, REFUSED, ROLLED_BACK, UNREACHABLE)
 _RESULTS = {update.UPDATED: UPDATED, update.CURRENT: CURRENT, update.REFUSED: REFUSED,
             update.ROLLED_BACK: ROLLED_BACK}
-RETRY_S = 20.0
+RETRY_S = 20.0  # a device in transfer silent this long is offered the bundle again
 
 
 # -- the updater's side of the messages (the device's is shared/update.py) -----------
@@ -59,8 +60,7 @@ def decode(data):
             return kind, (update.text(data, 1, True),)
     except (IndexError, ValueError, UnicodeError, struct.error):
         pass
-    raise UpdateError(update.BAD_BUNDLE, "malformed update message")  # a device in transfer silent this long is offered the bundle again
-RECONNECT_MAX_S = 30.0
+    raise UpdateError(update.BAD_BUNDLE, "malformed update message")
 
 
 class Target:
@@ -144,19 +144,24 @@ class Updater:
         self.connect = connect  # coroutine function: connects, returns the Welcome
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self.bundle = None
+        self._reconnect = Reconnect()
 
-    async def _online(self, backoff):
+    async def _online(self):
+        """Connect if offline: True once connected again. The reconnect policy is the
+        devices' (shared/connection.py); a refusal ends the command, as in RealmClient."""
         if self.device.endpoint.online:
-            return backoff, False
+            return False
         try:
             await self.connect()
-        except (OSError, asyncio.TimeoutError, Exception) as e:  # noqa: B014 keep trying
-            if getattr(e, "name", "") in ("BAD_LOGIN", "KEY_MISMATCH", "DENIED"):
+        except Exception as e:  # the link, a timeout, the realm's answer: keep trying
+            if is_refusal(e):
                 raise
-            self.log("realm: %s; connecting again in %.0f s" % (e, backoff))
-            await asyncio.sleep(backoff)
-            return min(backoff * 2, RECONNECT_MAX_S), False
-        return 1.0, True
+            delay_s = self._reconnect.next_delay_ms(e) / 1000
+            self.log("realm: %s; connecting again in %.0f s" % (e, delay_s))
+            await asyncio.sleep(delay_s)
+            return False
+        self._reconnect.connected()
+        return True
 
     def received(self, peer, data):
         """The endpoint's handler for update Service packets."""
@@ -192,9 +197,8 @@ class Updater:
         self.version = manifest["version"]
         by_id = {t.id: t for t in targets}
         deadline = time.monotonic() + wait_s
-        backoff = 1.0
         while not all(t.final for t in targets) and time.monotonic() < deadline:
-            backoff, reconnected = await self._online(backoff)
+            reconnected = await self._online()
             if not self.device.endpoint.online:
                 continue
             now = time.monotonic()
@@ -286,10 +290,9 @@ class Updater:
         """Ask each target what it runs. -> {id: info dict} of those that answered."""
         answers = {}
         deadline = time.monotonic() + wait_s
-        backoff = 1.0
         asked = False
         while len(answers) < len(targets) and time.monotonic() < deadline:
-            backoff, reconnected = await self._online(backoff)
+            reconnected = await self._online()
             if not self.device.endpoint.online:
                 continue
             if reconnected or not asked:
