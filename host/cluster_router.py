@@ -87,7 +87,7 @@ class ClusterRouter(LocalRouter):
     async def open_session(self, link, welcome):
         revision = await self.cluster.claim(link.device)
         if link.ended or link.conn.closed:  # it left while the claim was made
-            self.cluster.release_soon(link.device, revision, time.time())
+            self.cluster.release_soon(link.device, revision, self.realm.wall_clock())
             return
         device_id = link.conn.device_id
         self._replace(link)
@@ -100,7 +100,8 @@ class ClusterRouter(LocalRouter):
         if self.sessions.get(device_id) is link:
             del self.sessions[device_id]
             self._drained.pop(device_id, None)
-            self.cluster.release_soon(link.device, self.claims.pop(device_id), time.time())
+            self.cluster.release_soon(link.device, self.claims.pop(device_id),
+                                      self.realm.wall_clock())
 
     def _session_claimed(self, device, node, revision):
         """The devices' sessions in KV changed: a newer claim elsewhere ends ours."""
@@ -206,7 +207,7 @@ class ClusterRouter(LocalRouter):
     def _store(self, device, sender, msg_id, inner, origin, look=True):
         """Store for a target whose session this node does not know; with `look`, one
         claimed elsewhere a moment ago (not yet in the mirror) gets the packet instead."""
-        stored = self.cluster.enqueue(device, sender, msg_id, inner, time.time(), look)
+        stored = self.cluster.enqueue(device, sender, msg_id, inner, self.realm.wall_clock(), look)
         self.realm.spawn(self._answer_stored(
             self._unless_held(stored, device, sender, msg_id, inner, origin), device, msg_id,
             origin))

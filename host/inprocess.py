@@ -1,6 +1,7 @@
 """A realm in one process, for fast tests and profiling: the real RealmServer, router, Links
 and core connections, with memory transports and a memory store in place of sockets and
-SQLite, and devices that log in without a token check. No port, no subprocess: a test
+SQLite, and devices that log in without a token check (`log_in`) or with one, through
+the realm's own login decision and rate limit (`connect`). No port, no subprocess: a test
 of routing, queue order or a slow reader runs in milliseconds. The tests that need the
 real thing (sockets, signals, the registry on disk) run `realm serve` (tools/harness.py).
 
@@ -9,33 +10,104 @@ real thing (sockets, signals, the registry on disk) run `realm serve` (tools/har
         a.conn.send_proxy(B, 1, b"inner")
         await realm.settle(a, b)
         assert b.received() == [(1, b"inner")]
+
+On a VirtualTimeLoop (`run_in_virtual_time`) the realm's clock is the test's: every
+timer the realm sets fires when the test advances to it (`await realm.advance(90)`), so
+a 90 s silence limit or a 60 s rate-limit block is tested in milliseconds.
 """
 import asyncio
+import heapq
+import itertools
+import time
 
 from shared import codec, crypto
 from shared.device import DeviceConnection
 from shared.events import DeliveryPacket, LoginRequest, ProxyPassPacket
 from shared.framing import StreamFramer
+from host import tokens
 from host.login import Decision
-from host.registry import QUEUE_MAX_PACKETS, Queued, id_text
+from host.registry import QUEUE_MAX_PACKETS, Device, Queued, id_text
 from host.server import Config, RealmServer
+
+
+MAX_TIMERS_PER_ADVANCE = 10000
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock moves only when told (`advance`). What the realm times
+    runs on it: its links' deadlines (loop.time(), call_at), the receipt checks
+    (call_later), housekeeping (asyncio.sleep) and the login rate limit (its clock is
+    loop.time); `wall_time` is the epoch clock moved with it, for what the registry
+    stamps. Nothing here waits for real time: a test that awaits a timer advances to it."""
+
+    def __init__(self):
+        super().__init__()
+        self._now = 1000.0
+        self._epoch = time.time() - self._now
+        self._timers = []  # (when, order, handle) of every call_at, earliest first
+        self._order = itertools.count()
+
+    def time(self):
+        return self._now
+
+    def wall_time(self):
+        return self._epoch + self._now
+
+    def call_at(self, when, callback, *args, context=None):
+        handle = super().call_at(when, callback, *args, context=context)
+        heapq.heappush(self._timers, (when, next(self._order), handle))
+        return handle
+
+    async def advance(self, seconds, settle):
+        """Move the clock `seconds` on, stopping at each timer due on the way (then
+        `await settle()`), so each fires at its own time and what it sets can fire too."""
+        end = self._now + seconds
+        fired = 0
+        while self._timers and self._timers[0][0] <= end:
+            when, _, handle = heapq.heappop(self._timers)
+            if not handle.cancelled():
+                self._now = max(self._now, when)
+                await settle()
+                fired += 1
+                if fired > MAX_TIMERS_PER_ADVANCE:  # on a real loop: a busy loop
+                    raise RuntimeError("over %d timers fired within %g s: one re-arms at a "
+                                       "time already past" % (fired - 1, seconds))
+        self._now = end
+        await settle()
+
+
+def run_in_virtual_time(main):
+    """Run the coroutine `main` on a VirtualTimeLoop; its result."""
+    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        return runner.run(main)
 
 
 class MemoryStore:
     """The store's calls (host/store.py) over dicts: bound keys, who is online, and each
-    device's queue (QUEUE_MAX_PACKETS at most), kept by id text. Every device is known."""
+    device's queue (QUEUE_MAX_PACKETS at most), kept by id text. Every device is known to
+    routing; the login decision (`connect`) knows those given a token by `add_device`."""
 
     def __init__(self):
         self.keys = {}
+        self.tokens = {}  # id text -> stored token hash
         self.online = {}
         self.queues = {}
         self._seq = 0
+
+    def add_device(self, device_id, token):
+        self.tokens[id_text(device_id)] = tokens.hash_token(token)
 
     def bound_key(self, device_id):
         return self.keys.get(device_id)
 
     async def device(self, device_id):
-        return None  # no registry record: the logs name devices by id only
+        token_hash = self.tokens.get(device_id)
+        if token_hash is None:
+            return None  # no registry record: the logs name devices by id only
+        return Device(device_id, "", token_hash, self.keys.get(device_id), 0, None, False)
+
+    async def bind_key(self, device_id, key):
+        return self.keys.setdefault(device_id, bytes(key))
 
     def set_online(self, device, online, now):
         self.online[device] = online
@@ -82,13 +154,16 @@ class MemoryTransport:
 
 
 class MemoryDevice:
-    """A DeviceConnection on a MemoryTransport to the realm; `events`: what it received."""
+    """A DeviceConnection on a MemoryTransport to the realm; `events`: what it received.
+    With a token its login goes to the realm's decision; without, the test decides
+    (`login` holds the LoginRequest)."""
 
-    def __init__(self, realm, device_id):
+    def __init__(self, realm, device_id, token=None):
         private, public = crypto.generate_keypair()
         self.realm = realm
         self.device_id = device_id
-        self.conn = DeviceConnection(device_id, private, public, None, StreamFramer(),
+        self.checked = token is not None
+        self.conn = DeviceConnection(device_id, private, public, token, StreamFramer(),
                                      realm.now_ms())
         self.transport = MemoryTransport()
         self.link = realm.open_link(self.transport, "memory-%s" % id_text(device_id)[:8],
@@ -96,12 +171,14 @@ class MemoryDevice:
         self.events = []
         self.login = None  # the LoginRequest, once the handshake got there
 
-    def pump(self, read=True):
+    def pump(self, read=True, send=True):
         """Move bytes both ways until neither side has more; read=False: the device sends
-        but reads nothing (a slow reader)."""
+        but reads nothing (a slow reader); send=False: it only reads (a silent one)."""
         while True:
-            data = self.conn.data_to_send()
-            if data:
+            data = self.conn.data_to_send() if send else b""
+            if data and (self.checked or self.link.device is not None):  # the real path
+                self.link.data_received(data)
+            elif data:
                 for event in self.link.conn.receive_data(data, self.realm.now_ms()):
                     if isinstance(event, LoginRequest):
                         self.login = event
@@ -115,6 +192,15 @@ class MemoryDevice:
                     self.events += self.conn.receive_data(back, self.realm.now_ms())
             if not data and not back:
                 return
+
+    def tick(self):
+        """The device's own timers (its heartbeat, its deadlines) at the realm's now."""
+        self.events += self.conn.tick(self.realm.now_ms())
+        self.pump()
+
+    def closed(self):
+        """The ProtocolError that ended its connection, or None while it is open."""
+        return self.conn.error if self.conn.closed else None
 
     def received(self):
         """(msg_id, inner) of every ProxyPass it got, in order."""
@@ -134,7 +220,9 @@ class InProcessRealm:
         self.server = None
 
     async def __aenter__(self):
-        self.server = RealmServer(self.config, self.store, crypto.generate_keypair())
+        loop = asyncio.get_running_loop()
+        self.server = RealmServer(self.config, self.store, crypto.generate_keypair(),
+                                  wall_clock=getattr(loop, "wall_time", time.time))
         return self
 
     async def __aexit__(self, *exc):
@@ -156,9 +244,23 @@ class InProcessRealm:
         await self.settle(device)
         return device
 
+    async def connect(self, device_id, token):
+        """A MemoryDevice for device_id that logs in with `token` (MemoryStore.add_device),
+        as far as the realm lets it: look at device.closed() and device.link.device."""
+        device = MemoryDevice(self.server, device_id, token)
+        await self.settle(device)
+        return device
+
     async def settle(self, *devices):
-        """Let the loop run what the realm started (stores, flushes), then pump devices."""
-        for _ in range(5):
+        """Let the loop run what the realm started (logins, stores, flushes), pumping the
+        devices between turns."""
+        for _ in range(10):
             await asyncio.sleep(0)
-        for device in devices:
-            device.pump()
+            for device in devices:
+                device.pump()
+
+    async def advance(self, seconds, *devices):
+        """Move the realm's virtual clock (VirtualTimeLoop) `seconds` on, letting each
+        timer on the way fire and the devices answer (they read and send what their
+        connection has, but tick only when the test says)."""
+        await asyncio.get_running_loop().advance(seconds, lambda: self.settle(*devices))

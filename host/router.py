@@ -21,7 +21,6 @@ worker and answered when the store says it is durable.
 """
 import functools
 import logging
-import time
 
 from shared import codec
 from shared.errors import SESSION_REPLACED
@@ -58,14 +57,14 @@ class LocalRouter:
         device_id = link.conn.device_id
         self._replace(link)
         welcome()
-        self.store.set_online(link.device, True, time.time())
+        self.store.set_online(link.device, True, self.realm.wall_clock())
         if device_id not in self._held:  # else the running hand-over reaches this link
             await self._hand_over_stored(device_id, link.device)
 
     async def _hand_over_stored(self, device_id, device):
         held = self._held[device_id] = []
         try:
-            items = await self.store.stored(device, time.time())
+            items = await self.store.stored(device, self.realm.wall_clock())
         except Exception:
             log.exception("cannot read the stored packets of %s", device)
             items = []
@@ -110,7 +109,7 @@ class LocalRouter:
     def close_session(self, link):
         if self.sessions.get(link.conn.device_id) is link:
             del self.sessions[link.conn.device_id]
-            self.store.set_online(link.device, False, time.time())
+            self.store.set_online(link.device, False, self.realm.wall_clock())
 
     def relay(self, origin, peer, msg_id, inner):
         sender = origin.conn.device_id
@@ -133,7 +132,7 @@ class LocalRouter:
 
     def _store(self, target, sender, msg_id, inner, origin):
         """Store for an offline target; `origin` (None: nobody waits) hears the status."""
-        future = self.store.enqueue(target, sender, msg_id, inner, time.time())
+        future = self.store.enqueue(target, sender, msg_id, inner, self.realm.wall_clock())
         self.realm.spawn(self._answer_stored(future, target, msg_id, origin))
 
     async def _answer_stored(self, future, target, msg_id, origin):

@@ -117,15 +117,20 @@ class Stats:
 class RealmServer:
     """What all links share: keys, store, router, limits, counters.
 
-    `make_router(realm)` gives the router (default: this process's own sessions)."""
+    `make_router(realm)` gives the router (default: this process's own sessions).
+    Time: every timer and deadline runs on the loop's clock (loop.time(), call_at), and
+    what the registry keeps (queue ages, last seen) on `wall_clock`; a test loop with a
+    clock of its own moves both (host/inprocess.py)."""
 
-    def __init__(self, config, store, keypair, make_router=None):
+    def __init__(self, config, store, keypair, make_router=None, wall_clock=time.time):
         self.config = config
         self.store = store
         self.private, self.public = keypair
         self.loop = asyncio.get_running_loop()
+        self.wall_clock = wall_clock
         self.stats = Stats()
         self.decider = LoginDecider(store, LoginLimiter(), config.open_enrolment,
+                                    clock=self.loop.time, wall_clock=wall_clock,
                                     on_token_check=self.stats.token_checked)
         self.router = (make_router or (lambda realm: LocalRouter(realm, store)))(self)
         self.handshaking = set()
@@ -238,7 +243,7 @@ class RealmServer:
 
     async def start_session(self, link, decision):
         link.device = id_text(link.conn.device_id)
-        link.since = time.time()
+        link.since = self.wall_clock()
         self.handshake_ended(link)
         self.stats.logins["pinned" if link.conn.pinned_path else "first_contact"] += 1
         self.changes += 1
@@ -258,7 +263,7 @@ class RealmServer:
     def device_reported(self, link, report):
         """Keep a device's latest DeviceReport in memory: it is only shown, and every
         device sends a new one right after its next Welcome."""
-        self.reports[link.device] = (time.time(), report)
+        self.reports[link.device] = (self.wall_clock(), report)
         self.stats.reports += 1
         self.changes += 1
 
@@ -278,8 +283,8 @@ class RealmServer:
                     {link.device for link in self.router.links()}))
                 if now - last_prune >= 60:
                     last_prune = now
-                    self.decider.limiter.prune(time.monotonic())
-                    await self.store.housekeeping(time.time())
+                    self.decider.limiter.prune(now)
+                    await self.store.housekeeping(self.wall_clock())
             except Exception as e:  # e.g. locked by an admin for too long: next time
                 log.warning("registry housekeeping postponed: %s", e)
             if now - last_summary >= self.config.summary_s:

@@ -1,0 +1,125 @@
+"""The realm's timers on a virtual clock (host/inprocess.py VirtualTimeLoop): the Hello and
+handshake deadlines, the heartbeat and silence limit, the login rate limit's block and
+window, the checks that forget stored packets once received. Each just under and just
+over its limit, in milliseconds. The process-level tests keep one timer on real sockets
+(tests/test_realm_hardening.py, the Hello deadline) and the firmware's heartbeats."""
+from shared import codec, protocol
+from shared.errors import BAD_LOGIN, RATE_LIMITED, TIMEOUT
+from shared.events import Welcomed
+from host.inprocess import InProcessRealm, MemoryDevice, run_in_virtual_time
+from host.registry import id_text
+from host.ratelimit import BLOCK_S, DEVICE_LIMIT, WINDOW_S
+from host.server import RECEIPT_CHECK_S
+
+A, B = bytes([1]) * 16, bytes([2]) * 16
+TOKEN, WRONG = "t" * 43, "w" * 43
+EPSILON = 0.01  # s: the link's timer fires 1 ms after the core's deadline
+
+
+def in_realm(test, **settings):
+    async def body():
+        async with InProcessRealm(**settings) as realm:
+            await test(realm)
+    run_in_virtual_time(body())
+
+
+def timed_out(device, message):
+    """The realm ended the device's link with TIMEOUT and `message`, and said so."""
+    device.pump(send=False)
+    error = device.closed()
+    return device.link.ended and error is not None and error.remote and \
+        (error.code, error.message) == (TIMEOUT, message)
+
+
+def test_a_connection_that_sends_nothing_is_closed_at_the_hello_deadline():
+    async def test(realm):
+        silent = MemoryDevice(realm.server, A, TOKEN)  # never pumped: it sends no Hello
+        await realm.advance(5 - EPSILON)
+        assert not silent.link.ended
+        await realm.advance(2 * EPSILON)
+        assert timed_out(silent, "no Hello in time")
+        assert realm.server.stats.refusals == {"TIMEOUT": 1}
+    in_realm(test, hello_timeout_s=5, handshake_timeout_s=30)
+
+
+def test_a_handshake_that_stops_after_its_hello_is_closed_at_the_handshake_deadline():
+    async def test(realm):
+        realm.store.add_device(A, TOKEN)
+        stalled = MemoryDevice(realm.server, A, TOKEN)
+        stalled.pump(read=False)  # its Hello; it never reads the realm's answer
+        await realm.advance(30 - EPSILON)  # long past the Hello deadline, which it met
+        assert not stalled.link.ended
+        await realm.advance(2 * EPSILON)
+        assert timed_out(stalled, "handshake not finished in time")
+    in_realm(test, hello_timeout_s=5, handshake_timeout_s=30)
+
+
+def test_a_silent_session_is_closed_at_three_heartbeats_and_a_lively_one_stays():
+    async def test(realm):
+        silent, lively = await realm.log_in(A), await realm.log_in(B)
+        assert [e.heartbeat_s for e in lively.events if isinstance(e, Welcomed)] == [30]
+        limit = protocol.SILENCE_FACTOR * 30
+        for _ in range(8):  # the lively device sends its heartbeat when due
+            await realm.advance(limit / 4, lively)
+            lively.tick()
+        assert timed_out(silent, "peer silent for %d s" % limit)
+        # Two silence limits passed: the realm kept the lively one for its heartbeats, and
+        # the device kept the realm (it closes on silence too) for the realm's.
+        assert not lively.link.ended and lively.closed() is None
+    in_realm(test)
+
+
+def test_the_silence_limit_is_exact():
+    async def test(realm):
+        silent = await realm.log_in(A)
+        limit = protocol.SILENCE_FACTOR * protocol.DEFAULT_HEARTBEAT_S
+        await realm.advance(limit - EPSILON)
+        assert not silent.link.ended
+        await realm.advance(2 * EPSILON)
+        assert timed_out(silent, "peer silent for %d s" % limit)
+    in_realm(test)
+
+
+def test_five_bad_logins_block_the_device_for_the_block_time_then_it_logs_in():
+    async def test(realm):
+        realm.store.add_device(A, TOKEN)
+        for _ in range(DEVICE_LIMIT):
+            assert (await realm.connect(A, WRONG)).closed().code == BAD_LOGIN
+        await realm.advance(BLOCK_S - EPSILON)
+        assert (await realm.connect(A, TOKEN)).closed().code == RATE_LIMITED
+        await realm.advance(2 * EPSILON)
+        device = await realm.connect(A, TOKEN)
+        assert device.closed() is None and device.link.device is not None
+    in_realm(test)
+
+
+def test_bad_logins_older_than_the_window_no_longer_count():
+    async def test(realm):
+        realm.store.add_device(A, TOKEN)
+        for _ in range(DEVICE_LIMIT - 1):
+            assert (await realm.connect(A, WRONG)).closed().code == BAD_LOGIN
+        await realm.advance(WINDOW_S + EPSILON)
+        for _ in range(DEVICE_LIMIT - 1):  # with the old ones still counted, one too many
+            assert (await realm.connect(A, WRONG)).closed().code == BAD_LOGIN
+        device = await realm.connect(A, TOKEN)
+        assert device.closed() is None and device.link.device is not None
+    in_realm(test)
+
+
+def test_stored_packets_are_forgotten_once_the_device_is_heard_after_them():
+    async def test(realm):
+        a = await realm.log_in(A)
+        for i in (1, 2):
+            a.conn.send_proxy(B, i, b"stored %d" % i)
+        a.pump()
+        await realm.settle(a)
+        assert a.deliveries() == [(1, codec.QUEUED), (2, codec.QUEUED)]
+        b = await realm.log_in(B)
+        assert b.received() == [(1, b"stored 1"), (2, b"stored 2")]
+        await realm.advance(10 * RECEIPT_CHECK_S)  # read, but nothing sent after them:
+        assert len(realm.store.queues[id_text(B)]) == 2  # not known to be received
+        b.conn.send_proxy(A, 3, b"after them")
+        b.pump()
+        await realm.advance(RECEIPT_CHECK_S + EPSILON, a, b)
+        assert id_text(B) not in realm.store.queues
+    in_realm(test)
