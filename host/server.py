@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import time
+import weakref
 
 from shared import codec, protocol
 from shared.errors import (DENIED, INTERNAL, KEY_CHECK_FAILED, KEY_MISMATCH, LINK_LOST,
@@ -337,8 +338,13 @@ class Link:
         self.ended = False
         self._timer = None
         self._timer_at = None
+        # The core calls back into the link, through a weak reference: with a strong one
+        # the link and its connection would hold each other, and an ended link would
+        # wait for the cycle collector (a storm's dead links piled up until it ran).
+        bound_key = weakref.WeakMethod(self._bound_key)
         self.conn = RealmConnection(
-            realm.private, realm.public, framer, realm.now_ms(), self._bound_key,
+            realm.private, realm.public, framer, realm.now_ms(),
+            lambda device_id: bound_key()(device_id),
             handshake_timeout_ms=int(realm.config.handshake_timeout_s * 1000),
             hello_timeout_ms=int(realm.config.hello_timeout_s * 1000))
         self.unlogged = counted  # in its address's share of links not logged in yet
@@ -513,6 +519,8 @@ class Link:
             self._timer.cancel()
             self._timer = None
         error = self.conn.error
+        if error is not None:  # its frames hold the connection: a cycle, as above
+            error.__traceback__ = None
         # The realm ended a link that never logged in: a refusal (bad login, key, limit...).
         refused = why is None and error is not None and not error.remote and self.device is None
         if refused:
@@ -592,6 +600,12 @@ class _TcpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.link.transport_lost(exc)
+        # asyncio's socket transport keeps a bound method of itself (CPython 3.11's
+        # _read_ready_cb): a cycle that would keep each ended transport and its socket
+        # object until the collector runs. Nothing reads from it any more.
+        transport = self.link.transport
+        if getattr(transport, "_read_ready_cb", None) is not None:
+            transport._read_ready_cb = None
 
 
 async def serve(config, store, keypair, ready=None, make_router=None):

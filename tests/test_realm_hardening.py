@@ -1,6 +1,7 @@
 """What an attacker can make the realm spend or lose, against a real `realm serve`
 (issue 13): packets before a fault, rate limits, logs, descriptors, connection floods."""
 import asyncio
+import gc
 import io
 import logging
 import random
@@ -9,6 +10,7 @@ import select
 import socket
 import struct
 import time
+import weakref
 
 import pytest
 
@@ -17,6 +19,8 @@ from shared.errors import DENIED, MALFORMED, SESSION_REPLACED, TIMEOUT, TOO_LARG
 from shared.events import DeliveryPacket, ProxyPassPacket, Welcomed
 from shared.framing import StreamFramer
 from host import logs
+from host.inprocess import InProcessRealm
+from host.listener import Listener
 from host.registry import Registry
 from host.store import LocalStore
 from tests.realm_helpers import RawDevice, RealmProcess, checked_realm, hello_bytes, run_cli
@@ -370,6 +374,55 @@ def test_a_full_queue_is_refused_without_a_registry_call(tmp_path, monkeypatch):
 
 
 # -- memory after a storm (item 9) -------------------------------------------------------------
+def test_an_ended_link_is_freed_at_once_without_the_cycle_collector():
+    """A link that ends (junk, a Hello then junk, a Hello then silence past its deadline,
+    a peer that goes away) leaves no reference cycle: reference counting frees it, its
+    connection and its transport as it ends. Before, each held the next (the core's
+    callback, the error's traceback, asyncio's transport) and a storm's dead links piled
+    up until the cycle collector ran, spreading over fresh allocator arenas that a few
+    survivors then kept (RSS stayed up)."""
+    async def body():
+        async with InProcessRealm(hello_timeout_s=0.2, handshake_timeout_s=0.5) as realm:
+            server = realm.server
+            listener = Listener(asyncio.get_running_loop(), "127.0.0.1", 0, server.adopt_tcp,
+                                lambda: len(server.links))
+            port = listener.sockets[0].getsockname()[1]
+            ended = []
+            open_link = server.open_link
+
+            def recorded(*args, **kwargs):  # every link, its connection and transport
+                link = open_link(*args, **kwargs)
+                ended.extend(weakref.ref(obj) for obj in (link, link.conn, link.transport))
+                return link
+            server.open_link = recorded
+            first_bytes = [b"\x00\x03\x02\x0f\x00", hello_bytes() + b"\x00\x03\x02\x0f\x00",
+                           hello_bytes(), b"\x00"]
+            clients = []
+            for data in first_bytes:
+                clients.append((await asyncio.open_connection("127.0.0.1", port))[1])
+                clients[-1].write(data)
+            while server.stats.connects < len(first_bytes):
+                await asyncio.sleep(0.01)
+            clients[-1].close()  # the peer goes away; the Hello alone is late for its handshake
+            while server.links:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # connection_lost callbacks, the end's log line
+            alive = [ref() for ref in ended if ref() is not None]
+            for writer in clients:
+                writer.close()
+            listener.close()
+            return len(ended), alive
+
+    gc.collect()
+    gc.disable()
+    try:
+        count, alive = asyncio.run(body())
+    finally:
+        gc.enable()
+    assert count == 4 * 3
+    assert alive == []
+
+
 def rss_mb(pid):
     with open("/proc/%d/status" % pid) as f:
         return [int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:")][0]
