@@ -12,6 +12,7 @@ tens of thousands of them. Here instead:
 - each of these states is logged once when it starts and once when it ends, with counts.
 """
 import errno
+import ipaddress
 import os
 import resource
 import socket
@@ -59,6 +60,22 @@ def tcp_acked(sock):
 
 _BYTES_ACKED = 120  # offset of tcpi_bytes_acked in struct tcp_info (Linux 4.1 and later)
 _TCP_INFO_LEN = _BYTES_ACKED + 8
+
+
+def address_group(ip):
+    """What the per-address limits (the handshake share, the login rate limits and
+    checks in flight) count a TCP peer under: an IPv4 address itself, an IPv6 address
+    its /64 (the smallest block a site or a subscriber gets: an attacker holds all of
+    it), an IPv4-mapped IPv6 address as the IPv4 one. Anything else as it is."""
+    if ":" not in ip:
+        return ip
+    try:
+        address = ipaddress.IPv6Address(ip.partition("%")[0])  # no scope: fe80::1%eth0
+    except ValueError:
+        return ip
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
 def raise_fd_limit():

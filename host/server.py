@@ -23,7 +23,7 @@ from shared.framing import StreamFramer
 from shared.realm import DeviceReportPacket, RealmConnection
 from shared.events import Closed, LoginRequest, ProxyPassPacket, PeerKeyRequestPacket
 from host import logs, realmdir
-from host.listener import Listener, error_frame, refuse, tcp_acked
+from host.listener import Listener, address_group, error_frame, refuse, tcp_acked
 from host.login import Decision, LoginDecider
 from host.ratelimit import LoginLimiter
 from host.registry import id_text, label
@@ -214,16 +214,18 @@ class RealmServer:
 
     def adopt_tcp(self, sock, address):
         """A TCP connection the listener accepted: give it a transport and a Link, unless
-        its address has its share of connections in the handshake already."""
-        if not self.admit(address[0]):
+        its address (an IPv6 one: its /64) has its share of connections in the handshake
+        already."""
+        source = address_group(address[0])
+        if not self.admit(source):
             refuse(sock, _OVER_SHARE_FRAME)
             return
         self.adopting += 1
-        self.spawn(self._adopt(sock, address[0]))
+        self.spawn(self._adopt(sock, source))
 
     async def _adopt(self, sock, source):
         try:
-            await self.loop.connect_accepted_socket(lambda: _TcpProtocol(self), sock)
+            await self.loop.connect_accepted_socket(lambda: _TcpProtocol(self, source), sock)
         except OSError:  # gone before it got its transport
             sock.close()
             self._leave_share(source)
@@ -584,15 +586,16 @@ class Link:
 
 
 class _TcpProtocol(asyncio.Protocol):
-    def __init__(self, realm):
+    def __init__(self, realm, source):
         self.realm = realm
+        self.source = source  # what the per-address limits count it under
         self.link = None
 
     def connection_made(self, transport):
         peer = transport.get_extra_info("peername") or ("?", 0)
         sock = transport.get_extra_info("socket")
         self.link = self.realm.open_link(
-            transport, "%s:%d" % (peer[0], peer[1]), StreamFramer(), source=peer[0],
+            transport, "%s:%d" % (peer[0], peer[1]), StreamFramer(), source=self.source,
             admitted=True, acked=lambda: tcp_acked(sock))
 
     def data_received(self, data):

@@ -20,10 +20,11 @@ from shared.events import DeliveryPacket, ProxyPassPacket, Welcomed
 from shared.framing import StreamFramer
 from host import logs
 from host.inprocess import InProcessRealm
-from host.listener import Listener
+from host.listener import Listener, address_group
 from host.registry import Registry
 from host.store import LocalStore
 from tests.realm_helpers import RawDevice, RealmProcess, checked_realm, hello_bytes, run_cli
+from tools.harness import free_port
 
 
 @pytest.fixture(scope="module")
@@ -284,6 +285,85 @@ def test_a_connection_gets_a_short_deadline_for_its_hello(tmp_path):
         realm.wait_log("TIMEOUT no Hello in time")
         device_id, token = realm.add_device()  # a device that sends its Hello at once
         RawDevice(realm.port, device_id, token).handshake()
+    finally:
+        assert realm.stop() == 0
+    realm.assert_clean_log()
+
+
+# -- IPv6 addresses counted by /64 --------------------------------------------------------------
+@pytest.mark.parametrize("ip, group", [
+    ("127.0.0.1", "127.0.0.1"),                                  # IPv4: the address
+    ("2001:db8:1:2::1", "2001:db8:1:2::/64"),                    # IPv6: its /64
+    ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+    ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+    ("::ffff:10.1.2.3", "10.1.2.3"),                             # IPv4-mapped: as IPv4
+    ("::1", "::/64"),
+    ("fe80::1%eth0", "fe80::/64"),                               # a scope: dropped
+    ("/dev/ttyUSB0", "/dev/ttyUSB0"),                            # not an IP: as it is
+])
+def test_per_address_limits_count_an_ipv6_address_by_its_64(ip, group):
+    assert address_group(ip) == group
+
+
+def test_the_handshake_share_and_login_limits_of_an_ipv6_peer_are_its_64s():
+    """Connections from 40 addresses of one /64 share one address's share (32); one from
+    the next /64 and an IPv4-mapped one are let in; what the login limits count each
+    link under (its `source`) is the /64. Accepted sockets are handed over as the
+    listener would, with the peer addresses an attacker's /64 would show."""
+    async def body():
+        async with InProcessRealm() as realm:
+            server = realm.server
+            peers, refused = [], 0
+            addresses = ["2001:db8:1:2::%x" % i for i in range(1, 41)] + \
+                        ["2001:db8:1:3::1", "::ffff:127.0.0.9"]
+            for ip in addresses:
+                ours, theirs = socket.socketpair()
+                ours.setblocking(False)
+                server.adopt_tcp(ours, (ip, 4000, 0, 0))
+                peers.append(theirs)
+            while server.adopting or server.stats.connects < 34:
+                await asyncio.sleep(0.01)
+            for sock in peers[:40]:
+                sock.setblocking(False)
+                try:
+                    data = sock.recv(4096)
+                except BlockingIOError:
+                    continue
+                assert [codec.decode(p)[1][0] for p in StreamFramer().feed(data)] == [DENIED]
+                refused += 1
+            sources = sorted({link.source for link in server.links})
+            for sock in peers:
+                sock.close()
+            return refused, len(server.links), sources
+
+    refused, links, sources = asyncio.run(body())
+    assert refused == 40 - 32
+    assert links == 32 + 2
+    assert sources == ["127.0.0.9", "2001:db8:1:2::/64", "2001:db8:1:3::/64"]
+
+
+def ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine")
+def test_a_realm_on_ipv6_counts_its_peers_by_64(tmp_path):
+    """`realm serve` on [::1]: 40 idle connections from ::1 fill the share of ::/64 and
+    the rest are refused, as one IPv4 address's would be."""
+    port = free_port()
+    realm = RealmProcess(tmp_path / "data", "--listen", "[::1]:%d" % port)
+    try:
+        flood = [socket.create_connection(("::1", port)) for _ in range(40)]
+        refused = denied(flood, 40 - 32)
+        realm.wait_log("::/64 has 32 connections in the handshake, its share")
+        for sock in flood:
+            sock.close()
+        assert len(refused) == 40 - 32
     finally:
         assert realm.stop() == 0
     realm.assert_clean_log()
