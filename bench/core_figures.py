@@ -7,7 +7,7 @@ from binascii import unhexlify
 
 sys.path.insert(0, sys.argv[1])
 
-from shared import codec, crypto, ed25519  # noqa: E402
+from shared import codec, crypto, ed25519, protocol  # noqa: E402
 from shared.device import DeviceConnection  # noqa: E402
 from shared.events import LoginRequest  # noqa: E402
 from shared.framing import StreamFramer  # noqa: E402
@@ -65,7 +65,8 @@ def handshake(pinned, dh2, bound):
         for ev in realm.receive_data(out, 0):
             if isinstance(ev, LoginRequest):
                 bound[ev.device_id] = ev.device_public
-                realm.accept_login("bench", 30, 4096)
+                realm.accept_login("bench", protocol.DEFAULT_HEARTBEAT_S,
+                                   protocol.DEFAULT_MAX_PACKET)
         back = realm.data_to_send()
         start = now_us()
         events = device.receive_data(back, 0)

@@ -25,6 +25,7 @@ sys.path.insert(0, ROOT)
 
 from bench.realm_clients import BenchDevice, Fleet, Identity, Pair, connect_many  # noqa: E402
 from host.registry import Registry  # noqa: E402
+from host.server import Config  # noqa: E402
 from tools.harness import RealmProcess, cpu_seconds, free_port, realm_command  # noqa: E402
 from shared.errors import ProtocolError  # noqa: E402
 
@@ -45,6 +46,8 @@ def wait_port(port, proc, timeout=10):
             time.sleep(0.05)
     raise RuntimeError("server not listening on %d" % port)
 
+
+DEFAULTS = Config()  # `realm serve`'s
 
 # Long timers, many handshakes at once: the benchmark's load is not an attack.
 BENCH_SETTINGS = ("--heartbeat", "3600", "--handshake-timeout", "120", "--max-handshakes",
@@ -458,8 +461,10 @@ async def realm_phases(workdir, sessions, token_devices, rounds, pairs, per_pair
     finally:
         realm.stop(timeout=60)
     # The realm's own handshake limits, as `realm serve` runs by default.
-    realm = bench_realm(workdir, "--open-enrolment", "--handshake-timeout", "30",
-                        "--max-handshakes", "256", "--max-handshakes-per-address", "32")
+    realm = bench_realm(workdir, "--open-enrolment",
+                        "--handshake-timeout", DEFAULTS.handshake_timeout_s,
+                        "--max-handshakes", DEFAULTS.max_handshakes,
+                        "--max-handshakes-per-address", DEFAULTS.max_handshakes_per_address)
     try:
         figures["flood"] = await login_under_flood(realm, flood, flood_logins)
     finally:

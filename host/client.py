@@ -319,7 +319,7 @@ class RealmClient:
     whenever the link ends, until it is closed or the realm refuses it (a refusal is
     raised by start() and by every later call). docs/HOST_API.md.
 
-        async with RealmClient(device_id, token, realm=("127.0.0.1", 7711)) as device:
+        async with RealmClient(device_id, token, realm=("192.168.1.20", DEFAULT_PORT)) as device:
             async for message in device.messages():
                 await device.send(message.peer, b"got it")
 

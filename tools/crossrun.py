@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from binascii import hexlify
 
-from shared import codec
+from shared import codec, protocol
 from shared.e2e import E2E
 from shared.events import LoginRequest, PeerKeyRequestPacket, ProxyPassPacket
 from shared.framing import StreamFramer
@@ -73,7 +73,8 @@ def _serve(proc, device_id, realm, peer, peer_e2e, bound, sent_ids):
         for ev in realm.receive_data(frame, 0):
             if isinstance(ev, LoginRequest):
                 bound.setdefault(ev.device_id, ev.device_public)
-                realm.accept_login("cross", 30, 4096)
+                realm.accept_login("cross", protocol.DEFAULT_HEARTBEAT_S,
+                                   protocol.DEFAULT_MAX_PACKET)
             elif isinstance(ev, PeerKeyRequestPacket):
                 realm.send_peer_key(ev.peer, peer[2] if ev.peer == peer[0] else None)
             elif isinstance(ev, ProxyPassPacket):
