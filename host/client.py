@@ -110,6 +110,12 @@ class HostDevice:
         self._close_transport = transport.close
         return await self._handshake(StreamFramer(), "tcp")
 
+    async def connect(self, realm, serial=None, baud=115200):
+        """Over the serial port `serial` if given, else over TCP to `realm` (host, port)."""
+        if serial:
+            return await self.connect_serial(serial, baud)
+        return await self.connect_tcp(*realm)
+
     async def connect_serial(self, path, baud=115200):
         port = serial.Serial(path, baud, timeout=0)
         stream = FdStream(self.loop, port.fileno(), self._received,
@@ -339,9 +345,7 @@ class RealmClient:
         self.device_id = str(uuid.UUID(bytes=device_id))
         self._state = DeviceState.load(state, device_id) if state else DeviceState(device_id)
         self._token = token
-        self._realm = realm
-        self._serial = serial
-        self._baud = baud
+        self._address = (realm, serial, baud)  # HostDevice.connect's
         self._repin = repin
         self._handshake_timeout_s = handshake_timeout_s
         self._on_status = on_status
@@ -363,7 +367,8 @@ class RealmClient:
 
     @property
     def where(self):
-        return "serial %s" % self._serial if self._serial else "%s:%d" % self._realm
+        realm, serial, _baud = self._address
+        return "serial %s" % serial if serial else "%s:%d" % realm
 
     async def start(self):
         """Connect, and keep connected from now on; returns once online (it waits for
@@ -495,10 +500,7 @@ class RealmClient:
 
     async def _connect(self):
         self._dispatch_pending()
-        if self._serial:
-            await self.device.connect_serial(self._serial, self._baud)
-        else:
-            await self.device.connect_tcp(*self._realm)
+        await self.device.connect(*self._address)
 
     async def _pump(self):
         """Dispatch the session's events until it closes; its error."""

@@ -18,6 +18,7 @@ a 90 s silence limit or a 60 s rate-limit block is tested in milliseconds.
 import asyncio
 import heapq
 import itertools
+import selectors
 import time
 
 from shared import codec, crypto
@@ -31,6 +32,22 @@ from host.server import Config, RealmServer
 
 
 MAX_TIMERS_PER_ADVANCE = 10000
+IDLE_LIMIT_S = 10.0  # real seconds a VirtualTimeLoop may wait with nothing to run
+
+
+class _RealIOSelector(selectors.DefaultSelector):
+    """A VirtualTimeLoop waits in real time only for real I/O (a worker thread waking
+    the loop): a wait for a virtual timer would never end, so a long idle one raises."""
+
+    def select(self, timeout=None):
+        if timeout == 0:
+            return super().select(0)
+        events = super().select(IDLE_LIMIT_S)
+        if not events:
+            raise RuntimeError("the loop had nothing to run for %g s: the test awaits a timer "
+                               "it never advanced to, or something that never comes"
+                               % IDLE_LIMIT_S)
+        return events
 
 
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
@@ -41,7 +58,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     stamps. Nothing here waits for real time: a test that awaits a timer advances to it."""
 
     def __init__(self):
-        super().__init__()
+        super().__init__(_RealIOSelector())
         self._now = 1000.0
         self._epoch = time.time() - self._now
         self._timers = []  # (when, order, handle) of every call_at, earliest first
@@ -67,7 +84,8 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             when, _, handle = heapq.heappop(self._timers)
             if not handle.cancelled():
                 self._now = max(self._now, when)
-                await settle()
+                await asyncio.sleep(0)  # the loop moves the timer to its ready callbacks,
+                await settle()  # which run after this task's next step, at `when` still
                 fired += 1
                 if fired > MAX_TIMERS_PER_ADVANCE:  # on a real loop: a busy loop
                     raise RuntimeError("over %d timers fired within %g s: one re-arms at a "
@@ -80,6 +98,15 @@ def run_in_virtual_time(main):
     """Run the coroutine `main` on a VirtualTimeLoop; its result."""
     with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
         return runner.run(main)
+
+
+def run_in_realm(test, store=None, **settings):
+    """`await test(realm)` in an InProcessRealm (`settings`: its Config) on a
+    VirtualTimeLoop: none of the realm's timers fires unless the test advances to it."""
+    async def body():
+        async with InProcessRealm(store, **settings) as realm:
+            await test(realm)
+    run_in_virtual_time(body())
 
 
 class MemoryStore:

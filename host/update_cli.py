@@ -137,10 +137,8 @@ def _updater(args):
                         services={codec.SERVICE_UPDATE: lambda peer, data: handler[0](peer, data)})
 
     async def connect():
-        if args.serial:
-            return await asyncio.wait_for(device.connect_serial(args.serial, args.baud),
-                                          args.timeout)
-        return await asyncio.wait_for(device.connect_tcp(*args.realm), args.timeout)
+        return await asyncio.wait_for(device.connect(args.realm, args.serial, args.baud),
+                                      args.timeout)
     updater = Updater(device, connect)
     handler.append(updater.received)
     return device, updater

@@ -4,17 +4,9 @@ few of the same on a real `realm serve` over sockets."""
 from shared import codec
 from shared.errors import SESSION_REPLACED
 from shared.events import Closed
-from host.inprocess import InProcessRealm
-from tests.realm_helpers import run
+from host.inprocess import run_in_realm
 
 A, B, C = bytes([1]) * 16, bytes([2]) * 16, bytes([3]) * 16
-
-
-def in_realm(test, **settings):
-    async def body():
-        async with InProcessRealm(**settings) as realm:
-            await test(realm)
-    run(body())
 
 
 def test_a_packet_to_an_online_device_is_relayed_and_delivered():
@@ -27,7 +19,7 @@ def test_a_packet_to_an_online_device_is_relayed_and_delivered():
         assert b.received() == [(1, b"hello"), (0, b"no report wanted")]
         assert [e.peer for e in b.events if hasattr(e, "inner")] == [A, A]  # the sender
         assert a.deliveries() == [(1, codec.DELIVERED)]
-    in_realm(test)
+    run_in_realm(test)
 
 
 def test_packets_for_an_offline_device_wait_and_come_in_order_before_live_ones():
@@ -44,7 +36,7 @@ def test_packets_for_an_offline_device_wait_and_come_in_order_before_live_ones()
         await realm.settle(a, b)
         assert b.received() == [(1, b"stored 1"), (2, b"stored 2"), (3, b"stored 3"),
                                 (4, b"live")]
-    in_realm(test)
+    run_in_realm(test)
 
 
 def test_a_second_login_replaces_the_first_session():
@@ -59,7 +51,7 @@ def test_a_second_login_replaces_the_first_session():
         a.pump()
         await realm.settle(a, new)
         assert new.received() == [(1, b"to the new one")]
-    in_realm(test)
+    run_in_realm(test)
 
 
 def test_a_slow_reader_is_dropped_and_the_others_go_on():
@@ -80,4 +72,4 @@ def test_a_slow_reader_is_dropped_and_the_others_go_on():
         a.pump()
         await realm.settle(a, c)
         assert c.received() == [(9, b"still served")] and not a.link.ended
-    in_realm(test, send_limit=16 * 1024)
+    run_in_realm(test, send_limit=16 * 1024)

@@ -4,9 +4,8 @@ a target that leaves meanwhile gets them stored again; a store that fails is UNA
 import asyncio
 
 from shared import codec
-from host.inprocess import InProcessRealm, MemoryStore
+from host.inprocess import MemoryStore, run_in_realm
 from host.registry import Queued, id_text
-from tests.realm_helpers import run
 
 A, B = bytes([1]) * 16, bytes([2]) * 16
 
@@ -45,14 +44,6 @@ def stored(*msg_ids):
     return [Queued(i, A, i, b"stored %d" % i) for i in msg_ids]
 
 
-def in_realm(store, test):
-    """Run test(realm) in an InProcessRealm with `store`."""
-    async def body():
-        async with InProcessRealm(store) as realm:
-            await test(realm)
-    run(body())
-
-
 def test_live_packets_wait_for_the_stored_ones_and_follow_them_in_order():
     store = GatedStore(stored(1, 2))
 
@@ -73,7 +64,7 @@ def test_live_packets_wait_for_the_stored_ones_and_follow_them_in_order():
         a.pump()
         await realm.settle(a, b)
         assert b.received()[-1] == (5, b"live 5") and len(b.received()) == 5
-    in_realm(store, test)
+    run_in_realm(test, store)
 
 
 def test_a_target_that_leaves_while_its_packets_are_fetched_keeps_them_stored():
@@ -91,7 +82,7 @@ def test_a_target_that_leaves_while_its_packets_are_fetched_keeps_them_stored():
         assert [item.msg_id for item in store.queues[id_text(B)]] == [1, 2, 3]
         assert [(m, inner) for _, m, inner in store.enqueued] == [(3, b"live 3")]
         assert a.deliveries() == [(3, codec.QUEUED)]
-    in_realm(store, test)
+    run_in_realm(test, store)
 
 
 def test_a_packet_the_store_cannot_keep_is_unavailable_never_queued():
@@ -105,4 +96,4 @@ def test_a_packet_the_store_cannot_keep_is_unavailable_never_queued():
         await realm.settle(a)
         assert a.deliveries() == [(7, codec.UNAVAILABLE)]
         assert not a.link.ended  # the sender's session goes on
-    in_realm(store, test)
+    run_in_realm(test, store)

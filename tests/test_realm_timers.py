@@ -3,10 +3,15 @@ handshake deadlines, the heartbeat and silence limit, the login rate limit's blo
 window, the checks that forget stored packets once received. Each just under and just
 over its limit, in milliseconds. The process-level tests keep one timer on real sockets
 (tests/test_realm_hardening.py, the Hello deadline) and the firmware's heartbeats."""
+import asyncio
+
+import pytest
+
 from shared import codec, protocol
 from shared.errors import BAD_LOGIN, RATE_LIMITED, TIMEOUT
 from shared.events import Welcomed
-from host.inprocess import InProcessRealm, MemoryDevice, run_in_virtual_time
+from host import inprocess
+from host.inprocess import MemoryDevice, run_in_realm
 from host.registry import id_text
 from host.ratelimit import BLOCK_S, DEVICE_LIMIT, WINDOW_S
 from host.server import RECEIPT_CHECK_S
@@ -14,13 +19,6 @@ from host.server import RECEIPT_CHECK_S
 A, B = bytes([1]) * 16, bytes([2]) * 16
 TOKEN, WRONG = "t" * 43, "w" * 43
 EPSILON = 0.01  # s: the link's timer fires 1 ms after the core's deadline
-
-
-def in_realm(test, **settings):
-    async def body():
-        async with InProcessRealm(**settings) as realm:
-            await test(realm)
-    run_in_virtual_time(body())
 
 
 def timed_out(device, message):
@@ -39,7 +37,7 @@ def test_a_connection_that_sends_nothing_is_closed_at_the_hello_deadline():
         await realm.advance(2 * EPSILON)
         assert timed_out(silent, "no Hello in time")
         assert realm.server.stats.refusals == {"TIMEOUT": 1}
-    in_realm(test, hello_timeout_s=5, handshake_timeout_s=30)
+    run_in_realm(test, hello_timeout_s=5, handshake_timeout_s=30)
 
 
 def test_a_handshake_that_stops_after_its_hello_is_closed_at_the_handshake_deadline():
@@ -51,7 +49,7 @@ def test_a_handshake_that_stops_after_its_hello_is_closed_at_the_handshake_deadl
         assert not stalled.link.ended
         await realm.advance(2 * EPSILON)
         assert timed_out(stalled, "handshake not finished in time")
-    in_realm(test, hello_timeout_s=5, handshake_timeout_s=30)
+    run_in_realm(test, hello_timeout_s=5, handshake_timeout_s=30)
 
 
 def test_a_silent_session_is_closed_at_three_heartbeats_and_a_lively_one_stays():
@@ -66,7 +64,7 @@ def test_a_silent_session_is_closed_at_three_heartbeats_and_a_lively_one_stays()
         # Two silence limits passed: the realm kept the lively one for its heartbeats, and
         # the device kept the realm (it closes on silence too) for the realm's.
         assert not lively.link.ended and lively.closed() is None
-    in_realm(test)
+    run_in_realm(test)
 
 
 def test_the_silence_limit_is_exact():
@@ -77,7 +75,7 @@ def test_the_silence_limit_is_exact():
         assert not silent.link.ended
         await realm.advance(2 * EPSILON)
         assert timed_out(silent, "peer silent for %d s" % limit)
-    in_realm(test)
+    run_in_realm(test)
 
 
 def test_five_bad_logins_block_the_device_for_the_block_time_then_it_logs_in():
@@ -90,7 +88,7 @@ def test_five_bad_logins_block_the_device_for_the_block_time_then_it_logs_in():
         await realm.advance(2 * EPSILON)
         device = await realm.connect(A, TOKEN)
         assert device.closed() is None and device.link.device is not None
-    in_realm(test)
+    run_in_realm(test)
 
 
 def test_bad_logins_older_than_the_window_no_longer_count():
@@ -103,7 +101,7 @@ def test_bad_logins_older_than_the_window_no_longer_count():
             assert (await realm.connect(A, WRONG)).closed().code == BAD_LOGIN
         device = await realm.connect(A, TOKEN)
         assert device.closed() is None and device.link.device is not None
-    in_realm(test)
+    run_in_realm(test)
 
 
 def test_stored_packets_are_forgotten_once_the_device_is_heard_after_them():
@@ -122,4 +120,39 @@ def test_stored_packets_are_forgotten_once_the_device_is_heard_after_them():
         b.pump()
         await realm.advance(RECEIPT_CHECK_S + EPSILON, a, b)
         assert id_text(B) not in realm.store.queues
-    in_realm(test)
+    run_in_realm(test)
+
+
+def test_the_virtual_clock_moves_only_when_told_and_says_when_a_test_waits_for_nothing(
+        monkeypatch):
+    monkeypatch.setattr(inprocess, "IDLE_LIMIT_S", 0.2)
+    fired = []
+
+    async def test():
+        loop = asyncio.get_running_loop()
+        loop.call_later(30, fired.append, 30)
+        loop.call_later(10, lambda: loop.call_later(10, fired.append, 20))
+        await loop.advance(19.9, _settle)
+        assert fired == []
+        await loop.advance(0.2, _settle)  # the one set at 10 for 10 later
+        assert fired == [20]
+        await asyncio.sleep(1)  # nobody advances: this never ends
+    with pytest.raises(RuntimeError, match="nothing to run"):
+        inprocess.run_in_virtual_time(test())
+    assert fired == [20]
+
+
+def test_a_timer_that_rearms_in_the_past_is_a_busy_loop_and_said_so():
+    async def test():
+        loop = asyncio.get_running_loop()
+
+        def again():
+            loop.call_at(loop.time() - 1, again)
+        loop.call_later(1, again)
+        await loop.advance(2, _settle)
+    with pytest.raises(RuntimeError, match="re-arms at a time already past"):
+        inprocess.run_in_virtual_time(test())
+
+
+async def _settle():
+    await asyncio.sleep(0)
