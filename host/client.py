@@ -25,6 +25,10 @@ from shared.serial_framing import SerialFramer
 from host import keyfile
 from host.fdstream import FdStream
 
+# A serial link's default speed; realm serve's (host/server.py Config) and the board
+# profiles' (boards/*/board.py) are the same, and `realm send --baud` reads Config's.
+SERIAL_BAUD = 115200
+
 
 class DeviceState:
     """What a device keeps between runs. `path` None: kept in memory only."""
@@ -110,13 +114,13 @@ class HostDevice:
         self._close_transport = transport.close
         return await self._handshake(StreamFramer(), "tcp")
 
-    async def connect(self, realm, serial=None, baud=115200):
+    async def connect(self, realm, serial=None, baud=SERIAL_BAUD):
         """Over the serial port `serial` if given, else over TCP to `realm` (host, port)."""
         if serial:
             return await self.connect_serial(serial, baud)
         return await self.connect_tcp(*realm)
 
-    async def connect_serial(self, path, baud=115200):
+    async def connect_serial(self, path, baud=SERIAL_BAUD):
         port = serial.Serial(path, baud, timeout=0)
         stream = FdStream(self.loop, port.fileno(), self._received,
                           lambda why: self._lost(why, port.close))
@@ -337,7 +341,7 @@ class RealmClient:
     """
 
     def __init__(self, device_id, token, realm=("127.0.0.1", DEFAULT_PORT), state="default",
-                 serial=None, baud=115200, repin=False, handshake_timeout_s=10.0,
+                 serial=None, baud=SERIAL_BAUD, repin=False, handshake_timeout_s=10.0,
                  on_status=None, reconnect=True):
         device_id = _peer_bytes(device_id)
         if state == "default":
