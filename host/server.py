@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import signal
+import sys
 import time
 import weakref
 
@@ -23,16 +24,18 @@ from shared.framing import StreamFramer
 from shared.realm import DeviceReportPacket, RealmConnection
 from shared.events import Closed, LoginRequest, ProxyPassPacket, PeerKeyRequestPacket
 from host import logs, realmdir
-from host.listener import Listener, address_group, error_frame, refuse, tcp_acked
+from host.listener import Listener, address_group, error_frame, refuse
 from host.login import Decision, LoginDecider
 from host.ratelimit import LoginLimiter
 from host.registry import id_text, label
 from host.router import LocalRouter
 from host.store import Unavailable
+from host.tcp_transport import TcpTransport
 
 log = logs.get()
 
 STORM_LINKS = 100  # links gone since the peak that make the realm give memory back
+KEYS_IDLE_MS = 1000  # a link quiet this long drops its prepared keys until its next packet
 RECEIPT_CHECK_S = 0.05  # how often a link asks whether stored packets were received
 _OVER_SHARE = "too many connections in the handshake from your address; try again later"
 _OVER_SHARE_FRAME = error_frame(DENIED, _OVER_SHARE)
@@ -138,7 +141,6 @@ class RealmServer:
         self._unlogged_from = {}  # source address -> its links not logged in (yet)
         self._refused_from = {}   # source address over its share -> connections refused
         self.links = set()
-        self.adopting = 0  # TCP connections accepted, their Link not made yet
         self.serial_ports = []
         self.reports = {}  # device id text -> (wall time, report): the latest, for display only
         self.changes = 0  # bumped whenever what the status page lists may have changed
@@ -155,15 +157,13 @@ class RealmServer:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def open_link(self, transport, address, framer, source=None, admitted=False,
-                  acked=None):
+    def open_link(self, transport, address, framer, source=None, admitted=False):
         """`address` names the link in the logs; `source` is what the rate limit counts
         per address (the IP address for TCP), `address` itself if None. `admitted`: the
-        caller has counted it in its address's share already (`admit`). `acked()`: the
-        bytes the peer has acknowledged (TCP), if the transport can say."""
+        caller has counted it in its address's share already (`admit`)."""
         source = source or address
         over = not admitted and not self.admit(source)
-        link = Link(self, transport, address, framer, source, counted=not over, acked=acked)
+        link = Link(self, transport, address, framer, source, counted=not over)
         if over:
             link.conn.close(DENIED, _OVER_SHARE)
         link.flush()
@@ -216,21 +216,14 @@ class RealmServer:
         """A TCP connection the listener accepted: give it a transport and a Link, unless
         its address (an IPv6 one: its /64) has its share of connections in the handshake
         already."""
-        source = address_group(address[0])
+        # Interned: the devices behind one address (a NAT, a test) share the string.
+        source = sys.intern(address_group(address[0]))
         if not self.admit(source):
             refuse(sock, _OVER_SHARE_FRAME)
             return
-        self.adopting += 1
-        self.spawn(self._adopt(sock, source))
-
-    async def _adopt(self, sock, source):
-        try:
-            await self.loop.connect_accepted_socket(lambda: _TcpProtocol(self, source), sock)
-        except OSError:  # gone before it got its transport
-            sock.close()
-            self._leave_share(source)
-        finally:
-            self.adopting -= 1
+        transport = TcpTransport(self.loop, sock)
+        transport.start(self.open_link(transport, "%s:%d" % (address[0], address[1]),
+                                       StreamFramer(), source=source, admitted=True))
 
     def flush_soon(self, link):
         """Write to `link` once this loop iteration is done: a burst of packets from
@@ -277,6 +270,7 @@ class RealmServer:
         while True:
             await asyncio.sleep(min(1.0, self.config.summary_s))
             now = self.loop.time()
+            self.release_idle_keys()
             peak = max(peak, len(self.links))
             if peak - len(self.links) >= STORM_LINKS:  # a storm of connections is over
                 peak = len(self.links)
@@ -293,6 +287,14 @@ class RealmServer:
             if now - last_summary >= self.config.summary_s:
                 last_summary = now
                 self.log_summary()
+
+    def release_idle_keys(self):
+        """Links quiet for KEYS_IDLE_MS drop their prepared keys: about 4 KiB of an idle
+        session's memory, made again (tens of microseconds) by its next packet."""
+        quiet = self.now_ms() - KEYS_IDLE_MS
+        for link in self.links:
+            if link.conn.quiet_since() <= quiet:
+                link.conn.release_keys()
 
     def drop_removed_devices(self, removed):
         """Close the sessions of the devices an admin removed (None: nothing changed)."""
@@ -328,7 +330,7 @@ class Link:
     `transport` has asyncio's write/get_write_buffer_size/close/abort.
     """
 
-    def __init__(self, realm, transport, address, framer, source, counted=True, acked=None):
+    def __init__(self, realm, transport, address, framer, source, counted=True):
         self.realm = realm
         self.transport = transport
         self.address = address
@@ -350,7 +352,6 @@ class Link:
             handshake_timeout_ms=int(realm.config.handshake_timeout_s * 1000),
             hello_timeout_ms=int(realm.config.hello_timeout_s * 1000))
         self.unlogged = counted  # in its address's share of links not logged in yet
-        self.acked = acked
         self.written = 0  # bytes handed to the transport
         self._left_host = 0  # of those, gone from the transport's buffer at the last look
         self._heard_after = 0  # bytes gone before the device last sent something
@@ -497,9 +498,10 @@ class Link:
         self._receipt_timer = None
         self._left_host = self.written - self.transport.get_write_buffer_size()
         received = None
-        if self.acked is not None:
+        acked = getattr(self.transport, "acked", None)  # TCP's kernel knows
+        if acked is not None:
             try:
-                received = self.acked()
+                received = acked()
             except OSError:  # the socket is gone
                 pass
         if received is None:
@@ -585,32 +587,6 @@ class Link:
                           self.address, who, error.name, error.message, hint)
 
 
-class _TcpProtocol(asyncio.Protocol):
-    def __init__(self, realm, source):
-        self.realm = realm
-        self.source = source  # what the per-address limits count it under
-        self.link = None
-
-    def connection_made(self, transport):
-        peer = transport.get_extra_info("peername") or ("?", 0)
-        sock = transport.get_extra_info("socket")
-        self.link = self.realm.open_link(
-            transport, "%s:%d" % (peer[0], peer[1]), StreamFramer(), source=self.source,
-            admitted=True, acked=lambda: tcp_acked(sock))
-
-    def data_received(self, data):
-        self.link.data_received(data)
-
-    def connection_lost(self, exc):
-        self.link.transport_lost(exc)
-        # asyncio's socket transport keeps a bound method of itself (CPython 3.11's
-        # _read_ready_cb): a cycle that would keep each ended transport and its socket
-        # object until the collector runs. Nothing reads from it any more.
-        transport = self.link.transport
-        if getattr(transport, "_read_ready_cb", None) is not None:
-            transport._read_ready_cb = None
-
-
 async def serve(config, store, keypair, ready=None, make_router=None):
     """Run until SIGINT or SIGTERM. `ready(realm)` is called once listening."""
     from host.serial_link import SerialPort
@@ -622,7 +598,7 @@ async def serve(config, store, keypair, ready=None, make_router=None):
     try:
         await realm.router.start()
         server = Listener(realm.loop, config.host, config.port, realm.adopt_tcp,
-                          lambda: len(realm.links) + realm.adopting)
+                          lambda: len(realm.links))
     except BaseException:
         await store.stop()
         raise

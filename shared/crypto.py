@@ -128,64 +128,93 @@ ct_equal = compat.compare_digest or _ct_equal
 
 
 class _Keys:
-    """One direction's (enc, mac) keys, prepared once for many packets."""
+    """One direction's (enc, mac) keys, prepared for many packets: the AES context and
+    HMAC's padded keys. Releasable keys (the realm's sessions) keep the raw keys and
+    prepare at their first packet; release() drops what was prepared (about 2 KiB on
+    CPython) until the next one, so an idle session holds only its 64 bytes of keys."""
 
-    def __init__(self, enc, mac):
+    __slots__ = ("ctr", "pads", "_raw")
+
+    def __init__(self, enc, mac, releasable=False):
+        if releasable:
+            if len(enc) != 32:
+                raise ValueError("AES-256 takes a 32-byte key")
+            self._raw = enc + mac  # one object, not three
+            self.ctr = self.pads = None
+        else:  # no _raw: a device never releases, and each attribute costs it heap
+            self._prepare(enc, mac)
+
+    def _prepare(self, enc, mac):
         self.ctr = _ctr(enc)
         self.pads = _hmac_pads(mac)
 
-    def seal(self, n, ad, plaintext):
-        nonce = struct.pack(">Q", n)
+    def _prepare_again(self):
+        raw = self._raw
+        self._prepare(raw[:32], raw[32:])
+
+    def release(self):
+        """Forget the prepared keys (releasable keys only) until the next packet."""
+        self.ctr = self.pads = None
+
+
+class Sealer(_Keys):
+    """One sending direction: seals with nonces 0, 1, 2, ..."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, enc, mac, releasable=False):
+        _Keys.__init__(self, enc, mac, releasable)
+        self.n = 0
+
+    def seal(self, ad, plaintext):
+        """body = n:u64 | AES-256-CTR(enc, n:u64|0:u64, plaintext) | HMAC(mac, ad|n|ct)[:16]."""
+        if self.ctr is None:
+            self._prepare_again()
+        nonce = struct.pack(">Q", self.n)
         ct = self.ctr(nonce + _ZERO8, plaintext)
+        self.n += 1
         return b"".join((nonce, ct, _hmac(self.pads, ad, nonce, ct)[:_TAG_SIZE]))
 
-    def open(self, ad, body, last):
-        """(n, plaintext) of body; n must be above last (None: any n)."""
+
+class Opener(_Keys):
+    """One receiving direction: accepts only nonces above the last accepted (gaps allowed)."""
+
+    __slots__ = ("last",)
+
+    def __init__(self, enc, mac, releasable=False):
+        _Keys.__init__(self, enc, mac, releasable)
+        self.last = None
+
+    def open(self, ad, body):
+        """The plaintext of body, its nonce above `last` (then `last`); else
+        ProtocolError(MALFORMED)."""
         if len(body) < _MIN_BODY:
             raise ProtocolError(MALFORMED, "sealed body under 24 bytes")
         n = struct.unpack_from(">Q", body, 0)[0]
-        if last is not None and n <= last:
-            raise ProtocolError(MALFORMED, "nonce %d not above %d" % (n, last))
+        if self.last is not None and n <= self.last:
+            raise ProtocolError(MALFORMED, "nonce %d not above %d" % (n, self.last))
+        if self.ctr is None:
+            self._prepare_again()
         body = memoryview(body)
         end = len(body) - _TAG_SIZE
         nonce = body[:8]
         ct = body[8:end]
         if not ct_equal(_hmac(self.pads, ad, nonce, ct)[:_TAG_SIZE], body[end:]):
             raise ProtocolError(MALFORMED, "bad tag")
-        return n, self.ctr(bytes(nonce) + _ZERO8, ct)
+        self.last = n
+        return self.ctr(bytes(nonce) + _ZERO8, ct)
 
 
 def seal(enc, mac, n, ad, plaintext):
-    """body = n:u64 | AES-256-CTR(enc, n:u64|0:u64, plaintext) | HMAC(mac, ad|n|ct)[:16]."""
-    return _Keys(enc, mac).seal(n, ad, plaintext)
+    """A sealed body with nonce n (see Sealer.seal)."""
+    sealer = Sealer(enc, mac)
+    sealer.n = n
+    return sealer.seal(ad, plaintext)
 
 
 def open_body(enc, mac, ad, body):
     """(n, plaintext) of a sealed body; ProtocolError(MALFORMED) if it does not open.
     No nonce policy: that is Opener's."""
-    return _Keys(enc, mac).open(ad, body, None)
-
-
-class Sealer:
-    """One sending direction: seals with nonces 0, 1, 2, ..."""
-
-    def __init__(self, enc, mac):
-        self._keys = _Keys(enc, mac)
-        self.n = 0
-
-    def seal(self, ad, plaintext):
-        body = self._keys.seal(self.n, ad, plaintext)
-        self.n += 1
-        return body
-
-
-class Opener:
-    """One receiving direction: accepts only nonces above the last accepted (gaps allowed)."""
-
-    def __init__(self, enc, mac):
-        self._keys = _Keys(enc, mac)
-        self.last = None
-
-    def open(self, ad, body):
-        self.last, plaintext = self._keys.open(ad, body, self.last)
-        return plaintext
+    opener = Opener(enc, mac)
+    plaintext = opener.open(ad, body)
+    return opener.last, plaintext

@@ -4,6 +4,7 @@ few of the same on a real `realm serve` over sockets."""
 from shared import codec
 from shared.errors import SESSION_REPLACED
 from shared.events import Closed
+from host import server
 from host.inprocess import run_in_realm
 
 A, B, C = bytes([1]) * 16, bytes([2]) * 16, bytes([3]) * 16
@@ -73,3 +74,21 @@ def test_a_slow_reader_is_dropped_and_the_others_go_on():
         await realm.settle(a, c)
         assert c.received() == [(9, b"still served")] and not a.link.ended
     run_in_realm(test, send_limit=16 * 1024)
+
+
+def test_quiet_sessions_drop_their_prepared_keys_and_relay_the_next_packet(monkeypatch):
+    async def test(realm):
+        a, b = await realm.log_in(A), await realm.log_in(B)
+        monkeypatch.setattr(server, "KEYS_IDLE_MS", 0)  # every session counts as quiet
+        realm.server.release_idle_keys()
+        for link in (a.link, b.link):
+            assert link.conn._sealer.ctr is None and link.conn._opener.ctr is None
+        a.conn.send_proxy(B, 1, b"after a quiet while")
+        a.pump()
+        await realm.settle(a, b)
+        assert b.received() == [(1, b"after a quiet while")]
+        assert a.deliveries() == [(1, codec.DELIVERED)]
+        monkeypatch.setattr(server, "KEYS_IDLE_MS", 60000)  # busy: kept
+        realm.server.release_idle_keys()
+        assert a.link.conn._opener.ctr is not None and b.link.conn._sealer.ctr is not None
+    run_in_realm(test)

@@ -221,3 +221,25 @@ def test_open_garbage():
     enc, mac = bytes(32), bytes(32)
     for body in (b"", bytes(23), bytes(24), bytes(100)):
         expect_error("MALFORMED", crypto.open_body, enc, mac, b"\x02\x00", body)
+
+
+def test_releasable_keys_seal_and_open_the_same_across_releases():
+    """The realm's keys (releasable: prepared at their first packet, dropped by release())
+    give the same bodies as kept ones, and keep their nonces and nonce rule."""
+    enc, mac = bytes(range(32)), bytes(range(32, 64))
+    kept = crypto.Sealer(enc, mac)
+    sealer = crypto.Sealer(enc, mac, True)
+    opener = crypto.Opener(enc, mac, True)
+    opener.release()  # before any packet: nothing prepared yet
+    bodies = []
+    for i in range(4):
+        body = sealer.seal(b"\x02\x07", b"packet %d" % i)
+        eq(body, kept.seal(b"\x02\x07", b"packet %d" % i), "same body %d" % i)
+        eq(opener.open(b"\x02\x07", body), b"packet %d" % i, "opened %d" % i)
+        bodies.append(body)
+        if i % 2:
+            sealer.release()
+            opener.release()
+    eq(sealer.n, 4, "nonces go on after a release")
+    expect_error("MALFORMED", opener.open, b"\x02\x07", bodies[1])  # a replay, after release
+    expect_error("MALFORMED", opener.open, b"\x02\x08", sealer.seal(b"\x02\x07", b"x"))

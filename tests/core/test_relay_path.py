@@ -124,3 +124,25 @@ def test_send_proxy_sends_what_the_codec_encodes():
     events = device.receive_data(raw, 0)
     eq([(bytes(e.peer), e.msg_id, bytes(e.inner)) for e in events], [(PEER, 7, b"inner")],
        "the device reads it")
+
+
+def test_released_keys_give_the_same_packets_and_bytes():
+    """A session whose prepared keys the realm dropped (release_keys, for quiet sessions)
+    opens, relays and seals exactly as one that kept them."""
+    device, kept, released = _pair()
+    raws = []
+    for i in range(3):
+        device.send_proxy(PEER, i, b"inner %d" % i)
+        raws.append(device.data_to_send())
+    for raw in raws:
+        released.release_keys()
+        got, want = [], []
+        eq(_outcome(released.receive_relay(raw, 0, lambda *f: got.append(f)), got),
+           _outcome(kept.receive_relay(raw, 0, lambda *f: want.append(f)), want), "opened")
+        released.release_keys()
+        released.send_proxy(PEER, 5, b"back")
+        kept.send_proxy(PEER, 5, b"back")
+        eq(released.data_to_send(), kept.data_to_send(), "sealed")
+    released.release_keys()
+    events = released.receive_relay(raws[0], 0, lambda *f: None)
+    eq(events[0].error.code, MALFORMED, "a replay is still refused")
