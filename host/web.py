@@ -166,7 +166,7 @@ class HttpApi:
             await self.view.refresh()
             self._respond(writer, 200, _json(self.view.rows), "application/json", head)
         elif path == "/metrics":
-            await self.view.refresh()
+            await self.view.refresh(rows=False)
             self._respond(writer, 200, self.metrics.render(), CONTENT_TYPE_LATEST, head)
         elif path == "/api/events":
             await self._stream(reader, writer, head)
@@ -228,9 +228,12 @@ class HttpApi:
             await asyncio.sleep(1.0)
             try:
                 self.view.rates.sample(self.realm.stats)
-                await self.view.refresh()
                 if self._streams:
+                    await self.view.refresh()
                     self._feed()
+                else:
+                    self.view.forget_rows()
+                    await self.view.refresh(rows=False)
             except Exception:  # never let the page's feed die quietly
                 log.exception("status feed failed")
 
