@@ -81,8 +81,12 @@ async def handshakes(realm, devices, rounds):
              1e6 * again_cpu / len(again))]
 
 
+IDLE_S = 2.5  # past host/server.py's KEYS_IDLE_MS and its next sweep: the sessions are idle
+
+
 async def sessions_memory(realm, steps):
-    """Realm RSS per idle authenticated session, with the handshake rate of first contact."""
+    """Realm RSS per idle authenticated session (measured IDLE_S after the last login),
+    with the handshake rate of first contact."""
     warm = await connect_many(realm.port, [Identity()], 1)
     await asyncio.sleep(0.3)
     base = realm.rss()
@@ -91,7 +95,7 @@ async def sessions_memory(realm, steps):
         fresh = [Identity() for _ in range(total - len(held))]
         new, wall, cpu = await measure(realm, connect_many(realm.port, fresh, 64))
         held += new
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(IDLE_S)
         rows.append((total, (realm.rss() - base) / total, len(fresh) / wall,
                      1e6 * cpu / len(fresh)))
     for device in held:
@@ -402,8 +406,10 @@ def main():
     p.add_argument("--no-mosquitto", action="store_true")
     p.add_argument("--fleet", type=int, help="devices in the restart phase (default 10000, "
                    "--quick 200)")
-    p.add_argument("--only", choices=("fleet", "watched"), help="run only this phase (watched: "
-                   "the relay with and without the status page open and /metrics scraped)")
+    p.add_argument("--only", choices=("fleet", "watched", "relay", "sessions"),
+                   help="run only this phase (watched: the relay with and without the status "
+                   "page open and /metrics scraped; relay: 1 publisher -> 1 subscriber beside "
+                   "mosquitto with TLS off and on; sessions: RSS per idle session)")
     args = p.parse_args()
     q = args.quick
     sessions = (100, 300) if q else (1000, 5000, 10000)
@@ -422,6 +428,14 @@ def main():
         if args.only == "fleet":
             report_fleet(asyncio.run(fleet_restart(workdir, fleet)), fleet)
             return
+        if args.only == "relay":
+            realm = asyncio.run(one_to_one_only(workdir, one_to_one))
+            report_one_to_one(realm, broker_phase(workdir, one_to_one, args.no_mosquitto),
+                              one_to_one)
+            return
+        if args.only == "sessions":
+            report_sessions(asyncio.run(sessions_only(workdir, sessions)))
+            return
         if args.only == "watched":
             report_watched(asyncio.run(watched_only(workdir, pairs, per_pair, 1 if q else 7)),
                            pairs)
@@ -430,14 +444,7 @@ def main():
                                            per_pair, one_to_one, pings, 1 if q else 5,
                                            1 if q else 10, flood, flood_logins))
         figures["fleet"] = asyncio.run(fleet_restart(workdir, fleet))
-        broker = []
-        if not args.no_mosquitto and ensure_mosquitto():
-            for tls in (False, True):
-                broker.append(("mosquitto QoS 0, TLS %s" % ("on" if tls else "off"),)
-                              + mosquitto(workdir, one_to_one, tls))
-        elif not args.no_mosquitto:
-            print("mosquitto unavailable: broker comparison skipped")
-        report(figures, broker, one_to_one)
+        report(figures, broker_phase(workdir, one_to_one, args.no_mosquitto), one_to_one)
         report_fleet(figures["fleet"], fleet)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -483,6 +490,34 @@ async def realm_phases(workdir, sessions, token_devices, rounds, pairs, per_pair
     return figures
 
 
+def broker_phase(workdir, count, skip):
+    """[(name, msgs/s, broker CPU us per message)] for mosquitto with TLS off and on."""
+    broker = []
+    if not skip and ensure_mosquitto():
+        for tls in (False, True):
+            broker.append(("mosquitto QoS 0, TLS %s" % ("on" if tls else "off"),)
+                          + mosquitto(workdir, count, tls))
+    elif not skip:
+        print("mosquitto unavailable: broker comparison skipped")
+    return broker
+
+
+async def one_to_one_only(workdir, count):
+    realm = bench_realm(workdir, "--open-enrolment")
+    try:
+        return await relay(realm, 1, count, 1024)
+    finally:
+        realm.stop(timeout=60)
+
+
+async def sessions_only(workdir, steps):
+    realm = bench_realm(workdir, "--open-enrolment")
+    try:
+        return await sessions_memory(realm, steps)
+    finally:
+        realm.stop(timeout=60)
+
+
 async def watched_only(workdir, pairs, per_pair, rounds):
     realm = RealmProcess(workdir, "--open-enrolment")
     try:
@@ -507,12 +542,7 @@ def report(f, broker, one_to_one):
     print("%-50s %12s %14s" % ("handshakes", "per second", "realm CPU us"))
     for name, rate, cpu in f["handshakes"]:
         print("%-50s %12.0f %14.0f" % (name, rate, cpu))
-    print()
-    print("%-50s %12s %14s %14s" % ("idle authenticated sessions", "RSS/session",
-                                    "handshakes/s", "realm CPU us"))
-    for total, per_session, rate, cpu in f["sessions"]:
-        print("%-50s %10.1f KiB %14.0f %14.0f" % ("%d sessions (first contact, open enrolment)"
-                                                 % total, per_session / 1024, rate, cpu))
+    report_sessions(f["sessions"])
     times, refused = f["flood"]
     print()
     print("%-50s %12s %14s %8s %8s" % ("login under a connection flood", "logins", "refused",
@@ -541,10 +571,23 @@ def report(f, broker, one_to_one):
         adds, lists), "-", "-", percentile(loaded, 50) / 1e6, percentile(loaded, 99) / 1e6))
     print("%-50s %12s %14s %8s %8.2f" % ("p99 with admin loops / p99 quiet", "", "", "",
                                          percentile(loaded, 99) / percentile(quiet, 99)))
-    rate, cpu, _ = f["one_to_one"]
+    report_one_to_one(f["one_to_one"], broker, one_to_one)
+
+
+def report_sessions(rows):
+    print()
+    print("%-50s %12s %14s %14s" % ("idle authenticated sessions", "RSS/session",
+                                    "handshakes/s", "realm CPU us"))
+    for total, per_session, rate, cpu in rows:
+        print("%-50s %10.1f KiB %14.0f %14.0f" % ("%d sessions (first contact, open enrolment)"
+                                                 % total, per_session / 1024, rate, cpu))
+
+
+def report_one_to_one(realm, broker, count):
+    rate, cpu, _ = realm
     print()
     print("%-50s %12s %14s %10s" % ("1 publisher -> 1 subscriber, %d messages of %d B"
-                                    % (one_to_one, PAYLOAD), "msgs/s", "server CPU us",
+                                    % (count, PAYLOAD), "msgs/s", "server CPU us",
                                     "CPU ratio"))
     print("%-50s %12.0f %14.1f %10s" % ("realm (hops sealed, e2e inner opaque)", rate, cpu,
                                         "1.00"))
