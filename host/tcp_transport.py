@@ -23,7 +23,8 @@ _AGAIN = (BlockingIOError, InterruptedError)
 
 
 class TcpTransport:
-    __slots__ = ("_loop", "_sock", "_fd", "_link", "_pending", "_closing", "_closed")
+    __slots__ = ("_loop", "_sock", "_fd", "_link", "_pending", "_closing", "_closed",
+                 "__weakref__")  # the hardening tests watch transports end
 
     def __init__(self, loop, sock):
         """`sock`: connected and non-blocking. Reading starts with start(link)."""
