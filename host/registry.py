@@ -118,6 +118,11 @@ class Registry:
             for statement in _SCHEMA:
                 self.db.execute(statement)
             self.db.execute("PRAGMA user_version=%d" % SCHEMA_VERSION)
+        # One cursor for the lookups made for every connection: Connection.execute makes
+        # a cursor each time, and sqlite3 keeps a weak reference to each of them until
+        # it sweeps every 200 cursors; a storm's last 200 then sat in fresh allocator
+        # arenas and kept them.
+        self._lookup = self.db.cursor()
 
     def close(self):
         self.db.close()
@@ -138,7 +143,7 @@ class Registry:
 
     def data_version(self):
         """Changes whenever another connection (an admin command) commits."""
-        return self.db.execute("PRAGMA data_version").fetchone()[0]
+        return self._lookup.execute("PRAGMA data_version").fetchone()[0]
 
     # -- devices ---------------------------------------------------------------
 
@@ -236,13 +241,13 @@ class Registry:
         return cur.rowcount == 1
 
     def device(self, device_id):
-        row = self.db.execute(
+        row = self._lookup.execute(
             "SELECT id, name, token_hash, bound_key, created, last_seen, online "
             "FROM devices WHERE id = ?", (device_id,)).fetchone()
         return Device(*row) if row else None
 
     def bound_key(self, device_id):
-        row = self.db.execute("SELECT bound_key FROM devices WHERE id = ?",
+        row = self._lookup.execute("SELECT bound_key FROM devices WHERE id = ?",
                               (device_id,)).fetchone()
         return bytes(row[0]) if row and row[0] is not None else None
 
