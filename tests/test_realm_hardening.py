@@ -508,27 +508,33 @@ def rss_mb(pid):
         return [int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:")][0]
 
 
-def test_memory_after_storms_of_hostile_connections_does_not_pile_up(tmp_path):
-    """Three storms of 1,500 connections sending junk: what the first one leaves in RSS,
-    the next ones reuse (before, each added its own, and none came back)."""
+def test_memory_comes_back_after_storms_of_hostile_connections(tmp_path):
+    """Three storms of 1,500 connections sending junk, each followed by 3 s of rest: RSS
+    comes back to within 4 MB of the fresh realm's (10 % of its 40 MB) after each, and the
+    storms do not add up. What stays is pymalloc's: an arena (1 MiB) is given back only
+    when empty, and the realm's own steady allocations (timers, the status page's samples)
+    land in the storm's freed pools; the next storm reuses them. Before, the storm's dead
+    links waited for the cycle collector (reference cycles), the storm took twice the
+    memory, and RSS stayed +4 to +6 MB up, more after each storm."""
     realm = RealmProcess(tmp_path / "data", "--max-handshakes-per-address", "100000")
     rng = random.Random(13)
     rested = []
     try:
         time.sleep(0.5)
         start = rss_mb(realm.proc.pid)
-        for _ in range(3):
+        for n in range(1, 4):
             storm = idle_flood(realm.port, flood_size(1500),
                                ["127.0.4.%d" % i for i in range(1, 9)],
                                first_bytes=[hello_bytes() + rng.randbytes(2000),
                                             b"\x0f\xa0" + rng.randbytes(3000), rng.randbytes(200)])
-            realm.wait_log("connect ", count=len(storm))
+            realm.wait_log(" connect 127.0.4.", count=len(storm) * n, timeout=30)
             for sock in storm:
                 sock.close()
-            time.sleep(2.5)  # the realm sees the storm is over within a second or two
+            time.sleep(3)  # the realm sees the storm is over within a second or two
             rested.append(rss_mb(realm.proc.pid))
     finally:
         assert realm.stop() == 0
-    print("RSS %.1f MB at start, %s MB after each storm" % (
-        start, ", ".join("%.1f" % r for r in rested)))
-    assert rested[2] - start <= (rested[0] - start) + 3  # before: +6 MB and more
+    print("RSS %.1f MB at start, %s MB above it after each storm" % (
+        start, ", ".join("%+.1f" % (r - start) for r in rested)))
+    assert max(rested) - start <= 4.0
+    assert rested[2] - rested[0] <= 1.0
