@@ -6,6 +6,7 @@ import ast
 import json
 import os
 import sys
+import time
 
 import pytest
 
@@ -14,7 +15,7 @@ from firmware.config import ConfigError, load, validate
 from firmware.store import Store, StoreError
 from tools.build import build, profile
 from tools.flash import ampy_commands, files_to_copy, mpremote_commands
-from tools.simproc import SimDevice
+from tools.simproc import ROOT, SimDevice
 
 DEVICE_ID = "12345678-1234-5678-9abc-def012345678"
 
@@ -246,3 +247,41 @@ def test_assert_quiet_fails_when_the_device_died_instead(tmp_path):
         device.assert_quiet(r": connecting", 1)
     with pytest.raises(AssertionError, match="unexpected line 'realm: booting'"):
         device.assert_quiet(r"booting", 1)
+
+
+def test_a_device_killed_and_started_again_is_waited_for(tmp_path):
+    # The killed process's reader ends (here held up by its last line, as on a loaded
+    # machine) while the new process starts (slowly): it must not mark the new run as
+    # ended, or every wait on the new run fails at once with nothing printed.
+    class Slow(SimDevice):
+        def command_line(self, extra):
+            if self.starts:
+                time.sleep(1.0)  # the old reader ends meanwhile
+            return [sys.executable, "-c", "import time; print('run %d'); print('last'); "
+                    "time.sleep(30)" % self.starts], str(tmp_path)
+
+    def held_up(device, line):
+        if line == "last" and device.starts == 1:
+            time.sleep(0.5)
+
+    device = Slow(tmp_path / "config.json", power=True, on_line=held_up).start()
+    device.wait(r"^run 0$")
+    device.kill()
+    device.start()
+    try:
+        device.wait(r"^run 1$", 10)
+    finally:
+        device.kill()
+
+
+def test_a_simulated_device_writes_relative_paths_beside_its_config(tmp_path):
+    # A device's relative path once put an update's state into the repository (app.mpy).
+    app = tmp_path / "stray_app.py"
+    app.write_text("open('stray.txt', 'w').write('x')\n\ndef main(device):\n    pass\n")
+    device = SimDevice(tmp_path / "config.json", app=str(app)).start()
+    device.wait(r"cannot start")  # no config: the app was loaded, then the device stops
+    in_repository = os.path.join(ROOT, "stray.txt")
+    if os.path.exists(in_repository):
+        os.remove(in_repository)
+        pytest.fail("the device wrote into the repository, its working folder")
+    assert (tmp_path / "stray.txt").exists()

@@ -37,7 +37,7 @@ class SimDevice:
     """One simulated device process; its output lines are collected as they come."""
 
     def __init__(self, config_path, heap=HEAP, app=REMOTE_APP, on_line=None, power=False):
-        self.config_path = str(config_path)
+        self.config_path = os.path.abspath(str(config_path))
         self.heap = heap
         self.app = app
         self.on_line = on_line  # on_line(device, line), from the reading thread
@@ -53,24 +53,37 @@ class SimDevice:
         self._cond = threading.Condition()
 
     def command_line(self, extra):
-        """The process to start, and its working folder."""
+        """The process to start, and its working folder: the config's, so that whatever
+        the device writes by a relative path stays beside its own files (never in the
+        repository)."""
         return ([micropython(), "-X", "heapsize=" + self.heap, os.path.join(ROOT, "tools", "sim.py"),
-                 self.config_path, "--app", self.app] + list(extra)), ROOT
+                 self.config_path, "--app", self.app] + list(extra)), \
+            os.path.dirname(self.config_path)
 
     def start(self, *extra):
-        with self._cond:
-            self.lines = []
-            self._ended = False
-            self._stopping = False
         self._extra = extra
-        self._spawn()
+        self._spawn(fresh=True)
         return self
 
-    def _spawn(self):
+    def _spawn(self, fresh=False):
+        """Start the process. fresh: a new run (start()), else power coming back after a
+        reset. The new process and its run's state replace the old ones in one step: the
+        reader of a process killed just before may still be ending, and must see either
+        its own process (and leave no mark on the new run) or the new one (and step aside)."""
         argv, cwd = self.command_line(self._extra)
         proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.PIPE, umask=0o077,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         with self._cond:
+            if fresh:
+                self.lines = []
+                self._ended = False
+                self._stopping = False
+            elif self._stopping:  # killed while the power came back
+                proc.kill()
+                proc.communicate()
+                self._ended = True
+                self._cond.notify_all()
+                return
             self.proc = proc
             self.starts += 1
         threading.Thread(target=self._collect, args=(proc,), daemon=True).start()
