@@ -176,7 +176,8 @@ def parser():
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    args.data = realmdir.resolve(args.data)
+    if hasattr(args, "data"):  # not every command has a realm folder (update build)
+        args.data = realmdir.resolve(args.data)
     try:
         args.func(args)
     except KeyboardInterrupt:
