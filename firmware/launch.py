@@ -95,7 +95,7 @@ class Updates:
         if self.working is None:
             gc.collect()
             if self.runtime.boot["updating"]:
-                from firmware.update_fetch import Fetcher as Half
+                from firmware.update_fetch import fetcher as Half
             else:
                 from firmware.update_agent import Agent as Half
             self.working = Half(self)

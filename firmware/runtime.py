@@ -93,6 +93,10 @@ class Runtime:
         # For the DeviceReport: the installed release (docs/UPDATES.md), else the app's
         # __version__ (set by the launcher).
         self.app_version = boot and boot["version"]
+        # The DeviceReport's fw: this release, and the firmware image's version when an
+        # image update installed one (slots/boot.json "fw", firmware/update_image.py).
+        fw = boot and boot["state"].get("fw")
+        self.firmware = RELEASE + " " + fw if fw else RELEASE
         self.reconnect = Reconnect(**config["reconnect"])
         self._listeners = []
         self._services = 0  # how many of _listeners, at the front, are system services
@@ -265,7 +269,7 @@ class Runtime:
         """The DeviceReport (PROTOCOL.md section 7): the connection sends it right after
         Welcome and then once a minute."""
         c = self.config
-        report = {"fw": RELEASE, "board": self.board.NAME, "up": self.loop.now() // 1000,
+        report = {"fw": self.firmware, "board": self.board.NAME, "up": self.loop.now() // 1000,
                   "boot": self.store.boot, "heap": self.loop.free_heap(),
                   "link": "serial" if c["serial"] is not None else
                   "wifi" if c["wifi"] is not None else "tcp"}

@@ -7,8 +7,8 @@ from binascii import unhexlify
 
 from shared import update
 from shared.update import UpdateError
-from firmware.updating import (HEADER_FIXED, INDEX_PATH, mpy_version, read_json, refusal,
-                               write_json)
+from firmware.updating import (HEADER_FIXED, IMAGE_STATE, INDEX_PATH, mpy_version,
+                               ota_partitions, read_json, refusal, write_json)
 
 
 def check(boot, config, board):
@@ -28,9 +28,11 @@ def check(boot, config, board):
         from shared import bundle, ed25519
         if bundle.header_size(prefix) != p["header_size"]:
             raise UpdateError(update.BAD_BUNDLE, "the header's size is not the offer's")
+        ota = ota_partitions(board)
+        image = read_json(boot["slots"] + IMAGE_STATE) or {}
         m = bundle.check(prefix, unhexlify(p["manifest_hash"]), manifest,
                          config["release_keys"], ed25519.verify, board.NAME, board.MPY_MARCH,
-                         mpy_version(), boot["version"])
+                         mpy_version(), boot["version"], ota is not None, image.get("version"))
         if p["header_size"] + m["files_size"] != p["size"]:
             raise UpdateError(update.BAD_BUNDLE, "the offer's size is not the manifest's")
         try:
@@ -38,7 +40,8 @@ def check(boot, config, board):
             free = st[0] * st[4]
         except (OSError, AttributeError):
             free = None
-        if free is not None and free < m["files_size"] + 4096:
+        # An image goes into its OTA partition (firmware/update_image.py checks its size).
+        if m["kind"] == "app" and free is not None and free < m["files_size"] + 4096:
             raise UpdateError(update.NO_SPACE, "%d bytes needed, %d free on flash"
                               % (m["files_size"], free))
         with open(p["slot"] + "/index", "wb") as f:
@@ -51,6 +54,7 @@ def check(boot, config, board):
                         + unhexlify(digest))
         p["phase"] = "transfer"
         p["version"] = m["version"]
+        p["kind"] = m["kind"]
     except Exception as e:  # a refusal, or anything this header makes go wrong
         e = refusal(e)
         p["phase"] = "refused"

@@ -13,8 +13,8 @@ from shared.compat import const
 from shared.update import UpdateError
 from firmware.store import makedirs
 from firmware.updating import (UpdateService, HEADER_FIXED, INDEX_RECORD, index_entry,
-                               write_json, TICK_MS, _copy_if_same, _digest, _remove, _rmtree,
-                               _size)
+                               read_json, write_json, TICK_MS, _copy_if_same, _digest, _remove,
+                               _rmtree, _size)
 
 _IN_FLIGHT = const(2)  # Gets outstanding at once
 _MAX_CHUNK = const(256)  # bytes asked for at once: each passes through a few buffers, and
@@ -22,6 +22,17 @@ _MAX_CHUNK = const(256)  # bytes asked for at once: each passes through a few bu
 _OVERHEAD = const(36)  # e2e 26, service byte 1, Chunk header 9
 _STALL_MS = const(8000)  # no Chunk for this long: ask again
 _STALLS = const(8)  # then back to the app, until the updater's next Offer
+
+
+def fetcher(listener):
+    """The update service's half in update mode (listener: firmware/launch.py's Updates):
+    a firmware image's (firmware/update_image.py) once the header checked at boot said the
+    bundle is one."""
+    p = read_json(listener.runtime.boot["slots"] + "/update.json") or {}
+    if p.get("kind") == "image":
+        from firmware.update_image import ImageFetcher
+        return ImageFetcher(listener)
+    return Fetcher(listener)
 
 
 class Fetcher(UpdateService):
@@ -151,8 +162,7 @@ class Fetcher(UpdateService):
             return  # else a duplicate of what we have
         self.quiet = 0
         data = data[:self.end - self.pos]
-        self.file.write(data)
-        self.hash.update(data)
+        self._write(data)
         if self.files is None and self.pos + len(data) > HEADER_FIXED:
             self.manifest_hash.update(data[max(HEADER_FIXED - self.pos, 0):])
         self.pos += len(data)
@@ -164,6 +174,10 @@ class Fetcher(UpdateService):
         else:
             self._file_done()
             self._next()
+
+    def _write(self, data):
+        self.file.write(data)
+        self.hash.update(data)
 
     def _header_done(self):
         """The header is on flash: restart to check it with the heap to itself."""
@@ -223,11 +237,16 @@ class Fetcher(UpdateService):
         write_json(self.new + "/release.json", {"version": self.version,
                                                  "id": hexlify(self.id).decode()})
         write_json(self.slots + "/boot.json", {"active": self.slot, "trial": self.new,
-                                                "tries": 0})
+                                                "tries": 0,
+                                                "fw": self.rt.boot["state"].get("fw")})
+        self._installed(self.new)
+
+    def _installed(self, where):
+        """Installed for a trial: say so, and restart into it."""
         p = dict(self.pending)
         p["phase"] = "installed"
         self._set_pending(p)
-        self.rt.log("update %s installed in %s: restarting into it" % (self.version, self.new))
+        self.rt.log("update %s installed in %s: restarting into it" % (self.version, where))
         self._result(self.peer, self.id, update.INSTALLED, 0, self.version,
                      "restarting into %s to try it" % self.version)
         self.id = None

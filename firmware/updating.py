@@ -27,6 +27,7 @@ HEADER_FIXED = const(102)  # shared/bundle.py: the header before the manifest
 # checked: path (UTF-8, zero-padded) | size:u32 | offset:u32 | sha256:32
 INDEX_PATH = const(88)
 INDEX_RECORD = const(128)
+IMAGE_STATE = "/image.json"  # in the slots folder: firmware/update_image.py
 
 
 class UpdateService:
@@ -100,7 +101,8 @@ class UpdateService:
     # -- answers ----------------------------------------------------------------------
     def _info(self):
         p = self.pending or {}
-        return {"app": self.rt.app_version, "slot": self.slot, "board": self.rt.board.NAME,
+        return {"app": self.rt.app_version, "image": image_version(self.slots, self.rt.board),
+                "slot": self.slot, "board": self.rt.board.NAME,
                 "trial": self.rt.boot["state"].get("trial") == self.slot,
                 "failed": p.get("version") if p.get("phase") == "failed" else None}
 
@@ -134,6 +136,28 @@ class UpdateService:
         if getattr(self, "file", None) is not None:
             self.file.close()
         self.file = None
+
+
+def image_version(slots, board):
+    """The version of the firmware image that runs, if an image update installed it
+    (slots/image.json, firmware/update_image.py); None: the flashed image."""
+    image = read_json(slots + IMAGE_STATE) or {}
+    trial = image.get("trial")
+    if trial and image_runs(trial, board):
+        return trial["version"]
+    return image.get("version")
+
+
+def image_runs(trial, board):
+    """True when the bootloader runs the image on trial (else it went back)."""
+    ota = ota_partitions(board)
+    return ota is not None and ota(ota.RUNNING).info()[4] == trial["label"]
+
+
+def ota_partitions(board):
+    """esp32.Partition (or the unix board's stand-in) when the board was built with two
+    OTA partitions, else None: it takes no firmware image."""
+    return board.ota() if hasattr(board, "ota") else None
 
 
 def index_entry(record):

@@ -166,6 +166,9 @@ def build_app_bundle(out, board, version, key_path, app=None, extra=()):
     return _write(out, make_bundle(manifest, [data for _, data in files], private), manifest)
 
 
+ESP_IMAGE_MAGIC = 0xE9  # the first byte of an ESP32 app image (what set_boot() checks)
+
+
 def build_image_bundle(out, board, version, key_path, image):
     """Write a signed firmware-image bundle (a MicroPython image for an OTA partition)."""
     private = load_key(key_path)
@@ -174,6 +177,10 @@ def build_image_bundle(out, board, version, key_path, image):
             data = f.read()
     except OSError as e:
         raise BundleError("cannot read image %s: %s" % (image, e.strerror))
+    if not data or data[0] != ESP_IMAGE_MAGIC:
+        raise BundleError("%s is not an ESP32 app image (its first byte is not 0xE9): use the "
+                          "app binary of a MicroPython build with OTA partitions (micropython.bin"
+                          " in its build folder)" % image)
     manifest = manifest_for("image", version, board, [("image", data)])
     return _write(out, make_bundle(manifest, [data], private), manifest)
 

@@ -15,8 +15,8 @@ PUSH_EXIT_OFFLINE = 3  # nothing failed, but some devices were offline to the en
 
 def add_parser(sub, add):
     u = sub.add_parser("update", help="signed updates pushed to devices through the realm",
-                       description="Signed application updates, pushed by an updater device "
-                       "through the realm. See docs/UPDATES.md.")
+                       description="Signed application and firmware-image updates, pushed by "
+                       "an updater device through the realm. See docs/UPDATES.md.")
     usub = u.add_subparsers(dest="update_command", metavar="ACTION", required=True)
 
     k = add(usub, "keygen", cmd_keygen, "make a release key pair (keep the private key file "
@@ -36,8 +36,9 @@ def add_parser(sub, add):
     b.add_argument("--extra", action="append", default=[], metavar="MODULE.py",
                    help="another module of the app (repeatable)")
     b.add_argument("--image", metavar="FILE",
-                   help="a MicroPython firmware image instead (for boards with two OTA "
-                   "partitions)")
+                   help="a MicroPython firmware image instead: the app binary "
+                   "(micropython.bin) of a build with two OTA partitions; devices without "
+                   "them refuse it")
     b.add_argument("--out", metavar="FILE", help="default: BOARD-VERSION.bundle")
     b.add_argument("--json", action="store_true", help="print JSON")
 
@@ -205,11 +206,12 @@ def cmd_status(args):
     if args.json:
         print(json.dumps(rows))
         return
-    print("%-14s  %-36s  %-9s  %-6s  %s" % ("device", "id", "app", "trial", "last failed"))
+    print("%-14s  %-36s  %-9s  %-9s  %-6s  %s" % ("device", "id", "app", "image", "trial",
+                                                  "last failed"))
     for r in rows:
         if not r["answered"]:
             print("%-14s  %-36s  no answer (offline?)" % (r["name"][:14], r["id"]))
         else:
-            print("%-14s  %-36s  %-9s  %-6s  %s" % (r["name"][:14], r["id"], r.get("app") or "-",
-                                                   "yes" if r.get("trial") else "no",
-                                                   r.get("failed") or "-"))
+            print("%-14s  %-36s  %-9s  %-9s  %-6s  %s" % (
+                r["name"][:14], r["id"], r.get("app") or "-", r.get("image") or "-",
+                "yes" if r.get("trial") else "no", r.get("failed") or "-"))

@@ -52,11 +52,14 @@ def fingerprint_text(key):
 
 
 def check(prefix, manifest_digest, manifest, release_keys, verify, board, march, mpy,
-          installed):
+          installed, images=False, installed_image=None):
     """The checked manifest of a header this device may install, else UpdateError:
     signed by one of release_keys (raw keys; verify is shared.ed25519.verify), for this
-    board, .mpy version and architecture, and above the installed version. prefix: the
-    header's first HEADER_FIXED bytes; manifest: the manifest, bytes or parsed JSON."""
+    board, and above the installed version; an app for this .mpy version and
+    architecture, or a firmware image (kind "image", one file named "image") if the board
+    takes images (images: it has two OTA partitions; installed_image: the version of the
+    image an update installed, None if none did). prefix: the header's first
+    HEADER_FIXED bytes; manifest: the manifest, bytes or parsed JSON."""
     key, signature = bytes(prefix[4:36]), bytes(prefix[36:100])
     if not release_keys:
         raise UpdateError(NO_RELEASE_KEYS, "no release key in this device's config "
@@ -70,13 +73,21 @@ def check(prefix, manifest_digest, manifest, release_keys, verify, board, march,
         raise UpdateError(BAD_SIGNATURE, "the signature does not match the manifest "
                           "(release key %s)" % fingerprint_text(key))
     m = parse_manifest(manifest)
+    image = m["kind"] == "image"
+    if m["board"] != board:
+        raise UpdateError(WRONG_TARGET, "a %s bundle for board %s; this is an %s" % (
+            m["kind"], m["board"], board))
+    if image and not images:
+        raise UpdateError(WRONG_TARGET, "a firmware image; this %s's MicroPython was built "
+                          "without two OTA partitions: it takes app bundles only" % board)
+    if image and [f[0] for f in m["files"]] != ["image"]:
+        raise UpdateError(BAD_BUNDLE, "a firmware image bundle holds one file, \"image\"")
+    if image:
+        installed = installed_image
     if not newer(m["version"], installed):
         raise UpdateError(NOT_NEWER, "version %s is not above the installed %s"
                           % (m["version"], installed))
-    if m["board"] != board or m["kind"] != "app":
-        raise UpdateError(WRONG_TARGET, "a %s bundle for board %s; this is an %s taking app "
-                          "bundles" % (m["kind"], m["board"], board))
-    if m["mpy"] != mpy or m["arch"] != march:
+    if not image and (m["mpy"] != mpy or m["arch"] != march):
         raise UpdateError(WRONG_TARGET, "compiled for mpy %s %s; this device runs mpy %s %s"
                           % (m["mpy"], m["arch"], mpy, march))
     return m

@@ -1,6 +1,6 @@
 """The ESP32-family board profiles, run under MicroPython against stand-ins for the
-`machine`, `network` and `neopixel` modules: what each one asks of the hardware to join
-Wi-Fi, open the realm's UART, show the status and restart."""
+`machine`, `network`, `neopixel` and `esp32` modules: what each one asks of the hardware to
+join Wi-Fi, open the realm's UART, show the status, restart and find its OTA partitions."""
 import ast
 import os
 import subprocess
@@ -54,6 +54,17 @@ class NeoPixel:
     def write(self):
         machine.calls.append(("pixel", self.px[0]))
 ''',
+    "esp32.py": '''
+ota = True  # built with two OTA partitions
+class Partition:
+    RUNNING = 1
+    def __init__(self, which):
+        pass
+    def get_next_update(self):
+        if not ota:
+            raise OSError(2)  # ENOENT, as MicroPython's esp32 module says
+        return Partition(0)
+''',
     "check.py": '''
 import sys
 sys.path[:0] = sys.argv[1:]
@@ -70,6 +81,8 @@ board.show_status("online")
 board.show_status("refused")
 board.restart()
 print(repr(machine.calls))
+import esp32
+print(repr([board.ota() is esp32.Partition, setattr(esp32, "ota", False), board.ota()]))
 ''',
 }
 
@@ -89,9 +102,12 @@ def test_esp32_profiles_drive_the_hardware(tmp_path, board, uart, led):
                            os.path.join(boards, board), os.path.join(boards, "common")],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    wifi, logs, rssi, machine = [ast.literal_eval(line) for line in proc.stdout.splitlines()]
+    wifi, logs, rssi, machine, ota = [ast.literal_eval(line)
+                                      for line in proc.stdout.splitlines()]
     assert wifi == [("active", True), ("connect", "home", "pw")]
     assert logs == ["joining Wi-Fi 'home'", "Wi-Fi up, address 10.0.0.7"]
     assert rssi == -61  # for the DeviceReport
     default_uart = (uart[0], uart[1], 115200) + uart[3:]
     assert machine == [uart, default_uart] + led + [("reset",)]
+    # Firmware images: the OTA partitions when the build has two, else None (refused).
+    assert ota == [True, None, None]

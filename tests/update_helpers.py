@@ -54,17 +54,31 @@ class Updatable(Fleet):
         config.setdefault("update", {"confirm_ms": CONFIRM_MS, "trial_ms": 60000})
         return Fleet.add(self, name, start=start, power=True, heap=heap, **config)
 
-    def push(self, bundle, *targets, wait=90, as_id=None, token=None, extra=()):
-        """Start `realm update push` (JSON table); returns the Popen."""
-        args = ["update", "push", bundle, "--as", as_id or self.updater_id,
-                "--token", token or self.updater_token,
-                "--realm", "127.0.0.1:%d" % self.realm.port, "--data", self.realm.data_dir,
-                "--state", os.path.join(self.folder, "updater-%s.json" % (as_id or "main")),
-                "--wait", str(wait), "--json"] + list(extra)
+    def _command(self, action, targets, as_id=None, token=None):
+        """`realm update ACTION` as the updater device (or as_id), to targets, in JSON."""
+        args = realm_command() + [
+            "update", action, "--as", as_id or self.updater_id,
+            "--token", token or self.updater_token,
+            "--realm", "127.0.0.1:%d" % self.realm.port, "--data", self.realm.data_dir,
+            "--state", os.path.join(self.folder, "updater-%s.json" % (as_id or "main")),
+            "--json"]
         for t in targets:
             args += ["--to", t]
-        return subprocess.Popen(realm_command() + args, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        return args
+
+    def push(self, bundle, *targets, wait=90, as_id=None, token=None, extra=()):
+        """Start `realm update push` (JSON table); returns the Popen."""
+        args = self._command("push", targets, as_id, token) + [
+            bundle, "--wait", str(wait)] + list(extra)
+        return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+
+    def status(self, *targets):
+        """{device name: what it answered} of `realm update status`."""
+        proc = subprocess.run(self._command("status", targets), capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return {r["name"]: r for r in json.loads(proc.stdout)}
 
     def run_push(self, bundle, *targets, **kw):
         """(exit code, {device name: its row}, stderr) of a whole push."""

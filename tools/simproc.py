@@ -36,10 +36,12 @@ def write_config(path, device_id, token, name, port=None, serial=None, realm_key
 class SimDevice:
     """One simulated device process; its output lines are collected as they come."""
 
-    def __init__(self, config_path, heap=HEAP, app=REMOTE_APP, on_line=None, power=False):
+    def __init__(self, config_path, heap=HEAP, app=REMOTE_APP, on_line=None, power=False,
+                 ota=False):
         self.config_path = os.path.abspath(str(config_path))
         self.heap = heap
         self.app = app
+        self.ota = ota  # a board with two OTA partitions (tools/sim_ota.py): takes images
         self.on_line = on_line  # on_line(device, line), from the reading thread
         # power: start the process again when it ends by itself, as a board comes back
         # after a reset (the unix board's restart() ends the process).
@@ -56,8 +58,9 @@ class SimDevice:
         """The process to start, and its working folder: the config's, so that whatever
         the device writes by a relative path stays beside its own files (never in the
         repository)."""
-        return ([micropython(), "-X", "heapsize=" + self.heap, os.path.join(ROOT, "tools", "sim.py"),
-                 self.config_path, "--app", self.app] + list(extra)), \
+        script = os.path.join(ROOT, "tools", "sim_ota.py" if self.ota else "sim.py")
+        return ([micropython(), "-X", "heapsize=" + self.heap, script, self.config_path,
+                 "--app", self.app] + list(extra)), \
             os.path.dirname(self.config_path)
 
     def start(self, *extra):

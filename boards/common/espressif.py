@@ -53,6 +53,17 @@ def watchdog(timeout_ms):
     return WDT(timeout=timeout_ms)
 
 
+def ota():
+    """esp32.Partition when this MicroPython was built with two OTA partitions (and the
+    bootloader's app rollback), else None: firmware images then have nowhere to go."""
+    from esp32 import Partition
+    try:
+        Partition(Partition.RUNNING).get_next_update()
+    except OSError:  # one app partition, the default build
+        return None
+    return Partition
+
+
 def restart():
     """A hard reset: the runtime's last resort after a failure it cannot recover from."""
     import machine

@@ -1,6 +1,6 @@
 # Board profile: generic ESP32 DevKit (ESP32-WROOM-32, no PSRAM).
 # Everything the runtime needs to know about this board, and nothing else.
-from espressif import (join_wifi as join_network, wifi_rssi as rssi, restart, watchdog,
+from espressif import (join_wifi as join_network, wifi_rssi as rssi, restart, watchdog, ota,
                        uart_opener, status_led, PinLed)
 
 NAME = "esp32"

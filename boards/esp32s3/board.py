@@ -1,5 +1,5 @@
 # Board profile: ESP32-S3-DevKitC-1 (native USB, one RGB LED).
-from espressif import (join_wifi as join_network, wifi_rssi as rssi, restart, watchdog,
+from espressif import (join_wifi as join_network, wifi_rssi as rssi, restart, watchdog, ota,
                        uart_opener, status_led, PixelLed)
 
 NAME = "esp32s3"
