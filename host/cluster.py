@@ -335,6 +335,11 @@ class Cluster:
         record = self.devices.get(device_id)
         return bytes.fromhex(record["key"]) if record and record.get("key") else None
 
+    def device_now(self, device_id):
+        """From the mirror; None if not there yet (the login then reads the bucket)."""
+        record = self.devices.get(device_id)
+        return None if record is None else _device(device_id, record)
+
     async def device(self, device_id):
         self._require()
         entry = await self._get(self.kv_devices, device_id)

@@ -127,11 +127,14 @@ class MemoryStore:
     def bound_key(self, device_id):
         return self.keys.get(device_id)
 
-    async def device(self, device_id):
+    def device_now(self, device_id):
         token_hash = self.tokens.get(device_id)
         if token_hash is None:
             return None  # no registry record: the logs name devices by id only
         return Device(device_id, "", token_hash, self.keys.get(device_id), 0, None, False)
+
+    async def device(self, device_id):
+        return self.device_now(device_id)
 
     async def bind_key(self, device_id, key):
         return self.keys.setdefault(device_id, bytes(key))

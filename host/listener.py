@@ -10,6 +10,9 @@ tens of thousands of them. Here instead:
 - if accept() still fails for want of descriptors or memory, accepting stops and
   resumes after a pause (0.1 s, doubling up to 2 s);
 - each of these states is logged once when it starts and once when it ends, with counts.
+The realm also pauses accepting (`pause`/`resume`) while all its handshake slots are
+taken: the connections that keep coming wait in the kernel's backlog, a long one, rather
+than being refused.
 """
 import errno
 import ipaddress
@@ -26,7 +29,10 @@ from host import logs
 log = logs.get()
 
 RESERVE_FDS = 32         # kept free below the limit for everything but links
-BACKLOG = 128
+# Connections the kernel holds for the realm (net.core.somaxconn caps it: 4096 on
+# Linux 5.4 and later): a fleet that reconnects at once waits there while the realm is busy.
+BACKLOG = 4096
+ACCEPTS_PER_WAKE = 128  # then the loop serves the links already open before more
 _OUT_OF = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _PAUSE_S = (0.1, 2.0)    # first and longest pause of accepting after such a failure
 
@@ -111,20 +117,40 @@ class Listener:
         self.capacity = max(1, self.fd_limit - open_fds() - RESERVE_FDS)
         self.refused = 0        # connections refused since the cap was reached
         self.failed = 0         # accept() failures since accepting was paused
+        self.paused = False     # by the realm: no handshake slot free
         self._pause_s = _PAUSE_S[0]
         self._retry = None
-        for sock in self.sockets:
-            loop.add_reader(sock.fileno(), self._accept, sock)
+        self._start_reading()
 
     def close(self):
         if self._retry is not None:
             self._retry.cancel()
+        self._stop_reading()
         for sock in self.sockets:
-            self.loop.remove_reader(sock.fileno())
             sock.close()
 
+    def pause(self):
+        """Accept nothing until resume(): new connections wait in the backlog."""
+        if not self.paused:
+            self.paused = True
+            self._stop_reading()
+
+    def resume(self):
+        if self.paused:
+            self.paused = False
+            if self._retry is None:  # else accepting resumes after its pause
+                self._start_reading()
+
+    def _start_reading(self):
+        for sock in self.sockets:
+            self.loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _stop_reading(self):
+        for sock in self.sockets:
+            self.loop.remove_reader(sock.fileno())
+
     def _accept(self, sock):
-        for _ in range(BACKLOG):
+        for _ in range(ACCEPTS_PER_WAKE):
             try:
                 conn, address = sock.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
@@ -164,15 +190,14 @@ class Listener:
                         "%d, %d links)", os.strerror(error.errno), self._pause_s,
                         self.fd_limit, self.count())
         self.failed += 1
-        for sock in self.sockets:
-            self.loop.remove_reader(sock.fileno())
+        self._stop_reading()
         self._retry = self.loop.call_later(self._pause_s, self._resume)
         self._pause_s = min(_PAUSE_S[1], self._pause_s * 2)
 
     def _resume(self):
         self._retry = None
-        for sock in self.sockets:
-            self.loop.add_reader(sock.fileno(), self._accept, sock)
+        if not self.paused:
+            self._start_reading()
 
 
 def _listen(host, port):

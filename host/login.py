@@ -90,10 +90,13 @@ class LoginDecider:
     def close(self):
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def decide(self, request, address):
-        """The answer to a LoginRequest event from `address` (text: who is on the link)."""
+    async def decide(self, request, address, device=None):
+        """The answer to a LoginRequest event from `address` (text: who is on the link).
+        `device`: its registry record as read at the Hello, if the caller has it (a
+        reconnect then costs no registry round trip); None: read now."""
         device_id = id_text(request.device_id)
-        device = await self.store.device(device_id)
+        if device is None:
+            device = await self.store.device(device_id)
         # The handshake proved the device holds request.device_public: if that is the
         # key bound to it, the device is who it says, whatever its address did before.
         proven = device is not None and device.bound_key is not None and \
@@ -118,7 +121,7 @@ class LoginDecider:
             else:
                 decision = Decision(BAD_LOGIN, "login method %d not accepted" % request.method)
             if decision.code is None and not decision.enrolled:
-                decision = await self._bind(device_id, request.device_public, decision)
+                decision = await self._bind(device_id, device, request.device_public, decision)
         finally:
             self.limiter.finish(attempt, decision is not None and decision.code == BAD_LOGIN,
                                 self.clock())
@@ -187,8 +190,9 @@ class LoginDecider:
             return Decision(BAD_LOGIN, "this device logs in with a token")
         return Decision()
 
-    async def _bind(self, device_id, device_public, decision):
-        before = self.store.bound_key(device_id)
+    async def _bind(self, device_id, device, device_public, decision):
+        before = device.bound_key if device is not None else self.store.bound_key(device_id)
+        before = bytes(before) if before is not None else None
         bound = before if before is not None else await self.store.bind_key(device_id,
                                                                             device_public)
         if bound is None:

@@ -266,10 +266,12 @@ class Registry:
         return [DeviceInfo(r[0], r[1], bytes(r[2]) if r[2] is not None else None,
                            bool(r[3]), r[4], r[5], r[6]) for r in rows]
 
-    def set_online(self, device_id, online, now):
+    def set_online(self, changes):
+        """(device_id, online, now) for each change, in order, in one transaction."""
         with self._transaction():
-            self.db.execute("UPDATE devices SET online = ?, last_seen = ? WHERE id = ?",
-                            (1 if online else 0, now, device_id))
+            self.db.executemany("UPDATE devices SET online = ?, last_seen = ? WHERE id = ?",
+                                [(1 if online else 0, now, device_id)
+                                 for device_id, online, now in changes])
 
     def clear_online(self):
         """At start: no session survives a restart, whatever the last run left."""

@@ -7,6 +7,7 @@ worker thread and the token checks in their pool, never on the loop.
 """
 import asyncio
 import bisect
+import collections
 import ctypes
 import ctypes.util
 import gc
@@ -19,7 +20,7 @@ import weakref
 
 from shared import codec, protocol
 from shared.errors import (DENIED, INTERNAL, KEY_CHECK_FAILED, KEY_MISMATCH, LINK_LOST,
-                           ProtocolError, SESSION_REPLACED, code_name)
+                           SESSION_REPLACED, TIMEOUT, code_name)
 from shared.framing import StreamFramer
 from shared.realm import DeviceReportPacket, RealmConnection
 from shared.events import Closed, LoginRequest, ProxyPassPacket, PeerKeyRequestPacket
@@ -36,6 +37,7 @@ log = logs.get()
 
 STORM_LINKS = 100  # links gone since the peak that make the realm give memory back
 KEYS_IDLE_MS = 1000  # a link quiet this long drops its prepared keys until its next packet
+DH2_KEPT = 16384  # bound device keys whose dh2 is kept (~0.2 KiB each)
 RECEIPT_CHECK_S = 0.05  # how often a link asks whether stored packets were received
 _OVER_SHARE = "too many connections in the handshake from your address; try again later"
 _OVER_SHARE_FRAME = error_frame(DENIED, _OVER_SHARE)
@@ -61,6 +63,33 @@ def release_memory():
         _MALLOC_TRIM(0)
 
 
+class Dh2Cache:
+    """dh2 = X25519(R, D_pub) per bound device key, for the core (shared/realm.py): one
+    multiplication less per login. Secret: kept in this process's memory only, never
+    written; past `size` keys the least recently used goes first."""
+
+    def __init__(self, size=DH2_KEPT):
+        self.size = size
+        self._items = collections.OrderedDict()
+
+    def __len__(self):
+        return len(self._items)
+
+    def get(self, key):
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def __setitem__(self, key, value):
+        self._items[key] = value
+        if len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def clear(self):
+        self._items.clear()
+
+
 class Config:
     """`realm serve` settings. The defaults are the documented ones, kept only here (the
     protocol's from shared/protocol.py): `realm serve --help` shows these."""
@@ -76,7 +105,7 @@ class Config:
         self.heartbeat_s = protocol.DEFAULT_HEARTBEAT_S
         self.handshake_timeout_s = protocol.HANDSHAKE_TIMEOUT_MS / 1000
         self.max_packet = protocol.DEFAULT_MAX_PACKET
-        self.max_handshakes = 256      # links past Hello, not logged in yet; more: DENIED
+        self.max_handshakes = 256      # links past Hello, not logged in yet; more wait
         self.max_handshakes_per_address = 32  # links not logged in yet from one address
         self.hello_timeout_s = 5.0     # a new link must send its Hello within this
         self.send_limit = 256 * 1024   # bytes waiting to be written; past it a link is dropped
@@ -130,6 +159,7 @@ class RealmServer:
         self.config = config
         self.store = store
         self.private, self.public = keypair
+        self.dh2_cache = Dh2Cache()
         self.loop = asyncio.get_running_loop()
         self.wall_clock = wall_clock
         self.stats = Stats()
@@ -138,6 +168,11 @@ class RealmServer:
                                     on_token_check=self.stats.token_checked)
         self.router = (make_router or (lambda realm: LocalRouter(realm, store)))(self)
         self.handshaking = set()
+        # Links whose first bytes came while every handshake slot was taken: their bytes
+        # wait unread, in arrival order, until a slot is free.
+        self._waiting = {}
+        self._waited = None  # while logged as full: accepted links that waited for a slot
+        self.listener = None  # the TCP Listener, paused while links wait for a slot
         self._unlogged_from = {}  # source address -> its links not logged in (yet)
         self._refused_from = {}   # source address over its share -> connections refused
         self.links = set()
@@ -189,11 +224,27 @@ class RealmServer:
         self._unlogged_from[source] = count + 1
         return True
 
+    # A fleet that comes back together must not be refused: past --max-handshakes a new
+    # connection waits in the kernel's backlog (the listener stops accepting) and one
+    # already accepted waits here with its Hello unread; both are served, oldest first, as
+    # slots free up, each within its handshake timeout.
+    def has_free_slot(self):
+        return len(self.handshaking) < self.config.max_handshakes
+
     def hello_received(self, link):
-        """Give `link` a handshake slot, or raise ProtocolError(DENIED) if none is free."""
+        """Give `link` a handshake slot (Link only feeds the core a Hello when one is free)."""
         self.handshaking.add(link)
-        if len(self.handshaking) > self.config.max_handshakes:
-            raise ProtocolError(DENIED, "too many handshakes in progress; try again later")
+        self._update_accepting()
+
+    def wait_for_slot(self, link):
+        self._waiting[link] = None
+        if self._waited is not None:
+            self._waited += 1
+        self._update_accepting()
+
+    def stop_waiting(self, link):
+        if self._waiting.pop(link, False) is None:
+            self._update_accepting()
 
     def handshake_ended(self, link):
         """`link` logged in or ended: it leaves its address's share and its slot."""
@@ -201,6 +252,37 @@ class RealmServer:
             link.unlogged = False
             self.handshaking.discard(link)
             self._leave_share(link.source)
+            if self._waiting:
+                self.loop.call_soon(self._serve_waiting)  # not from within this link's call
+            else:
+                self._update_accepting()
+
+    def _serve_waiting(self):
+        while self._waiting and self.has_free_slot():
+            link = next(iter(self._waiting))
+            del self._waiting[link]
+            link.slot_free()
+        self._update_accepting()
+
+    def _update_accepting(self):
+        """Accept new connections only while a slot is free and nobody waits for one."""
+        full = bool(self._waiting) or not self.has_free_slot()
+        if self.listener is not None:
+            if full:
+                self.listener.pause()
+            else:
+                self.listener.resume()
+        # Logged once as it fills, once with some room back: not two lines per login.
+        if full and self._waited is None:
+            log.warning("all %d handshake slots taken: new connections wait for one (more "
+                        "with --max-handshakes, if the realm has the CPU)",
+                        self.config.max_handshakes)
+            self._waited = 0
+        elif not full and self._waited is not None and \
+                len(self.handshaking) < self.config.max_handshakes * 3 // 4:
+            log.info("handshake slots free again: %d accepted connections had waited for one",
+                     self._waited)
+            self._waited = None
 
     def _leave_share(self, source):
         left = self._unlogged_from.pop(source) - 1
@@ -250,6 +332,7 @@ class RealmServer:
 
     def link_ended(self, link):
         self.links.discard(link)
+        self.stop_waiting(link)
         self.handshake_ended(link)
         self.stats.serial_drops += getattr(link.framer, "dropped", 0)
         if link.device is not None:
@@ -320,6 +403,7 @@ class RealmServer:
             link.flush()
         await asyncio.sleep(0.1)  # let the Error packets reach the sockets
         self.decider.close()
+        self.dh2_cache.clear()
         for task in list(self._tasks):
             task.cancel()
 
@@ -338,8 +422,11 @@ class Link:
         self.framer = framer
         self.device = None  # its id text once logged in
         self.name = None  # its name in the registry ("" for none), for the logs, once known
+        self.record = None  # its registry record, read once at its Hello
         self.since = None  # wall time of its login
         self.ended = False
+        self.held = None  # its first bytes, unread while it waits for a handshake slot
+        self._opened = realm.loop.time()
         self._timer = None
         self._timer_at = None
         # The core calls back into the link, through a weak reference: with a strong one
@@ -350,7 +437,8 @@ class Link:
             realm.private, realm.public, framer, realm.now_ms(),
             lambda device_id: bound_key()(device_id),
             handshake_timeout_ms=int(realm.config.handshake_timeout_s * 1000),
-            hello_timeout_ms=int(realm.config.hello_timeout_s * 1000))
+            hello_timeout_ms=int(realm.config.hello_timeout_s * 1000),
+            dh2_cache=realm.dh2_cache)
         self.unlogged = counted  # in its address's share of links not logged in yet
         self.written = 0  # bytes handed to the transport
         self._left_host = 0  # of those, gone from the transport's buffer at the last look
@@ -363,20 +451,48 @@ class Link:
         self.log.line(logging.INFO, "connect %s", address)
 
     def _bound_key(self, device_id):
-        """The core asks first when the Hello arrives, before any work for it."""
+        """The core asks first when the Hello arrives, before any work for it; the record
+        read then also serves the login decision and the log lines."""
         if self.unlogged and self not in self.realm.handshaking:
             self.realm.hello_received(self)
-        return self.realm.store.bound_key(id_text(device_id))
+            self.record = self.realm.store.device_now(id_text(device_id))
+            if self.record is not None:
+                self.name = self.record.name
+        if self.record is not None:
+            return self.record.bound_key
+        return self.realm.store.bound_key(id_text(device_id))  # a store without records
 
     def data_received(self, data):
         if self.ended:
             return
+        if self.held is not None:  # read before the transport paused
+            self.held += data
+            return
         self._heard_after = self._left_host  # what left before this came
         if self.device is None:
+            if self.unlogged and self not in self.realm.handshaking and \
+                    not self.realm.has_free_slot():
+                self._wait_for_slot(data)
+                return
             self._handle(self.conn.receive_data(data, self.realm.now_ms()))
         else:  # a session: its ProxyPass packets go straight to the router
             self._handle(self.conn.receive_relay(data, self.realm.now_ms(), self._relay))
         self.flush()
+
+    def _wait_for_slot(self, data):
+        self.held = bytearray(data)
+        pause = getattr(self.transport, "pause_reading", None)
+        if pause is not None:
+            pause()
+        self.realm.wait_for_slot(self)
+
+    def slot_free(self):
+        """The realm has a handshake slot for this link: read what it sent meanwhile."""
+        data, self.held = self.held, None
+        resume = getattr(self.transport, "resume_reading", None)
+        if resume is not None:
+            resume()
+        self.data_received(bytes(data))
 
     def _relay(self, peer, msg_id, inner):
         try:
@@ -394,9 +510,20 @@ class Link:
 
     def _on_timer(self):
         self._timer = None
-        if not self.ended:
+        if self.ended:
+            return
+        if self.held is not None:  # waiting for a slot: the realm's delay, not the device's
+            give_up = self._opened + self.realm.config.handshake_timeout_s
+            if self.realm.loop.time() < give_up:
+                self._arm(give_up)
+                return
+            self.realm.stop_waiting(self)
+            self.held = None
+            # TIMEOUT, not a refusal: the device tries again on its usual backoff.
+            self.conn.close(TIMEOUT, "the realm had no handshake slot free in time")
+        else:
             self._handle(self.conn.tick(self.realm.now_ms()))
-            self.flush()
+        self.flush()
 
     def _handle(self, events):
         for event in events:
@@ -432,7 +559,7 @@ class Link:
 
     async def _login(self, request):
         try:
-            decision = await self.realm.decider.decide(request, self.source)
+            decision = await self.realm.decider.decide(request, self.source, self.record)
         except Unavailable:  # said once where it went; the device tries again later
             decision = Decision(INTERNAL, "the realm cannot reach its registry now; try again")
         except Exception:
@@ -479,7 +606,9 @@ class Link:
         deadline = self.conn.next_deadline()
         if deadline is None:
             return
-        when = (deadline + 1) / 1000.0
+        self._arm((deadline + 1) / 1000.0)
+
+    def _arm(self, when):
         if self._timer is not None:
             if self._timer_at <= when:
                 return  # fires earlier; it re-arms then
@@ -550,6 +679,8 @@ class Link:
         return label(id_text(self.conn.device_id), self.name)
 
     async def _fetch_name(self):
+        if self.name is not None:
+            return
         try:
             record = await self.realm.store.device(id_text(self.conn.device_id))
         except Exception as e:  # only the log lines lose the name
@@ -597,8 +728,8 @@ async def serve(config, store, keypair, ready=None, make_router=None):
         realm.loop.add_signal_handler(sig, stop.set)
     try:
         await realm.router.start()
-        server = Listener(realm.loop, config.host, config.port, realm.adopt_tcp,
-                          lambda: len(realm.links))
+        server = realm.listener = Listener(realm.loop, config.host, config.port,
+                                           realm.adopt_tcp, lambda: len(realm.links))
     except BaseException:
         await store.stop()
         raise

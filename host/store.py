@@ -4,12 +4,15 @@ Two implementations answer the same calls: `LocalStore` (below: the SQLite regis
 worker thread) and the cluster's store on NATS KV and JetStream (`host/cluster.py`).
 
     bound_key(id) -> key or None         synchronous: the core asks it inside a handshake
+    device_now(id) -> Device or None     synchronous: the record a login needs (name, token
+                                         hash, key), read once at the Hello
     await device(id) -> Device or None
     await enrol_device(id, key, now) -> True if registered now
     await bind_key(id, key) -> the key bound after (binds `key` if none was)
     await replace_token_hash(id, old, new) -> True if the token hash was `old` and is now
                                          `new` (a token migrating to its fast stored form)
-    set_online(id, online, now)          fire and forget; kept in call order
+    set_online(id, online, now)          fire and forget; kept in call order (LocalStore
+                                         writes those made meanwhile in one transaction)
     await enqueue(target, sender, msg_id, inner, now) -> codec QUEUED | QUEUE_FULL | UNKNOWN_TARGET
                                          QUEUED only once the packet is durably stored
     await stored(target, now) -> [Queued], oldest first; they stay stored until
@@ -26,6 +29,7 @@ Ids are canonical id text (`registry.id_text`).
 """
 import asyncio
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from shared.codec import QUEUE_FULL
@@ -46,7 +50,8 @@ class LocalStore:
     target logs in is in the `stored` that follows, and online flags never swap.
     A target whose queue is full is remembered (count, bytes, oldest): the packets a
     sender floods it with are refused QUEUE_FULL on the loop, with no registry call.
-    Only `bound_key` reads on the loop's thread (its own connection; a WAL read is short).
+    Only `bound_key` and `device_now` read on the loop's thread (their own connection; a
+    WAL read is short and never waits for a writer).
     """
 
     def __init__(self, data_dir):
@@ -56,6 +61,10 @@ class LocalStore:
         self._reader = Registry(data_dir)
         self._version = None
         self._full = {}  # target -> _Usage of its full queue, while known to be full
+        # Online flags not written yet, in call order: a fleet logging in together is a
+        # few transactions, not one each. The worker takes them all at once.
+        self._online = []
+        self._online_lock = threading.Lock()
         self.loop = None
 
     def _run(self, func, *args):
@@ -74,6 +83,9 @@ class LocalStore:
     def bound_key(self, device_id):
         return self._reader.bound_key(device_id)
 
+    def device_now(self, device_id):
+        return self._reader.device(device_id)
+
     def device(self, device_id):
         return self._run(self._db.device, device_id)
 
@@ -87,8 +99,16 @@ class LocalStore:
         return self._run(self._db.replace_token_hash, device_id, old, new)
 
     def set_online(self, device_id, online, now):
-        future = self._worker.submit(self._db.set_online, device_id, online, now)
-        future.add_done_callback(_log_failure)
+        with self._online_lock:
+            self._online.append((device_id, online, now))
+            if len(self._online) > 1:
+                return  # the write already submitted takes this one too
+        self._worker.submit(self._write_online).add_done_callback(_log_failure)
+
+    def _write_online(self):
+        with self._online_lock:
+            changes, self._online = self._online, []
+        self._db.set_online(changes)
 
     def enqueue(self, target, sender, msg_id, inner, now):
         full = self._full.get(target)

@@ -174,7 +174,7 @@ class Connection:
 
     def _on_peer_error(self, fields, events):
         code, _ref, message = fields
-        raise ProtocolError(code, message, True)
+        raise ProtocolError(code, message, True, self._sealed)
 
     def _send(self, packet, clear_len=2):
         """Queue a plaintext packet, sealed when the clear/sealed rule says so."""
@@ -222,7 +222,10 @@ def packet_name(packet_id):
 # One policy for the firmware runtime and the host-side device (host/client.py): capped
 # exponential backoff with jitter, so devices that lost the realm together spread out; a
 # refusal (the realm said no: bad login, key, rate limit, a newer session...) waits much
-# longer, since trying again soon would only be refused again. Like umqtt.robust's and
+# longer, since trying again soon would only be refused again. DENIED in clear, before
+# the realm has proven its key, is the realm turning a connection away (at its limits,
+# or its address's share of handshakes full) and says nothing about the device: it is
+# retried on the usual backoff, like a lost link (docs/DESIGN.md, "Busy realms"). Like umqtt.robust's and
 # aioesphomeapi's reconnect logic, it is apart from the connection state machine: the
 # shells only ask it how long. (Here rather than in a module of its own: on a device
 # each module loaded costs heap beyond its code; with this policy and the runtime's clock
@@ -236,8 +239,11 @@ _MAX_BACKOFF_SHIFT = const(16)  # min_ms << 16 is past any sane max_ms: no overf
 
 def is_refusal(error):
     """True for the realm's refusals (an error with such a code); False for a lost link,
-    a timeout, an OSError..."""
-    return getattr(error, "code", None) in REFUSALS
+    a timeout, an OSError... and a DENIED that came in clear (a busy realm)."""
+    code = getattr(error, "code", None)
+    if code == DENIED and not error.sealed:
+        return False
+    return code in REFUSALS
 
 
 class Reconnect:

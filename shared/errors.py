@@ -33,14 +33,17 @@ class ProtocolError(Exception):
     """A protocol failure with its spec code.
 
     `remote` is True when the peer told us (it sent an Error packet) and False
-    when we detected the fault ourselves (and so should tell the peer).
+    when we detected the fault ourselves (and so should tell the peer); `sealed` is True
+    when the peer's Error came sealed, so only the peer holding the session keys can have
+    sent it.
     """
 
-    def __init__(self, code, message="", remote=False):
+    def __init__(self, code, message="", remote=False, sealed=False):
         super().__init__(code, message)
         self.code = code
         self.message = message
         self.remote = remote
+        self.sealed = sealed
 
     @property
     def name(self):

@@ -83,13 +83,16 @@ class RealmConnection(Connection):
 
     bound_key(device_id) -> the D_pub bound to that device, or None.
     ephemeral, challenge: injectable for test vectors; made fresh otherwise.
+    dh2_cache: a dict-like (get, item assignment) the shell keeps across connections:
+    dh2 = X25519(R, D_pub) depends on the bound D_pub alone, so it is computed once per
+    bound key, not once per login. Only bound keys go in (never one a peer just offered).
     """
 
     _allowed = _ALLOWED
 
     def __init__(self, private, public, framer, now, bound_key,
                  handshake_timeout_ms=HANDSHAKE_TIMEOUT_MS, ephemeral=None, challenge=None,
-                 hello_timeout_ms=None):
+                 hello_timeout_ms=None, dh2_cache=None):
         Connection.__init__(self, framer, now, handshake_timeout_ms)
         # The Hello may get less time than the whole handshake: a connection that sends
         # nothing (one of a flood of idle ones) is closed as soon as it is late.
@@ -99,6 +102,7 @@ class RealmConnection(Connection):
         self._private = private
         self._public = public
         self._bound_key = bound_key
+        self._dh2_cache = dh2_cache
         self._ephemeral = ephemeral
         self._challenge = challenge
         self._state = _AWAIT_HELLO
@@ -188,7 +192,7 @@ class RealmConnection(Connection):
             if pin is not None and bound is not None and pin == crypto.fingerprint(self._public):
                 self.device_public = bound
                 self.pinned_path = True
-                self._send_key_check()
+                self._send_key_check(bound)
             else:
                 reply = codec.encode(codec.PROTO_REALM, codec.SEND_KEY, self._public)
                 self._th.update(reply)
@@ -201,9 +205,20 @@ class RealmConnection(Connection):
                 raise ProtocolError(KEY_MISMATCH, "device key differs from the bound key")
             self.device_public = device_public
             self._th.update(packet)
-            self._send_key_check()
+            self._send_key_check(bound)
 
-    def _send_key_check(self):
+    def _dh2(self, bound):
+        """X25519(R, D_pub); from the cache when D_pub is `bound`, the device's bound key
+        (None: no key bound, D_pub is only the peer's word)."""
+        cache = self._dh2_cache if bound is not None else None
+        dh2 = cache.get(bound) if cache is not None else None
+        if dh2 is None:
+            dh2 = crypto.x25519(self._private, self.device_public)
+            if cache is not None:
+                cache[bound] = dh2
+        return dh2
+
+    def _send_key_check(self, bound):
         if self._ephemeral is None:
             self._ephemeral = crypto.generate_keypair()
         eph_private, eph_public = self._ephemeral
@@ -213,7 +228,7 @@ class RealmConnection(Connection):
         th = self._th.digest()
         self._th = None
         dh1 = crypto.x25519(eph_private, self._device_eph)
-        dh2 = crypto.x25519(self._private, self.device_public)
+        dh2 = self._dh2(bound)
         d2r_enc, d2r_mac, r2d_enc, r2d_mac = session_keys(th, dh1, dh2)
         self._sealer = crypto.Sealer(r2d_enc, r2d_mac, True)  # releasable: release_keys()
         self._opener = crypto.Opener(d2r_enc, d2r_mac, True)

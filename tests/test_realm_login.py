@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from shared import codec, crypto
-from shared.errors import BAD_LOGIN, RATE_LIMITED
+from shared.errors import BAD_LOGIN, KEY_MISMATCH, RATE_LIMITED
 from shared.events import LoginRequest
 from host import login, ratelimit, tokens
 from host.login import LoginDecider
@@ -316,3 +316,58 @@ def test_a_token_changed_during_its_slow_check_is_not_overwritten(realm, checks)
     checks.on_call = admin_gives_a_new_token
     assert decide_all(realm, [(request(device_id, token, public), "10.1.0.3")]) == [None]
     assert not tokens.verify_token(token, stored_hash(realm, device_id))
+
+
+# -- registry round trips per login -----------------------------------------------------------
+def test_a_reconnect_with_the_record_read_at_its_hello_costs_no_registry_round_trip(
+        realm, checks, monkeypatch):
+    device_id, token, public = add(realm, slow=False)
+    record = realm.store.device_now(str(uuid.UUID(bytes=device_id)))
+    trips = []
+    for name in ("device", "bind_key", "bound_key"):
+        call = getattr(realm.store, name)
+        monkeypatch.setattr(realm.store, name,
+                            lambda *a, call=call, name=name: trips.append(name) or call(*a))
+
+    async def body(device, token, public):
+        return (await realm.decide(request(device_id, token, public), "10.1.0.1",
+                                   device)).code
+    assert asyncio.run(body(record, token, public)) is None
+    assert trips == []
+    # The record decides as the registry would: a wrong token, another key.
+    assert asyncio.run(body(record, "w" * 43, public)) == BAD_LOGIN
+    assert asyncio.run(body(record, token, crypto.generate_keypair()[1])) == KEY_MISMATCH
+    assert trips == []
+    # Without it (a store that keeps no records), the registry is asked.
+    assert asyncio.run(body(None, token, public)) is None
+    assert trips == ["device"]
+
+
+def test_online_flags_made_meanwhile_are_written_in_one_transaction(tmp_path, monkeypatch):
+    async def body():
+        store = LocalStore(str(tmp_path))
+        await store.start()
+        admin = Registry(str(tmp_path))
+        ids = [admin.add_device(T0)[0] for _ in range(50)]
+        writes = []
+        set_online = store._db.set_online
+        monkeypatch.setattr(store._db, "set_online",
+                            lambda changes: writes.append(len(changes)) or set_online(changes))
+        busy = threading.Event()
+        held = store._worker.submit(busy.wait)  # the worker busy meanwhile
+        for device in ids:
+            store.set_online(device, True, T0)
+        for device in ids[:10]:
+            store.set_online(device, False, T0 + 1)  # after, in call order
+        busy.set()
+        held.result()
+        await store.queue_totals()  # a call after them: they are written by then
+        assert writes == [60]
+        online = {d.id: d.online for d in admin.list_devices()}
+        assert [online[d] for d in ids] == [False] * 10 + [True] * 40
+        store.set_online(ids[0], True, T0 + 2)  # the next one is written on its own
+        await store.queue_totals()
+        assert writes == [60, 1] and admin.device(ids[0]).online
+        admin.close()
+        await store.stop()
+    asyncio.run(body())

@@ -9,8 +9,8 @@ import uuid
 import pytest
 
 from shared import codec, crypto
-from shared.errors import (BAD_LOGIN, DENIED, INTERNAL, KEY_MISMATCH, MALFORMED,
-                           RATE_LIMITED, SESSION_REPLACED, TOO_LARGE, UNEXPECTED)
+from shared.errors import (BAD_LOGIN, DENIED, INTERNAL, KEY_CHECK_FAILED, KEY_MISMATCH,
+                           MALFORMED, RATE_LIMITED, SESSION_REPLACED, TOO_LARGE, UNEXPECTED)
 from shared.events import DeliveryPacket, Message, Delivery, PeerKeyPacket
 from shared.framing import StreamFramer
 from host import keyfile, tokens
@@ -90,6 +90,32 @@ def test_first_contact_binds_the_key_then_the_pinned_path_is_taken(realm):
     run(body())
     assert fingerprint(realm, device_id) == crypto.fingerprint(state.public).hex()
     realm.wait_log("login %s (first) from 127.0.0.1" % uuid.UUID(bytes=device_id))
+
+
+def test_after_reset_key_the_new_key_logs_in_and_the_old_one_is_refused(realm):
+    # The realm keeps dh2 per bound key: a reconnect on the pinned path fills it, and
+    # after `realm device reset-key` nothing of the old key's may serve the new one.
+    device_id, token = realm.add_device("rekeyed")
+    old = RawDevice(realm.port, device_id, token)
+    welcome = old.handshake()
+    old.close()
+    again = RawDevice(realm.port, device_id, token, private=old.private,
+                      realm_public=welcome.realm_public)
+    assert again.handshake().pinned_path  # its dh2 is kept now
+    again.close()
+    realm.admin("device", "reset-key", str(uuid.UUID(bytes=device_id)))
+    new = RawDevice(realm.port, device_id, token, realm_public=welcome.realm_public)
+    assert not new.handshake().pinned_path  # no key bound: the new key binds now
+    new.close()
+    for _ in range(2):
+        pinned = RawDevice(realm.port, device_id, token, private=new.private,
+                           realm_public=welcome.realm_public)
+        assert pinned.handshake().pinned_path
+        pinned.close()
+    stale = RawDevice(realm.port, device_id, token, private=old.private,
+                      realm_public=welcome.realm_public)
+    assert stale.expect_closed().code == KEY_CHECK_FAILED  # pinned path, key not bound
+    assert fingerprint(realm, device_id) == crypto.fingerprint(new.public).hex()
 
 
 def test_proxy_is_relayed_end_to_end_with_delivery_delivered(realm):
@@ -307,18 +333,43 @@ def test_twenty_bad_logins_from_one_address_rate_limit_it(own_realm):
     assert RawDevice(realm.port, device_id, token).expect_closed().code == RATE_LIMITED
 
 
-def test_handshake_cap_refuses_more_connections(own_realm):
-    realm = own_realm("--max-handshakes", "2", "--handshake-timeout", "5")
+def test_past_the_handshake_cap_connections_wait_for_a_slot_not_refused(own_realm):
+    # A fleet coming back together must not be refused: DENIED makes a device wait
+    # minutes. Past the cap a Hello waits unread (or its connection in the kernel's
+    # backlog) and is answered as soon as a slot frees up.
+    realm = own_realm("--max-handshakes", "2", "--handshake-timeout", "60")
+    early = socket.create_connection(("127.0.0.1", realm.port))  # accepted, idle: no slot
     held = [socket.create_connection(("127.0.0.1", realm.port)) for _ in range(2)]
     for sock in held:  # a connection takes a slot when it sends its Hello
         sock.sendall(hello_bytes())
-        assert sock.recv(4096)  # SendKey
-    with socket.create_connection(("127.0.0.1", realm.port)) as sock:
-        sock.sendall(hello_bytes())  # a slot is taken with the Hello
-        packets = read_frames(sock)
-    assert [(p, f[0]) for p, f in packets] == [(codec.ERROR, DENIED)]
-    for sock in held:
+        assert read_packet(sock)[0] == codec.SEND_KEY
+    realm.wait_log("all 2 handshake slots taken")
+    late = socket.create_connection(("127.0.0.1", realm.port))  # the kernel's backlog
+    for sock in (early, late):
+        sock.sendall(hello_bytes())
+        sock.settimeout(0.5)
+        with pytest.raises(socket.timeout):  # waits: neither answered nor refused
+            sock.recv(4096)
+    held.pop(0).close()  # a slot frees: the connection accepted first goes first
+    assert read_packet(early)[0] == codec.SEND_KEY
+    held.pop(0).close()
+    assert read_packet(late)[0] == codec.SEND_KEY
+    for sock in (early, late):
         sock.close()
+    realm.wait_log("handshake slots free again")
+    assert "DENIED" not in realm.log()
+
+
+def read_packet(sock, timeout=10):
+    """The next clear packet the realm sends on `sock`: (packet id, fields)."""
+    sock.settimeout(timeout)
+    framer = StreamFramer(65535)
+    while True:
+        data = sock.recv(65536)
+        assert data, "closed by the realm"
+        packets = framer.feed(data)
+        if packets:
+            return codec.decode(packets[0])
 
 
 def test_a_slow_reader_is_disconnected_and_others_go_on(own_realm):

@@ -30,7 +30,7 @@ class Link:
 
     def __init__(self, realm_seed=1, device_seed=2, dev=1, bound=None, pinned=None,
                  token=TOKEN, accept=True, now=0, dh2=None, heartbeat_s=30, max_packet=4096,
-                 reporter=None):
+                 reporter=None, dh2_cache=None):
         self.realm_private, self.realm_public = keypair(realm_seed)
         private, public = keypair(device_seed)
         self.bound = {} if bound is None else bound
@@ -46,7 +46,8 @@ class Link:
             from shared.report import ReportingConnection
             self.device = ReportingConnection(reporter, *device_args, **device_settings)
         self.realm = RealmConnection(self.realm_private, self.realm_public, StreamFramer(), now,
-                                     self.bound.get, ephemeral=keypair(realm_seed + 100))
+                                     self.bound.get, ephemeral=keypair(realm_seed + 100),
+                                     dh2_cache=dh2_cache)
         self.device_events = []
         self.realm_events = []
         self.to_realm = []  # every packet the device sent, unframed

@@ -1,10 +1,13 @@
 # The reconnect policy the firmware and the host-side device share (shared/connection.py).
 # Runs on CPython and MicroPython.
-from shared.errors import BAD_LOGIN, LINK_LOST, SESSION_REPLACED, TIMEOUT, ProtocolError
+from shared import codec
+from shared.errors import BAD_LOGIN, DENIED, LINK_LOST, SESSION_REPLACED, TIMEOUT, ProtocolError
 from shared.connection import Reconnect, is_refusal
+from shared.framing import StreamFramer
+from tests.core.linked import Link
 from tests.core.support import eq, check
 
-MP_HEAP = "128k"  # shared.connection compiled from source, with the codec and crypto
+MP_HEAP = "160k"  # shared.connection compiled from source, the codec, crypto and both machines
 LOST = ProtocolError(LINK_LOST, "reset", True)
 
 
@@ -46,3 +49,30 @@ def test_the_jitter_is_random_by_default():
         r.connected()
         waits.add(r.next_delay_ms(LOST))
     check(len(waits) > 1 and min(waits) >= 500 and max(waits) <= 1000, "jitter %r" % (waits,))
+
+
+def _error_frame(code, message):
+    return StreamFramer().frame(codec.encode(codec.PROTO_REALM, codec.ERROR, code, 0, message))
+
+
+def test_a_busy_realm_turning_a_connection_away_is_tried_again_soon():
+    # DENIED in clear, right after the Hello: the realm at its limits, not a refusal of
+    # this device (a fleet restarting together must not wait auth_ms).
+    link = Link()
+    link.device.data_to_send()  # the Hello
+    closed = link.device.receive_data(_error_frame(DENIED, "too many connections"), 0)
+    error = closed[0].error
+    eq((error.code, error.remote, error.sealed), (DENIED, True, False), "a clear DENIED")
+    check(not is_refusal(error), "a busy realm is not a refusal")
+    r = Reconnect(100, 800, 5000, randint=_highest)
+    eq([r.next_delay_ms(error) for _ in range(3)], [100, 200, 400], "the usual backoff")
+
+
+def test_denied_in_a_sealed_session_is_a_refusal():
+    link = Link().pump()
+    link.realm.close(DENIED, "device removed from the realm")
+    link.pump()
+    error = [e for e in link.device_events if hasattr(e, "error")][0].error
+    eq((error.code, error.sealed), (DENIED, True), "sealed by the realm")
+    check(is_refusal(error), "the realm's policy said no")
+    eq(Reconnect(100, 800, 5000, randint=_lowest).next_delay_ms(error), 2500, "auth_ms")

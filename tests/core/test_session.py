@@ -41,6 +41,34 @@ def test_first_contact_then_pinned_reconnect_skips_send_key():
     check(codec.SEND_KEY not in sent_ids(again.to_realm), "device sent no SendKey")
 
 
+def test_the_realm_keeps_dh2_per_bound_key_and_uses_it():
+    cache = {}
+    first = Link(dh2_cache=cache).pump()  # no key bound at the Hello: nothing kept
+    eq(cache, {}, "a key the peer only offered is not kept")
+    w = _welcomed(first.device_events)[0]
+    key = first.bound[device_id(1)]
+    Link(bound=first.bound, pinned=w.realm_public, dh2=w.dh2, dh2_cache=cache).pump()
+    eq(cache, {key: w.dh2}, "dh2 kept under the bound key")
+    cache[key] = bytes(31) + b"\x09"  # a wrong value: the next login must fail with it
+    wrong = Link(bound=first.bound, pinned=w.realm_public, dh2=w.dh2, dh2_cache=cache).pump()
+    eq(wrong.realm.error.code, KEY_CHECK_FAILED, "the kept dh2 is the one used")
+
+
+def test_a_new_bound_key_never_uses_the_dh2_of_the_old_one():
+    # `realm device reset-key`, then the device logs in with a new key pair.
+    cache = {}
+    first = Link(bound={device_id(1): keypair(2)[1]}, dh2_cache=cache).pump()
+    old = first.bound[device_id(1)]
+    check(old in cache and first.device.established, "kept for the old key")
+    cache[old] = bytes(31) + b"\x09"  # would break any login that used it
+    bound = {}  # reset-key: nothing bound; the new key binds at this login
+    Link(device_seed=3, bound=bound, dh2_cache=cache).pump()
+    new = bound[device_id(1)]
+    again = Link(device_seed=3, bound=bound, pinned=keypair(1)[1], dh2_cache=cache).pump()
+    check(again.device.established, "the new key logs in")
+    eq(sorted(cache), sorted([old, new]), "each key its own dh2")
+
+
 def test_realm_key_changed_is_refused_by_the_device():
     first = Link().pump()
     _other_private, other_public = keypair(9)
