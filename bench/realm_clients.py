@@ -2,6 +2,7 @@
 DeviceConnection over a TCP socket, with no end-to-end layer (the realm relays `inner`
 without looking at it, so the bench spends its own CPU on the hop only)."""
 import asyncio
+import collections
 import random
 import time
 import uuid
@@ -102,22 +103,29 @@ async def connect_many(port, identities, concurrency, keep=True):
 
 class Fleet:
     """Devices that all connect at once, each retrying a refused or failed connection
-    after 0.1 to 0.5 s (a device's backoff, shortened: the realm is known to be up)."""
+    after 0.1 to 0.5 s (a device's backoff, shortened: the realm is known to be up).
+    They come from `per_address` devices per loopback address (127.1.x.y), as a fleet on
+    many networks does, within the realm's default share per address."""
 
-    def __init__(self, identities):
+    def __init__(self, identities, per_address=20):
         self.identities = identities
+        self.sources = ["127.1.%d.%d" % divmod(1 + i // per_address, 250)
+                        for i in range(len(identities))]
         self.devices = []
         self.retries = 0
+        self.refusals = collections.Counter()  # why connections were retried
 
     async def connect_all(self, port):
-        self.devices = await asyncio.gather(*(self._connect(port, i) for i in self.identities))
+        self.devices = await asyncio.gather(*(self._connect(port, i, s) for i, s in zip(
+            self.identities, self.sources)))
 
-    async def _connect(self, port, identity):
+    async def _connect(self, port, identity, source):
         while True:
             try:
-                return await BenchDevice.connect(port, identity)
-            except Exception:  # refused by the kernel (OSError) or the realm: try again
+                return await BenchDevice.connect(port, identity, source=source)
+            except Exception as e:  # refused by the kernel (OSError) or the realm: try again
                 self.retries += 1
+                self.refusals[getattr(e, "name", type(e).__name__)] += 1
                 await asyncio.sleep(random.uniform(0.1, 0.5))
 
     async def all_lost(self):
