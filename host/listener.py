@@ -29,9 +29,6 @@ from host import logs
 log = logs.get()
 
 RESERVE_FDS = 32         # kept free below the limit for everything but links
-# Connections the kernel holds for the realm (net.core.somaxconn caps it: 4096 on
-# Linux 5.4 and later): a fleet that reconnects at once waits there while the realm is busy.
-BACKLOG = 4096
 ACCEPTS_PER_WAKE = 128  # then the loop serves the links already open before more
 _OUT_OF = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _PAUSE_S = (0.1, 2.0)    # first and longest pause of accepting after such a failure
@@ -108,12 +105,12 @@ class Listener:
     """Listening sockets for (host, port); `accepted(sock, address)` gets each connection
     taken; `count()` says how many links are open now."""
 
-    def __init__(self, loop, host, port, accepted, count):
+    def __init__(self, loop, host, port, accepted, count, backlog):
         self.loop = loop
         self.accepted = accepted
         self.count = count
         self.fd_limit = raise_fd_limit()
-        self.sockets = _listen(host, port)
+        self.sockets = _listen(host, port, backlog)
         self.capacity = max(1, self.fd_limit - open_fds() - RESERVE_FDS)
         self.refused = 0        # connections refused since the cap was reached
         self.failed = 0         # accept() failures since accepting was paused
@@ -200,7 +197,7 @@ class Listener:
             self._start_reading()
 
 
-def _listen(host, port):
+def _listen(host, port, backlog):
     """Bound, listening, non-blocking sockets for every address `host` resolves to."""
     sockets = []
     try:
@@ -212,7 +209,7 @@ def _listen(host, port):
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
-            sock.listen(BACKLOG)
+            sock.listen(backlog)
             sock.setblocking(False)
     except OSError:
         for sock in sockets:

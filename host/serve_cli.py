@@ -44,9 +44,13 @@ def add_parser(sub, add):
                    help="sent in Welcome (default %d)" % cli.DEFAULTS.max_packet)
     s.add_argument("--max-handshakes", type=cli.positive(int, 1, 10 ** 6),
                    default=cli.DEFAULTS.max_handshakes,
-                   help="connections allowed in the handshake at once; when all are taken, "
-                   "the one waiting longest for its Hello makes room (default %d)"
-                   % cli.DEFAULTS.max_handshakes)
+                   help="connections past their Hello and not logged in yet; while all are "
+                   "taken, new ones wait (in the backlog, or with their Hello unread), none "
+                   "is refused (default %d)" % cli.DEFAULTS.max_handshakes)
+    s.add_argument("--backlog", type=cli.positive(int, 1, 65535), default=cli.DEFAULTS.backlog,
+                   metavar="N", help="connections the kernel holds until the realm accepts "
+                   "them, capped by net.core.somaxconn: a fleet reconnecting at once waits "
+                   "there (default %d)" % cli.DEFAULTS.backlog)
     s.add_argument("--max-handshakes-per-address", type=cli.positive(int, 1, 10 ** 6),
                    default=cli.DEFAULTS.max_handshakes_per_address, metavar="N",
                    help="of those, from one source address (default %d)"
@@ -104,7 +108,7 @@ def cmd_serve(args):
                     heartbeat_s=args.heartbeat, handshake_timeout_s=args.handshake_timeout,
                     max_packet=args.max_packet, max_handshakes=args.max_handshakes,
                     max_handshakes_per_address=args.max_handshakes_per_address,
-                    hello_timeout_s=args.hello_timeout, send_limit=args.send_limit,
+                    backlog=args.backlog, hello_timeout_s=args.hello_timeout, send_limit=args.send_limit,
                     summary_s=args.summary, http=args.http, http_token=args.http_token or None)
     if args.cluster:
         # The nodes share the folder's key, not its registry: no lock, nothing created.

@@ -107,6 +107,7 @@ class Config:
         self.max_packet = protocol.DEFAULT_MAX_PACKET
         self.max_handshakes = 256      # links past Hello, not logged in yet; more wait
         self.max_handshakes_per_address = 32  # links not logged in yet from one address
+        self.backlog = 4096  # TCP connections the kernel holds until accepted (somaxconn caps)
         self.hello_timeout_s = 5.0     # a new link must send its Hello within this
         self.send_limit = 256 * 1024   # bytes waiting to be written; past it a link is dropped
         self.summary_s = 60.0
@@ -729,7 +730,8 @@ async def serve(config, store, keypair, ready=None, make_router=None):
     try:
         await realm.router.start()
         server = realm.listener = Listener(realm.loop, config.host, config.port,
-                                           realm.adopt_tcp, lambda: len(realm.links))
+                                           realm.adopt_tcp, lambda: len(realm.links),
+                                           config.backlog)
     except BaseException:
         await store.stop()
         raise
