@@ -16,7 +16,7 @@ from host.registry import id_text
 from host.ratelimit import BLOCK_S, DEVICE_LIMIT, WINDOW_S
 from host.server import RECEIPT_CHECK_S
 
-A, B = bytes([1]) * 16, bytes([2]) * 16
+A, B, C = bytes([1]) * 16, bytes([2]) * 16, bytes([3]) * 16
 TOKEN, WRONG = "t" * 43, "w" * 43
 EPSILON = 0.01  # s: the link's timer fires 1 ms after the core's deadline
 
@@ -121,6 +121,35 @@ def test_stored_packets_are_forgotten_once_the_device_is_heard_after_them():
         await realm.advance(RECEIPT_CHECK_S + EPSILON, a, b)
         assert id_text(B) not in realm.store.queues
     run_in_realm(test)
+
+
+def test_a_hello_waiting_for_a_slot_is_served_when_one_frees_or_timed_out_at_its_deadline():
+    # All slots taken: a Hello waits unread (not DENIED), its own Hello deadline does not
+    # run (the wait is the realm's doing), and the whole handshake timeout, counted from
+    # its accept, bounds the wait; TIMEOUT is retried by a device on its usual backoff.
+    async def test(realm):
+        for device_id in (A, B, C):
+            realm.store.add_device(device_id, TOKEN)
+        waiting = MemoryDevice(realm.server, B, TOKEN)  # accepted at 0, idle
+        await realm.advance(1)
+        holder = MemoryDevice(realm.server, A, TOKEN)  # accepted at 1, takes the one slot
+        holder.pump(read=False)
+        await realm.advance(0.5)
+        served = MemoryDevice(realm.server, C, TOKEN)  # accepted at 1.5
+        await realm.advance(0.5)
+        waiting.pump(read=False)
+        served.pump(read=False)
+        assert waiting.link.held and served.link.held  # neither read nor refused
+        await realm.advance(30 - 2 - EPSILON)  # far past the Hello deadline (5 s)
+        assert not waiting.link.ended and waiting.transport.data == b""
+        await realm.advance(2 * EPSILON)
+        assert timed_out(waiting, "the realm had no handshake slot free in time")
+        # The holder's handshake times out at 31 s: its slot goes to the one still waiting.
+        await realm.advance(1)
+        assert timed_out(holder, "handshake not finished in time")
+        await realm.settle(served)
+        assert [e for e in served.events if isinstance(e, Welcomed)]
+    run_in_realm(test, hello_timeout_s=5, handshake_timeout_s=30, max_handshakes=1)
 
 
 def test_the_virtual_clock_moves_only_when_told_and_says_when_a_test_waits_for_nothing(
