@@ -334,6 +334,10 @@ class Registry:
             "SELECT count(*), coalesce(sum(length(inner)), 0) FROM queue").fetchone()
         return count, size
 
+    def queue_targets(self):
+        """The devices that have packets stored."""
+        return {r[0] for r in self.db.execute("SELECT DISTINCT target FROM queue")}
+
     def queued_count(self, target):
         return self.db.execute("SELECT count(*) FROM queue WHERE target = ?",
                                (target,)).fetchone()[0]

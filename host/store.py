@@ -65,6 +65,11 @@ class LocalStore:
         # few transactions, not one each. The worker takes them all at once.
         self._online = []
         self._online_lock = threading.Lock()
+        # Targets that may have packets stored (this process is the queue's one writer):
+        # read at start, one added when a packet for it goes to the worker, dropped when a
+        # read finds none and none was added since. Any other device's login reads nothing
+        # (most of a fleet coming back after a restart). target -> packets added.
+        self._may_hold = {}
         self.loop = None
 
     def _run(self, func, *args):
@@ -73,6 +78,7 @@ class LocalStore:
     async def start(self):
         self.loop = asyncio.get_running_loop()
         await self._run(self._db.clear_online)
+        self._may_hold = dict.fromkeys(await self._run(self._db.queue_targets), 0)
 
     async def stop(self):
         await self._run(self._db.clear_online)
@@ -116,6 +122,7 @@ class LocalStore:
             refused = self.loop.create_future()
             refused.set_result(QUEUE_FULL)
             return refused
+        self._may_hold[target] = self._may_hold.get(target, 0) + 1
         # Submitted now, so stores and reads keep their call order on the worker.
         return asyncio.ensure_future(self._remember_full(
             target, self._run(self._enqueue, target, sender, msg_id, inner, now)))
@@ -133,7 +140,19 @@ class LocalStore:
         return result
 
     def stored(self, target, now):
-        return self._run(self._db.stored, target, now)
+        added = self._may_hold.get(target)
+        if added is None:
+            nothing = self.loop.create_future()
+            nothing.set_result([])
+            return nothing
+        return asyncio.ensure_future(self._forget_if_none(
+            target, added, self._run(self._db.stored, target, now)))
+
+    async def _forget_if_none(self, target, added, future):
+        items = await future
+        if not items and self._may_hold.get(target) == added:
+            del self._may_hold[target]
+        return items
 
     def forget_stored(self, target, last_seq):
         self._full.pop(target, None)

@@ -371,3 +371,30 @@ def test_online_flags_made_meanwhile_are_written_in_one_transaction(tmp_path, mo
         admin.close()
         await store.stop()
     asyncio.run(body())
+
+
+def test_only_devices_that_may_have_stored_packets_read_the_queue(tmp_path, monkeypatch):
+    # A fleet coming back after a restart: each login asks for its stored packets, and
+    # the registry is read only for the devices that may have some.
+    async def body():
+        admin = Registry(str(tmp_path))
+        target, other, kept = (admin.add_device(T0)[0] for _ in range(3))
+        admin.enqueue(kept, bytes(16), 1, b"stored by an earlier run", T0)
+        store = LocalStore(str(tmp_path))
+        await store.start()
+        reads = []
+        stored = store._db.stored
+        monkeypatch.setattr(store._db, "stored",
+                            lambda device, now: reads.append(device) or stored(device, now))
+        assert await store.stored(other, T0) == [] and reads == []
+        assert [q.inner for q in await store.stored(kept, T0)] == [b"stored by an earlier run"]
+        queued = store.enqueue(target, bytes(16), 7, b"for you", T0)
+        got = await store.stored(target, T0)  # asked at once: read after the write
+        assert await queued == codec.QUEUED and [q.inner for q in got] == [b"for you"]
+        store.forget_stored(target, got[-1].seq)
+        assert await store.stored(target, T0) == []  # read: none left
+        assert await store.stored(target, T0) == []  # known now: no read
+        assert reads == [kept, target, target]
+        admin.close()
+        await store.stop()
+    asyncio.run(body())
