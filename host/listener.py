@@ -29,6 +29,9 @@ from host import logs
 log = logs.get()
 
 RESERVE_FDS = 32         # kept free below the limit for everything but links
+# Connections the kernel holds until accepted (net.core.somaxconn caps it; 4096 since
+# Linux 5.4): a fleet reconnecting at once waits there while the handshake slots are taken.
+BACKLOG = 4096
 ACCEPTS_PER_WAKE = 128  # then the loop serves the links already open before more
 _OUT_OF = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _PAUSE_S = (0.1, 2.0)    # first and longest pause of accepting after such a failure
@@ -105,7 +108,7 @@ class Listener:
     """Listening sockets for (host, port); `accepted(sock, address)` gets each connection
     taken; `count()` says how many links are open now."""
 
-    def __init__(self, loop, host, port, accepted, count, backlog):
+    def __init__(self, loop, host, port, accepted, count, backlog=BACKLOG):
         self.loop = loop
         self.accepted = accepted
         self.count = count

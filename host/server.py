@@ -25,7 +25,7 @@ from shared.framing import StreamFramer
 from shared.realm import DeviceReportPacket, RealmConnection
 from shared.events import Closed, LoginRequest, ProxyPassPacket, PeerKeyRequestPacket
 from host import logs, realmdir
-from host.listener import Listener, address_group, error_frame, refuse
+from host.listener import BACKLOG, Listener, address_group, error_frame, refuse
 from host.login import Decision, LoginDecider
 from host.ratelimit import LoginLimiter
 from host.registry import id_text, label
@@ -107,7 +107,7 @@ class Config:
         self.max_packet = protocol.DEFAULT_MAX_PACKET
         self.max_handshakes = 256      # links past Hello, not logged in yet; more wait
         self.max_handshakes_per_address = 32  # links not logged in yet from one address
-        self.backlog = 4096  # TCP connections the kernel holds until accepted (somaxconn caps)
+        self.backlog = BACKLOG         # TCP connections the kernel holds until accepted
         self.hello_timeout_s = 5.0     # a new link must send its Hello within this
         self.send_limit = 256 * 1024   # bytes waiting to be written; past it a link is dropped
         self.summary_s = 60.0
