@@ -5,6 +5,7 @@ import json
 from binascii import unhexlify
 
 from shared.codec import uuid_from_str
+from shared.compat import const
 from shared.connection import RECONNECT_DEFAULTS
 from shared.protocol import (DEFAULT_PORT, HANDSHAKE_TIMEOUT_MS, MAX_TOKEN_BYTES,
                              MIN_TOKEN_BYTES)
@@ -13,11 +14,13 @@ from shared.protocol import (DEFAULT_PORT, HANDSHAKE_TIMEOUT_MS, MAX_TOKEN_BYTES
 # long; one that is not confirmed this long after its start is restarted (a failed start).
 # reuse: copy the files the running version has already instead of fetching them (false
 # only to measure a whole transfer).
-DEFAULT_UPDATE = {"confirm_ms": 30000, "trial_ms": 300000, "reuse": True}
-MAX_RELEASE_KEYS = 2  # the current release key and the next one, while it is rotated
-_KNOWN = ("device_id", "token", "name", "realm", "realm_key", "private_key", "peers", "wifi",
-          "reconnect", "handshake_ms", "app", "updaters", "release_keys", "update")
-_SERIAL_KEYS = ("uart", "tx", "rx", "baud", "path")
+# Private module constants are const(): a device then keeps no name for them.
+_DEFAULT_UPDATE = const((("confirm_ms", 30000), ("trial_ms", 300000), ("reuse", True)))
+_MAX_RELEASE_KEYS = const(2)  # the current release key and the next one, while it is rotated
+_KNOWN = const(("device_id", "token", "name", "realm", "realm_key", "private_key", "peers",
+                "wifi", "reconnect", "handshake_ms", "app", "updaters", "release_keys",
+                "update"))
+_SERIAL_KEYS = const(("uart", "tx", "rx", "baud", "path"))
 
 
 class ConfigError(Exception):
@@ -90,14 +93,14 @@ def _updates(raw, c):
             raise ConfigError("updaters[%d]: not a device id (8-4-4-4-12 hex): %r" % (i, text))
     c["updaters"] = [text.lower() for text in updaters]
     keys = raw.get("release_keys", [])
-    if not isinstance(keys, list) or len(keys) > MAX_RELEASE_KEYS:
-        raise ConfigError("release_keys: must be a list of at most %d keys" % MAX_RELEASE_KEYS)
+    if not isinstance(keys, list) or len(keys) > _MAX_RELEASE_KEYS:
+        raise ConfigError("release_keys: must be a list of at most %d keys" % _MAX_RELEASE_KEYS)
     c["release_keys"] = [_hex_key(key, "release_keys[%d]" % i) for i, key in enumerate(keys)]
     given = raw.get("update", {})
     _object(given, "update")
-    c["update"] = dict(DEFAULT_UPDATE)
+    c["update"] = dict(_DEFAULT_UPDATE)
     for key in given:
-        if key not in DEFAULT_UPDATE:
+        if key not in c["update"]:
             raise ConfigError("update.%s: unknown field (known: confirm_ms, trial_ms, reuse)"
                               % key)
         if key == "reuse":

@@ -48,8 +48,8 @@ STATUS_DENIED = const(3)
 QUEUE_FULL = const(4)
 STATUS_TOO_LARGE = const(5)
 UNAVAILABLE = const(6)
-_STATUS_NAMES = ("DELIVERED", "QUEUED", "UNKNOWN_TARGET", "DENIED", "QUEUE_FULL", "TOO_LARGE",
-                 "UNAVAILABLE")
+_STATUS_NAMES = const(("DELIVERED", "QUEUED", "UNKNOWN_TARGET", "DENIED", "QUEUE_FULL",
+                       "TOO_LARGE", "UNAVAILABLE"))
 
 
 def status_name(status):
@@ -65,7 +65,7 @@ LOGIN_TOKEN = const(1)
 # its plaintext view: the connection seals the challenge. Pong carries "the Ping's bytes",
 # so it has Ping's limit too: a Pong over MAX_PING bytes answers no Ping we could have
 # sent, and is MALFORMED.
-_REALM = """
+_REALM = const("""
 Heartbeat
 Error code:u16 ref:u32 message:str16
 Hello version:u8 device_id:uuid pin:opt<hash> eph:key
@@ -79,13 +79,13 @@ Delivery msg_id:u32 status:u8
 PeerKeyRequest peer:uuid
 PeerKey peer:uuid static:opt<key>
 DeviceReport report:str16
-"""
-_DEVICE = """
+""")
+_DEVICE = const("""
 Data data:rest
 Ping data:rest<=32
 Pong data:rest<=32
 Service service:u8 data:rest
-"""
+""")
 _TEXT = {PROTO_DEVICE: _DEVICE, PROTO_REALM: _REALM}
 
 # Field kinds, one small int each: a fixed-size field is its size in bytes (u8..u64 are
@@ -149,7 +149,7 @@ class _Column:
 
 FIELDS = _Column(True)  # FIELDS[protocol][packet_id] -> the field names, in order
 NAMES = _Column(False)  # NAMES[protocol][packet_id] -> the packet's name
-_FLAG = (b"\x00", b"\x01")
+_FLAG = const((b"\x00", b"\x01"))
 
 
 def _malformed(why):

@@ -6,13 +6,16 @@ from shared import compat
 from shared.compat import const, sha256, sha256_after, sha256_prefix, urandom
 from shared.errors import MALFORMED, ProtocolError
 
-_BASE_POINT = b"\x09" + bytes(31)
-_IPAD = int.from_bytes(b"\x36" * 64, "big")
-_OPAD = int.from_bytes(b"\x5c" * 64, "big")
-_ZERO8 = bytes(8)
+# Private module constants are const(): a device then keeps no name for them.
+_BASE_POINT = const(b"\x09\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+                    b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")
+_BYTES_OF_1 = const((2**512 - 1) // 255)  # 64 bytes of 0x01
+_IPAD = const(_BYTES_OF_1 * 0x36)
+_OPAD = const(_BYTES_OF_1 * 0x5C)
+_ZERO8 = const(b"\x00\x00\x00\x00\x00\x00\x00\x00")
 _TAG_SIZE = const(16)
 _MIN_BODY = const(24)  # n:u64 and the tag
-_2_64 = 2**64
+_2_64 = const(2**64)
 
 
 def x25519(scalar, u):
