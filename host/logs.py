@@ -64,6 +64,8 @@ class LinkLog:
     """The lines of one link: the first `limit` are written, the rest counted; `last`,
     the line that ends the link, is always written and says how many were suppressed."""
 
+    __slots__ = ("logger", "limit", "written", "suppressed")  # one per link
+
     def __init__(self, logger, limit=LINK_LINES):
         self.logger = logger
         self.limit = limit

@@ -89,6 +89,9 @@ class RealmConnection(Connection):
     """
 
     _allowed = _ALLOWED
+    __slots__ = ("_handshake_deadline", "_private", "_public", "_bound_key", "_ephemeral",
+                 "_challenge", "_th", "_device_eph", "device_id", "device_public",
+                 "pinned_path", "_forward", "_dh2_cache", "__weakref__")
 
     def __init__(self, private, public, framer, now, bound_key,
                  handshake_timeout_ms=HANDSHAKE_TIMEOUT_MS, ephemeral=None, challenge=None,
@@ -120,6 +123,7 @@ class RealmConnection(Connection):
         self._send(codec.encode(codec.PROTO_REALM, codec.WELCOME, heartbeat_s, max_packet,
                                 realm_name))
         self._state = _ESTABLISHED
+        self._bound_key = None  # asked only in the handshake; the shell's callback may be big
         self._start_session(heartbeat_s, max_packet)
 
     def refuse_login(self, code, message=""):
@@ -228,6 +232,7 @@ class RealmConnection(Connection):
         th = self._th.digest()
         self._th = None
         dh1 = crypto.x25519(eph_private, self._device_eph)
+        self._device_eph = None
         dh2 = self._dh2(bound)
         d2r_enc, d2r_mac, r2d_enc, r2d_mac = session_keys(th, dh1, dh2)
         self._sealer = crypto.Sealer(r2d_enc, r2d_mac, True)  # releasable: release_keys()
