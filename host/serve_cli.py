@@ -96,6 +96,7 @@ def cmd_serve(args):
     from host.web import is_loopback
     try:
         logs.setup(args.verbose, log_file=args.log_file)
+        logs.gather_only_what_is_shown()
     except OSError as e:
         raise cli.CliError("cannot write the log file %s: %s"
                            % (args.log_file, e.strerror or e))

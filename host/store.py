@@ -12,7 +12,8 @@ worker thread) and the cluster's store on NATS KV and JetStream (`host/cluster.p
     await replace_token_hash(id, old, new) -> True if the token hash was `old` and is now
                                          `new` (a token migrating to its fast stored form)
     set_online(id, online, now)          fire and forget; kept in call order (LocalStore
-                                         writes those made meanwhile in one transaction)
+                                         writes them ONLINE_WRITE_S later, those made
+                                         meanwhile in one transaction)
     await enqueue(target, sender, msg_id, inner, now) -> codec QUEUED | QUEUE_FULL | UNKNOWN_TARGET
                                          QUEUED only once the packet is durably stored
     await stored(target, now) -> [Queued], oldest first; they stay stored until
@@ -29,13 +30,17 @@ Ids are canonical id text (`registry.id_text`).
 """
 import asyncio
 import logging
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from shared.codec import QUEUE_FULL
 from host.registry import Registry
 
 log = logging.getLogger("realm")
+
+# Online flags are written this long after they change: a fleet logging in together is
+# one transaction per interval, not two commits per device. They are shown, never
+# relied on (a start clears them), so a crash loses at most this much of them.
+ONLINE_WRITE_S = 0.1
 
 
 class Unavailable(Exception):
@@ -61,10 +66,8 @@ class LocalStore:
         self._reader = Registry(data_dir)
         self._version = None
         self._full = {}  # target -> _Usage of its full queue, while known to be full
-        # Online flags not written yet, in call order: a fleet logging in together is a
-        # few transactions, not one each. The worker takes them all at once.
-        self._online = []
-        self._online_lock = threading.Lock()
+        self._online = []  # (id, online, now) not written yet, in call order
+        self._online_timer = None
         # Targets that may have packets stored (this process is the queue's one writer):
         # read at start, one added when a packet for it goes to the worker, dropped when a
         # read finds none and none was added since. Any other device's login reads nothing
@@ -81,6 +84,8 @@ class LocalStore:
         self._may_hold = dict.fromkeys(await self._run(self._db.queue_targets), 0)
 
     async def stop(self):
+        if self._online:
+            self._write_online()  # their last_seen; then all are cleared
         await self._run(self._db.clear_online)
         await self._run(self._db.close)
         self._worker.shutdown(wait=True)
@@ -105,16 +110,14 @@ class LocalStore:
         return self._run(self._db.replace_token_hash, device_id, old, new)
 
     def set_online(self, device_id, online, now):
-        with self._online_lock:
-            self._online.append((device_id, online, now))
-            if len(self._online) > 1:
-                return  # the write already submitted takes this one too
-        self._worker.submit(self._write_online).add_done_callback(_log_failure)
+        if not self._online:
+            self._online_timer = self.loop.call_later(ONLINE_WRITE_S, self._write_online)
+        self._online.append((device_id, online, now))
 
     def _write_online(self):
-        with self._online_lock:
-            changes, self._online = self._online, []
-        self._db.set_online(changes)
+        self._online_timer.cancel()
+        changes, self._online = self._online, []
+        self._worker.submit(self._db.set_online, changes).add_done_callback(_log_failure)
 
     def enqueue(self, target, sender, msg_id, inner, now):
         full = self._full.get(target)
