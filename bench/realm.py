@@ -48,6 +48,10 @@ def wait_port(port, proc, timeout=10):
 
 
 DEFAULTS = Config()  # `realm serve`'s
+# The realm's own handshake limits, as `realm serve` runs by default.
+DEFAULT_LIMITS = ("--handshake-timeout", DEFAULTS.handshake_timeout_s,
+                  "--max-handshakes", DEFAULTS.max_handshakes,
+                  "--max-handshakes-per-address", DEFAULTS.max_handshakes_per_address)
 
 # Long timers, many handshakes at once: the benchmark's load is not an attack.
 BENCH_SETTINGS = ("--heartbeat", "3600", "--handshake-timeout", "120", "--max-handshakes",
@@ -169,8 +173,7 @@ async def fleet_restart(workdir, count):
     Returns a dict: first (s to all logged in), listening (s from start), again (s from
     start to all logged in again), realm_cpu and client_cpu (s, over the reconnect),
     retries (a Counter of why connections were retried, both rounds)."""
-    realm = bench_realm(workdir, "--handshake-timeout", "30", "--max-handshakes", "256",
-                        "--max-handshakes-per-address", "32")
+    realm = bench_realm(workdir, *DEFAULT_LIMITS)
     registry = Registry(realm.data_dir)
     identities = []
     for _ in range(count):
@@ -195,7 +198,7 @@ async def fleet_restart(workdir, count):
         again = time.perf_counter() - t0
         figures = {"first": first, "listening": listening, "again": again,
                    "realm_cpu": realm.cpu(), "client_cpu": time.process_time() - client0,
-                   "retries": fleet.refusals}
+                   "retries": fleet.refusals, "addresses": len(set(fleet.sources))}
     finally:
         fleet.close()
         realm.stop(timeout=60)
@@ -488,11 +491,7 @@ async def realm_phases(workdir, sessions, token_devices, rounds, pairs, per_pair
         figures["sessions"] = await sessions_memory(realm, sessions)
     finally:
         realm.stop(timeout=60)
-    # The realm's own handshake limits, as `realm serve` runs by default.
-    realm = bench_realm(workdir, "--open-enrolment",
-                        "--handshake-timeout", DEFAULTS.handshake_timeout_s,
-                        "--max-handshakes", DEFAULTS.max_handshakes,
-                        "--max-handshakes-per-address", DEFAULTS.max_handshakes_per_address)
+    realm = bench_realm(workdir, "--open-enrolment", *DEFAULT_LIMITS)
     try:
         figures["flood"] = await login_under_flood(realm, flood, flood_logins)
     finally:
@@ -625,7 +624,7 @@ def report_handshakes(rows):
 def report_fleet(f, count):
     print()
     print("fleet restart, %d devices from %d addresses (realm-made tokens, keys bound; "
-          "realm on its default handshake limits):" % (count, -(-count // 20)))
+          "realm on its default handshake limits):" % (count, f["addresses"]))
     print("  first logins, all at once:            %6.1f s" % f["first"])
     print("  SIGTERM, start: listening after       %6.1f s" % f["listening"])
     print("  start to all %d logged in again:   %6.1f s" % (count, f["again"]))

@@ -12,8 +12,11 @@ from shared import x25519 as _pure
 # Loading a private key costs OpenSSL more than an exchange (it derives the public key),
 # and a realm pays three per handshake. So a key pair made here reaches its one exchange
 # loaded, and the keys used again (the realm's own) stay loaded. Both tables are bounded:
-# a pair whose handshake failed is forgotten after a while.
-_FRESH_MAX = 256
+# a pair whose handshake failed is forgotten after a while. Fresh pairs wait for their
+# exchange as long as a round trip to the realm: a host driving a whole fleet (the
+# bench's 10,000 devices reconnecting at once) makes every pair before the first
+# KeyCheck comes back, so the table holds that many (~0.1 KiB each, only while it waits).
+_FRESH_MAX = 16384
 _LOADED_MAX = 16
 _fresh = {}   # private bytes -> key, made by x25519_keypair, until its first exchange
 _loaded = {}  # private bytes -> key, for keys used more than once
