@@ -245,7 +245,7 @@ def is_refusal(error):
     """True for the realm's refusals (an error with such a code); False for a lost link,
     a timeout, an OSError... and a DENIED that came in clear (a busy realm)."""
     code = getattr(error, "code", None)
-    if code == DENIED and not error.sealed:
+    if code == DENIED and not getattr(error, "sealed", True):
         return False
     return code in REFUSALS
 
