@@ -143,7 +143,8 @@ def device_options(c, what="the device"):
                    help="%s's keys and pins (default ~/.realm/devices/ID.json)" % what)
     c.add_argument("--repin", action="store_true",
                    help="trust the realm's key even if it differs from the pinned one")
-    c.add_argument("--timeout", type=positive(float, 0.01, 86400), default=10.0,
+    from host.client import WAIT_S
+    c.add_argument("--timeout", type=positive(float, 0.01, 86400), default=WAIT_S,
                    metavar="SECONDS", help="for the connection and the delivery")
 
 

@@ -28,6 +28,7 @@ from host.fdstream import FdStream
 # A serial link's default speed; realm serve's (host/server.py Config) and the board
 # profiles' (boards/*/board.py) are the same, and `realm send --baud` reads Config's.
 SERIAL_BAUD = 115200
+WAIT_S = 10.0  # how long the host-side device waits for the realm by default (realm send --timeout)
 
 
 class DeviceState:
@@ -341,7 +342,7 @@ class RealmClient:
     """
 
     def __init__(self, device_id, token, realm=("127.0.0.1", DEFAULT_PORT), state="default",
-                 serial=None, baud=SERIAL_BAUD, repin=False, handshake_timeout_s=10.0,
+                 serial=None, baud=SERIAL_BAUD, repin=False, handshake_timeout_s=WAIT_S,
                  on_status=None, reconnect=True):
         device_id = _peer_bytes(device_id)
         if state == "default":
