@@ -305,8 +305,9 @@ class RealmServer:
             refuse(sock, _OVER_SHARE_FRAME)
             return
         transport = TcpTransport(self.loop, sock)
-        transport.start(self.open_link(transport, "%s:%d" % (address[0], address[1]),
-                                       StreamFramer(), source=source, admitted=True))
+        named = ("[%s]:%d" if ":" in address[0] else "%s:%d") % (address[0], address[1])
+        transport.start(self.open_link(transport, named, StreamFramer(), source=source,
+                                       admitted=True))
 
     def flush_soon(self, link):
         """Write to `link` once this loop iteration is done: a burst of packets from
