@@ -1,6 +1,6 @@
 """`make bench-device` (second part): the time of a whole update, measured end to end.
 
-A simulated device (the firmware under the MicroPython unix port at SIM_HEAP) is updated
+A simulated device (the firmware under the MicroPython unix port at UPDATE_HEAP) is updated
 by `realm update push` with a bundle the size of the whole firmware, every file fetched
 (config update.reuse false), from the offer to the updater's "updated": the restart into
 update mode, the header, the boot-time check, the transfer, the install, the restart
@@ -11,6 +11,7 @@ usage: python bench/update.py
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,7 +25,7 @@ sys.path.insert(0, ROOT)
 from host import update as bundles  # noqa: E402
 from tools.build import build  # noqa: E402
 from tools.harness import RealmProcess, realm_command  # noqa: E402
-from tools.simproc import HEAP, SimDevice, write_config  # noqa: E402
+from tools.simproc import UPDATE_HEAP, SimDevice, write_config  # noqa: E402
 
 BAUD = 115200
 CONFIRM_MS = 1000
@@ -104,7 +105,11 @@ def update_time(folder, key, serial=None):
             port=realm.port, serial={"path": pty_device.a, "baud": BAUD} if serial else None,
             updaters=[updater["id"]], release_keys=[key[1]],
             update={"confirm_ms": CONFIRM_MS, "trial_ms": 120000, "reuse": False})
-        device = SimDevice(path, power=True).start()
+        seen = []  # (time, line) of the device's lines: the phases of the update
+
+        def stamp(_device, line):
+            seen.append((time.monotonic(), line))
+        device = SimDevice(path, power=True, heap=UPDATE_HEAP, on_line=stamp).start()
         device.wait(r"online: ", 60)
         bundle = os.path.join(folder, "bench.bundle")
         bundles.build_app_bundle(bundle, "unix", "99.0.0", key[0],
@@ -120,13 +125,38 @@ def update_time(folder, key, serial=None):
         if not rows or rows[0]["state"] != "updated":
             raise SystemExit("the update failed: %s %s" % (rows, out.stderr[-2000:]))
         device.kill()
-        return took, os.path.getsize(bundle), rows[0]["sent"]
+        return {"took": took, "size": os.path.getsize(bundle), "sent": rows[0]["sent"],
+                "transfer": _transfer(seen),
+                "reconnects": _reconnects(seen)}
     finally:
         realm.stop()
         if throttle is not None:
             throttle.stopped = True
             pty_device.stop()
             pty_realm.stop()
+
+
+def _transfer(seen):
+    """Seconds of the files' transfer: from the device's Welcome after the header check at
+    boot to the files installed."""
+    checked = next(t for t, line in seen if "going on with what is on flash" in line)
+    start = next(t for t, line in seen if t >= checked and ": online: " in line)
+    return next(t for t, line in seen if t >= start and "installed in" in line) - start
+
+
+_STARTED = re.compile(r": device \S+ \(.*\), boot \d+, ")  # firmware/launch.py, each start
+
+
+def _reconnects(seen):
+    """Seconds from each restart of the device to its next "online" line."""
+    waits, down = [], None
+    for t, line in seen[1:]:
+        if _STARTED.search(line):
+            down = t
+        elif down is not None and ": online: " in line:
+            waits.append(t - down)
+            down = None
+    return waits
 
 
 def main():
@@ -142,11 +172,13 @@ def main():
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print("\nWhole update of a whole-firmware bundle (offer to confirmed, every file fetched, "
-          "device at -X heapsize=%s, confirmation after %d ms online):" % (HEAP, CONFIRM_MS))
-    for name, (took, size, sent) in (("TCP on loopback", runs["tcp"]),
-                                     ("serial, 115200 baud", runs["serial"])):
-        print("  %-22s %6.1f s  (bundle %.1f KB, %.1f KB sent)" % (
-            name, took, size / 1024.0, sent / 1024.0))
+          "device at -X heapsize=%s, confirmation after %d ms online):" % (UPDATE_HEAP, CONFIRM_MS))
+    for name, run in (("TCP on loopback", runs["tcp"]), ("serial, 115200 baud", runs["serial"])):
+        print("  %-20s %6.1f s  (bundle %.1f KB, %.1f KB sent; the files' transfer %.1f s, "
+              "%.0f KB/s; %d restarts, online again after %s s)" % (
+                  name, run["took"], run["size"] / 1024.0, run["sent"] / 1024.0,
+                  run["transfer"], run["size"] / 1024.0 / run["transfer"],
+                  len(run["reconnects"]), " / ".join("%.1f" % w for w in run["reconnects"])))
     return 0
 
 

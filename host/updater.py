@@ -139,7 +139,6 @@ class Updater:
     (see host/update_cli.py)."""
 
     def __init__(self, device, connect, log=None):
-        self.inbox = []  # ServiceMessages not handled yet
         self.device = device
         self.connect = connect  # coroutine function: connects, returns the Welcome
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
@@ -164,25 +163,21 @@ class Updater:
         return True
 
     def received(self, peer, data):
-        """The endpoint's handler for update Service packets."""
-        self.inbox.append(ServiceMessage(peer, data))
+        """The endpoint's handler for update Service packets: queued with the device's
+        own events, so that the loop waiting for the next one wakes at once (a Get is
+        answered in the same turn, not at the wait's timeout)."""
+        self.device._queue.put_nowait(ServiceMessage(peer, data))
 
     async def _events(self, timeout):
         """The events that came within `timeout` seconds (at least one wait)."""
-        events, self.inbox = self.inbox, []
-        if events:
-            timeout = 0
+        events = []
         try:
-            events.append(await self.device.next_event(timeout or 0.001))
+            events.append(await self.device.next_event(timeout))
             while True:
                 events.append(self.device._queue.get_nowait())
         except (asyncio.TimeoutError, asyncio.QueueEmpty):
             pass
-        return events + self._take_inbox()
-
-    def _take_inbox(self):
-        taken, self.inbox = self.inbox, []
-        return taken
+        return events
 
     # -- push ----------------------------------------------------------------------
     async def push(self, data, header_size, targets, parallel=4, wait_s=600.0,

@@ -9,13 +9,10 @@ import uuid
 from host import update as bundles
 from tests.fw_helpers import Fleet
 from tests.realm_helpers import realm_command
-from tools.simproc import ROOT
+from tools.simproc import ROOT, UPDATE_HEAP
 
 CONFIRM_MS = 1500  # the new version is confirmed after this long online
-# The heap of the devices in the update tests. Before the runtime grew (firmware/loop.py,
-# shared/reconnect.py) a whole update passed at SIM_HEAP (128k); since then the update
-# service runs out of memory there: a known gap (docs/UPDATES.md, "Memory").
-TRIAL_HEAP = "160k"
+TRIAL_HEAP = UPDATE_HEAP  # the heap of the devices in the update tests (tools/simproc.py)
 
 
 def keygen(folder, name="release.key"):
