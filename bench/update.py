@@ -178,7 +178,7 @@ def main():
               "%.0f KB/s; %d restarts, online again after %s s)" % (
                   name, run["took"], run["size"] / 1024.0, run["sent"] / 1024.0,
                   run["transfer"], run["size"] / 1024.0 / run["transfer"],
-                  len(run["reconnects"]), " / ".join("%.1f" % w for w in run["reconnects"])))
+                  len(run["reconnects"]), " / ".join("%.2f" % w for w in run["reconnects"])))
     return 0
 
 
