@@ -11,7 +11,7 @@ import pytest
 from host import update as bundles
 from tests.fw_helpers import online, realm, unix_build  # noqa: F401 (fixtures)
 from tests.realm_helpers import run_cli
-from tests.update_helpers import Updatable, keygen
+from tests.update_helpers import Updatable, keygen, refused
 
 # Small images: the simulated transfer moves a few KB/s on a loaded machine. Both end in a
 # partial block; the larger one passes a progress record (every 32 KB) for the resume.
@@ -134,14 +134,8 @@ def test_an_image_goes_into_the_other_partition_and_is_marked_valid_once_confirm
 def test_a_tampered_image_is_refused_and_nothing_is_marked_bootable(fleet, images):
     dev = board(fleet, "kiln")
     path, _image = images("2.0.0", tamper=True)
-    mark = dev.mark()
-    code, rows, err = fleet.run_push(path, "kiln")
-    assert code == 1, (rows, err)
-    row = rows["kiln"]
-    assert (row["state"], row["reason"]) == ("refused", "BAD_HASH"), row
-    assert "image: its SHA-256 read back from partition ota_1 is not the signed" in row["detail"]
-    dev.wait(r"update 2\.0\.0 refused: image: its SHA-256 read back", since=mark)
-    dev.wait(r"^app 0\.1\.0$", since=mark)
+    refused(fleet, dev, path, "BAD_HASH",
+            "image: its SHA-256 read back from partition ota_1 is not the signed")
     data = otadata(dev)
     assert (data["boot"], data["state"]) == ("ota_0", "valid"), data
     assert image_state(dev) is None
@@ -202,13 +196,8 @@ def test_an_image_transfer_resumes_after_a_power_cut(fleet, images):
 def test_a_board_without_two_ota_partitions_refuses_an_image(fleet, images):
     dev = board(fleet, "shed", ota=False)
     path, _image = images("2.0.0")
-    mark = dev.mark()
-    code, rows, err = fleet.run_push(path, "shed")
-    assert code == 1, (rows, err)
-    row = rows["shed"]
-    assert (row["state"], row["reason"]) == ("refused", "WRONG_TARGET"), row
-    assert "built without two OTA partitions: it takes app bundles only" in row["detail"]
-    dev.wait(r"^app 0\.1\.0$", since=mark)
+    refused(fleet, dev, path, "WRONG_TARGET",
+            "built without two OTA partitions: it takes app bundles only")
 
 
 def test_build_refuses_a_file_that_is_not_an_esp32_app_image(tmp_path, keys):

@@ -12,7 +12,7 @@ import pytest
 from host import update as bundles
 from shared import bundle as layout
 from tests.fw_helpers import online, realm, unix_build  # noqa: F401 (fixtures)
-from tests.update_helpers import Updatable, build, keygen, write_app
+from tests.update_helpers import Updatable, boot_state, build, keygen, refused, write_app
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +40,6 @@ def fleet(tmp_path, realm, keys):
     devices = Updatable(tmp_path, realm, keys[1])
     yield devices
     devices.stop()
-
-
-def boot_state(device):
-    with open(device.config_path[:-5] + ".slots/boot.json") as f:
-        return json.load(f)
 
 
 def test_v2_on_three_devices_at_once_then_the_app_reports_v2(fleet, bundle):
@@ -115,20 +110,6 @@ def test_a_whole_firmware_resumes_after_the_device_and_the_realm_are_cut(fleet, 
     dev.wait(r"^app 2\.0\.0$")
 
 
-def _refused(fleet, device, path, reason, detail, **kw):
-    mark = device.mark()
-    code, rows, err = fleet.run_push(path, device.name, **kw)
-    assert code == 1, (rows, err)
-    row = rows[device.name]
-    assert (row["state"], row["reason"]) == ("refused", reason), row
-    assert detail in row["detail"], row
-    device.wait(r"update .* refused: .*%s" % detail, since=mark)
-    device.wait(r"^app 0\.1\.0$", since=mark)  # the running app, untouched
-    state_file = device.config_path[:-5] + ".slots/boot.json"
-    assert not os.path.exists(state_file) or boot_state(device)["trial"] is None
-    return row
-
-
 def test_each_bad_update_is_refused_with_its_reason_on_both_sides(fleet, bundle, keys, realm,
                                                                   tmp_path):
     dev = fleet.add("garage")
@@ -153,7 +134,7 @@ def test_each_bad_update_is_refused_with_its_reason_on_both_sides(fleet, bundle,
     data[-1] ^= 0x01
     flipped.write_bytes(bytes(data))
     data[-1] ^= 0x01
-    _refused(fleet, dev, str(flipped), "BAD_HASH", "app.mpy: its SHA-256 is not the signed")
+    refused(fleet, dev, str(flipped), "BAD_HASH", "app.mpy: its SHA-256 is not the signed")
 
     # Unsigned, and signed by a key the device does not trust.
     header_size = layout.header_size(data)
@@ -161,12 +142,12 @@ def test_each_bad_update_is_refused_with_its_reason_on_both_sides(fleet, bundle,
     files = bytes(data[header_size:])
     unsigned = tmp_path / "unsigned.bundle"
     unsigned.write_bytes(bundles.make_bundle(json.loads(manifest), [files]))
-    _refused(fleet, dev, str(unsigned), "UNSIGNED", "the manifest is not signed")
+    refused(fleet, dev, str(unsigned), "UNSIGNED", "the manifest is not signed")
     other_key, _public = keygen(tmp_path, "other.key")
     other = tmp_path / "other.bundle"
     other.write_bytes(bundles.make_bundle(json.loads(manifest), [files],
                                           bundles.load_key(other_key)))
-    _refused(fleet, dev, str(other), "UNKNOWN_KEY", "not one this device trusts")
+    refused(fleet, dev, str(other), "UNKNOWN_KEY", "not one this device trusts")
 
 
 def test_a_version_that_crashes_at_start_rolls_back_after_three_tries(fleet, bundle):

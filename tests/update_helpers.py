@@ -83,3 +83,24 @@ class Updatable(Fleet):
         out, err = proc.communicate(timeout=kw.get("wait", 90) + 30)
         rows = json.loads(out) if out.strip() else []
         return proc.returncode, {r["name"]: r for r in rows}, err
+
+
+def boot_state(device):
+    with open(device.config_path[:-5] + ".slots/boot.json") as f:
+        return json.load(f)
+
+
+def refused(fleet, device, path, reason, detail, **kw):
+    """Push path to device: refused for `reason`, `detail` said on both sides, and the
+    running app untouched (0.1.0 runs again, nothing on trial). -> the push's row."""
+    mark = device.mark()
+    code, rows, err = fleet.run_push(path, device.name, **kw)
+    assert code == 1, (rows, err)
+    row = rows[device.name]
+    assert (row["state"], row["reason"]) == ("refused", reason), row
+    assert detail in row["detail"], row
+    device.wait(r"update .* refused: .*%s" % detail, since=mark)
+    device.wait(r"^app 0\.1\.0$", since=mark)  # the running app, untouched
+    state_file = device.config_path[:-5] + ".slots/boot.json"
+    assert not os.path.exists(state_file) or boot_state(device)["trial"] is None
+    return row
