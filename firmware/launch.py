@@ -36,7 +36,17 @@ def start(config_path="config.json", state_dir=None, app=None, repin=False, boot
         _check_header(config_path, boot)
     for name in _MODULES:
         gc.collect()
-        __import__("firmware.update_fetch" if updating and name == "firmware.api" else name)
+        if name == "firmware.api":
+            if updating:
+                name = "firmware.update_fetch"
+            elif boot is not None and boot["waiting"]:
+                # Update work waiting (a version on trial, a rollback to report): the agent
+                # loads now, while the heap is empty. Loaded later beside the app, its names
+                # may need a new block of the interpreter's name table, in one piece (7.5 KB
+                # on the unix port), that a fragmented heap no longer has.
+                __import__("firmware.update_agent")
+                gc.collect()
+        __import__(name)
     import asyncio
     import board
     from firmware.runtime import Runtime
@@ -81,6 +91,11 @@ def start(config_path="config.json", state_dir=None, app=None, repin=False, boot
         board.restart()
 
 
+# What the update service's halves load (shared/update.py too), unloaded when they are done.
+_UPDATE_MODULES = ("firmware.update_agent", "firmware.update_fetch", "firmware.update_image",
+                   "firmware.updating", "shared.update")
+
+
 class Updates:
     """The update service as the runtime's first listener (docs/UPDATES.md): a stand-in
     that loads the half that does the work (firmware/update_agent.py beside the app,
@@ -100,6 +115,12 @@ class Updates:
                 from firmware.update_agent import Agent as Half
             self.working = Half(self)
         return self.working
+
+    def done(self):
+        """The working half has nothing left to do: unload it and what it loaded."""
+        self.working = None
+        for name in _UPDATE_MODULES:
+            unload(name)
 
     def service_packet(self, peer, data):
         self.load().handle(peer, data)

@@ -11,8 +11,6 @@ from firmware.updating import (UpdateService, read_json, write_json, image_runs,
 
 
 class Agent(UpdateService):
-    MODULE = "firmware.update_agent"
-
     def __init__(self, listener):
         UpdateService.__init__(self, listener)
         self.confirm_in = None  # ms online left before the version on trial is confirmed

@@ -36,8 +36,6 @@ def fetcher(listener):
 
 
 class Fetcher(UpdateService):
-    MODULE = "firmware.update_fetch"
-
     def __init__(self, listener):
         UpdateService.__init__(self, listener)
         p = self.pending

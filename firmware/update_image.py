@@ -40,8 +40,6 @@ def partition(board):
 
 
 class ImageFetcher(Fetcher):
-    MODULE = "firmware.update_image"
-
     def _next(self):
         """The image (the manifest's one file) into the partition, from what it holds of
         it already; once written, check it and install it."""

@@ -17,7 +17,6 @@ from shared import codec, update
 from shared.codec import uuid_to_str
 from shared.compat import const
 from shared.update import UpdateError
-from firmware.launch import unload
 from firmware.store import makedirs
 
 TICK_MS = const(500)
@@ -31,8 +30,6 @@ IMAGE_STATE = "/image.json"  # in the slots folder: firmware/update_image.py
 
 
 class UpdateService:
-    MODULE = ""  # the module that defines the subclass, unloaded with it
-
     def __init__(self, listener):
         self.listener = listener  # firmware/launch.py's Updates, which loaded this half
         self.rt = runtime = listener.runtime
@@ -51,18 +48,20 @@ class UpdateService:
         except UpdateError:
             return  # dropped, like any inner packet that makes no sense
         try:
-            if kind == update.OFFER:
-                self._offer(peer, *fields)
-            elif kind == update.CHUNK:
-                self._chunk(*fields)
-            elif kind == update.QUERY:
-                self._send(peer, update.info(json.dumps(self._info())))
-        except Exception as e:  # a refusal, a flash error, no memory: the app runs on
-            if kind == update.OFFER:
-                self._refuse(peer, fields[0], fields[3], e)
-            elif self.id is not None:
-                self._refuse(self.peer, self.id, self.version, e)
-        self._start_task()
+            try:
+                if kind == update.OFFER:
+                    self._offer(peer, *fields)
+                elif kind == update.CHUNK:
+                    self._chunk(*fields)
+                elif kind == update.QUERY:
+                    self._send(peer, update.info(json.dumps(self._info())))
+            except Exception as e:  # a refusal, a flash error, no memory: the app runs on
+                if kind == update.OFFER:
+                    self._refuse(peer, fields[0], fields[3], e)
+                elif self.id is not None:
+                    self._refuse(self.peer, self.id, self.version, e)
+        finally:  # even when the refusal failed too: never stay loaded with nothing to do
+            self._start_task()
 
     def _chunk(self, tag, offset, data):
         pass  # not fetching
@@ -94,9 +93,7 @@ class UpdateService:
                 self.rt.board.restart()
             self.step(self.rt.endpoint.online)
         self.task = None
-        self.listener.working = None
-        unload(self.MODULE)
-        unload("firmware.updating")
+        self.listener.done()
 
     # -- answers ----------------------------------------------------------------------
     def _info(self):
