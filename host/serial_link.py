@@ -4,7 +4,9 @@ pyserial opens and configures the port (raw mode, baud rate); the bytes then mov
 an FdStream on the event loop, so a serial link costs no thread. Each device session on
 the port is one Link with a fresh RealmConnection, started by the first bytes that
 arrive: an idle port holds no handshake, so it never times out, and the next session
-starts on the same open port.
+starts on the same open port. A device that restarts sends its Hello into the session
+it left: the core ends that session (RESTARTED) and hands the Hello back, and the next
+session starts with it at once (docs/REALM.md, "Serial links").
 """
 import asyncio
 
@@ -85,9 +87,12 @@ class SerialPort:
 
     def session_ended(self, session, abort):
         if session is self._session:
-            self.link = self._session = None
-            if abort:
-                self.stream.discard_output()
+            link, self.link, self._session = self.link, None, None
+            restart = link.conn.trailing_data if link is not None else None
+            if abort or restart:
+                self.stream.discard_output()  # unsent, and now for nobody
+            if restart:  # the device restarted: its new Hello starts the next session
+                self._received(restart)
 
 
 class _Session:

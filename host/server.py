@@ -20,7 +20,7 @@ import weakref
 
 from shared import codec, protocol
 from shared.errors import (DENIED, INTERNAL, KEY_CHECK_FAILED, KEY_MISMATCH, LINK_LOST,
-                           SESSION_REPLACED, TIMEOUT, code_name)
+                           RESTARTED, SESSION_REPLACED, TIMEOUT, code_name)
 from shared.framing import StreamFramer
 from shared.realm import DeviceReportPacket, RealmConnection
 from shared.events import Closed, LoginRequest, ProxyPassPacket, PeerKeyRequestPacket
@@ -704,7 +704,7 @@ class Link:
     def _log_end(self, why, refused):
         error = self.conn.error
         who = self.label
-        if why is not None or error is None or error.code == LINK_LOST:
+        if why is not None or error is None or error.code in (LINK_LOST, RESTARTED):
             self.log.last("disconnect %s device %s: %s", self.address, who,
                           why or (error.message if error is not None else "closed"))
         elif error.remote:

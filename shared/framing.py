@@ -26,6 +26,7 @@ class StreamFramer:
     then kept in `error` and raised by the next call, and by every later one."""
 
     preamble = b""
+    continuous = False  # a connection's own stream: see SerialFramer.continuous
     __slots__ = ("max_packet", "error", "_buf", "_need")  # one per realm link
 
     def __init__(self, max_packet=DEFAULT_MAX_PACKET):

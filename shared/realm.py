@@ -7,9 +7,10 @@ import json
 from shared import codec, crypto
 from shared.compat import const, urandom
 from shared.connection import Connection, session_keys
-from shared.errors import ProtocolError, KEY_MISMATCH, KEY_CHECK_FAILED, MALFORMED, UNEXPECTED
-from shared.events import Event, LoginRequest, ProxyPassPacket, PeerKeyRequestPacket
-from shared.protocol import HANDSHAKE_TIMEOUT_MS
+from shared.errors import ProtocolError, KEY_MISMATCH, KEY_CHECK_FAILED, MALFORMED, UNEXPECTED, \
+    RESTARTED
+from shared.events import Closed, Event, LoginRequest, ProxyPassPacket, PeerKeyRequestPacket
+from shared.protocol import DEFAULT_MAX_PACKET, HANDSHAKE_TIMEOUT_MS
 
 # States, in order: an index into _ALLOWED.
 _AWAIT_HELLO = const(0)
@@ -86,12 +87,20 @@ class RealmConnection(Connection):
     dh2_cache: a dict-like (get, item assignment) the shell keeps across connections:
     dh2 = X25519(R, D_pub) depends on the bound D_pub alone, so it is computed once per
     bound key, not once per login. Only bound keys go in (never one a peer just offered).
+
+    On a link that is one byte stream for its whole life (a serial one: the framer's
+    `continuous`), a valid clear Hello after the first one means the device restarted:
+    the connection closes at once with RESTARTED (no Error: the new handshake would read
+    it; what it had queued is dropped) and `trailing_data` then holds the bytes for the
+    shell to feed a new connection on the same link: that Hello, framed, and any packet
+    after it. A Hello cannot be mistaken for a sealed packet: a device never seals one.
+    On TCP a restart opens a new connection, and such a Hello stays an error.
     """
 
     _allowed = _ALLOWED
     __slots__ = ("_handshake_deadline", "_private", "_public", "_bound_key", "_ephemeral",
                  "_challenge", "_th", "_device_eph", "device_id", "device_public",
-                 "pinned_path", "_forward", "_dh2_cache", "__weakref__")
+                 "pinned_path", "_forward", "_dh2_cache", "trailing_data", "__weakref__")
 
     def __init__(self, private, public, framer, now, bound_key,
                  handshake_timeout_ms=HANDSHAKE_TIMEOUT_MS, ephemeral=None, challenge=None,
@@ -115,6 +124,7 @@ class RealmConnection(Connection):
         self.device_public = None
         self.pinned_path = False  # the device's pin matched: no SendKey exchanged
         self._forward = None  # receive_relay's `forward`, during that call
+        self.trailing_data = None  # the next connection's bytes, once the device restarted
 
     # -- the shell's answers ----------------------------------------------------
     def accept_login(self, realm_name, heartbeat_s, max_packet):
@@ -170,6 +180,13 @@ class RealmConnection(Connection):
         self._send(codec.encode(codec.PROTO_REALM, codec.PEER_KEY, peer, key))
 
     def _receive_packet(self, packet, events):
+        if self.trailing_data is not None:  # after a restart: the next connection's
+            self.trailing_data += self._framer.frame(packet)
+            return
+        if packet[1] == codec.HELLO and self._state != _AWAIT_HELLO and \
+                self._framer.continuous and packet[0] == codec.PROTO_REALM:
+            self._restarted(packet, events)
+            return
         if self._forward is None or events or packet[1] != codec.PROXY_PASS or \
                 packet[0] != codec.PROTO_REALM or self._state != _ESTABLISHED or self.closed:
             Connection._receive_packet(self, packet, events)
@@ -180,6 +197,16 @@ class RealmConnection(Connection):
             raise ProtocolError(MALFORMED, "short body")  # what codec.decode says
         self._forward(plain[:16], int.from_bytes(plain[16:_PROXY_FIXED], "big"),
                       plain[_PROXY_FIXED:])
+
+    def _restarted(self, hello, events):
+        codec.decode(hello)  # MALFORMED, as before, unless it is a whole, valid Hello
+        self._framer.max_packet = DEFAULT_MAX_PACKET  # a new connection's, for what follows
+        self.trailing_data = self._framer.preamble + self._framer.frame(hello)
+        self._out = bytearray()
+        self.error = ProtocolError(RESTARTED, "the device restarted: a new Hello on the "
+                                              "link", True)
+        self.closed = True
+        events.append(Closed(self.error))
 
     # -- handshake --------------------------------------------------------------
     def _late(self):

@@ -94,6 +94,9 @@ class SerialFramer:
     dropped, counted in .dropped, and the receiver resynchronises at the next 0x00."""
 
     preamble = b"\x00"
+    # One byte stream for the link's whole life: a device that restarts begins its next
+    # connection on it with a clear Hello (the realm's RealmConnection.trailing_data).
+    continuous = True
     error = None  # a bad frame is dropped and counted, never fatal
 
     def __init__(self, max_packet=DEFAULT_MAX_PACKET):

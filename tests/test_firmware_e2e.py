@@ -59,7 +59,10 @@ def test_a_refused_login_is_reported_and_retried_only_after_the_long_wait(fleet,
     intruder.assert_quiet(r": connecting", 1.2, since=intruder.mark())
 
 
-def test_serial_device_talks_to_tcp_device(tmp_path, unix_build):
+@pytest.fixture
+def on_serial(tmp_path, unix_build):
+    """A realm serving a pty pair, a device "wire" on its other end and one "tcp" on TCP,
+    both online: (realm, pty, wire, tcp)."""
     pty = PtyPair(tmp_path)
     realm = start_realm(tmp_path, "--serial", pty.realm_end)
     fleet = Fleet(tmp_path, realm)
@@ -69,18 +72,41 @@ def test_serial_device_talks_to_tcp_device(tmp_path, unix_build):
         tcp = fleet.add("tcp")
         online(wire)
         online(tcp)
-        assert send(wire, tcp, "over the wire") == "DELIVERED"
-        received(tcp, wire, "over the wire")
-        assert send(tcp, wire, "x" * 600) == "DELIVERED"  # several COBS blocks
-        received(wire, tcp, "x" * 600)
-        realm.wait_log("login %s (%s) from serial:" % (wire.id, wire.name))
-        assert tcp_connections(wire.pid, realm.port) == 0  # its one link is the serial one
-        assert tcp_connections(tcp.pid, realm.port) == 1
+        yield realm, pty, wire, tcp
     finally:
         fleet.stop()
         realm.stop()
         pty.stop()
     realm.assert_clean_log()
+
+
+def test_serial_device_talks_to_tcp_device(on_serial):
+    realm, _pty, wire, tcp = on_serial
+    assert send(wire, tcp, "over the wire") == "DELIVERED"
+    received(tcp, wire, "over the wire")
+    assert send(tcp, wire, "x" * 600) == "DELIVERED"  # several COBS blocks
+    received(wire, tcp, "x" * 600)
+    realm.wait_log("login %s (%s) from serial:" % (wire.id, wire.name))
+    assert tcp_connections(wire.pid, realm.port) == 0  # its one link is the serial one
+    assert tcp_connections(tcp.pid, realm.port) == 1
+
+
+def test_a_serial_device_that_restarts_logs_in_again_with_its_first_hello(on_serial):
+    # A serial link has no hang-up: the new boot's Hello arrives in the realm's session of
+    # the old boot, which must hand it on rather than swallow it (the device would wait
+    # out its 30 s handshake timeout before trying again).
+    realm, pty, wire, tcp = on_serial
+    for boot in (2, 3):
+        wire.kill()
+        wire.start()
+        online(wire, timeout=10)
+        # Its first handshake got through: one attempt, no timeout.
+        assert len(re.findall(r": connecting\b", wire.output())) == 1, wire.output()
+        realm.wait_log("disconnect serial:%s device %s (wire): the device restarted"
+                       % (pty.realm_end, wire.id), count=boot - 1)
+        realm.wait_log("login %s (wire) from serial:" % wire.id, count=boot)
+        assert send(tcp, wire, "boot %d" % boot) == "DELIVERED"
+        received(wire, tcp, "boot %d" % boot)
 
 
 def test_realm_restart_devices_reconnect_and_get_what_was_queued(fleet, realm):

@@ -30,14 +30,15 @@ class Link:
 
     def __init__(self, realm_seed=1, device_seed=2, dev=1, bound=None, pinned=None,
                  token=TOKEN, accept=True, now=0, dh2=None, heartbeat_s=30, max_packet=4096,
-                 reporter=None, dh2_cache=None):
+                 reporter=None, dh2_cache=None, framer=StreamFramer):
         self.realm_private, self.realm_public = keypair(realm_seed)
         private, public = keypair(device_seed)
         self.bound = {} if bound is None else bound
         self.accept = accept
         self.heartbeat_s = heartbeat_s
         self.max_packet = max_packet
-        device_args = (device_id(dev), private, public, token, StreamFramer(), now)
+        self.framer = framer  # the link's framing: StreamFramer (TCP) or SerialFramer
+        device_args = (device_id(dev), private, public, token, framer(), now)
         device_settings = {"realm_public": pinned, "dh2": dh2,
                            "ephemeral": keypair(device_seed + 100)}
         if reporter is None:
@@ -45,7 +46,7 @@ class Link:
         else:  # loaded only here: most tests run in a small MicroPython heap
             from shared.report import ReportingConnection
             self.device = ReportingConnection(reporter, *device_args, **device_settings)
-        self.realm = RealmConnection(self.realm_private, self.realm_public, StreamFramer(), now,
+        self.realm = RealmConnection(self.realm_private, self.realm_public, framer(), now,
                                      self.bound.get, ephemeral=keypair(realm_seed + 100),
                                      dh2_cache=dh2_cache)
         self.device_events = []
@@ -55,7 +56,7 @@ class Link:
 
     def pump(self, now=0):
         """Move bytes both ways until both sides are quiet."""
-        spy_r, spy_d = StreamFramer(65535), StreamFramer(65535)
+        spy_r, spy_d = self.framer(65535), self.framer(65535)
         while True:
             d_out = self.device.data_to_send()
             r_out = self.realm.data_to_send()
