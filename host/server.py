@@ -20,9 +20,9 @@ import weakref
 
 from shared import codec, protocol
 from shared.errors import (DENIED, INTERNAL, KEY_CHECK_FAILED, KEY_MISMATCH, LINK_LOST,
-                           RESTARTED, SESSION_REPLACED, TIMEOUT, code_name)
+                           SESSION_REPLACED, TIMEOUT, code_name)
 from shared.framing import StreamFramer
-from shared.realm import DeviceReportPacket, RealmConnection
+from shared.realm import RESTARTED, DeviceReportPacket, RealmConnection
 from shared.events import Closed, LoginRequest, ProxyPassPacket, PeerKeyRequestPacket
 from host import logs, realmdir
 from host.listener import BACKLOG, Listener, address_group, error_frame, refuse

@@ -17,12 +17,9 @@ DENIED = const(12)
 # transport ended without an Error from the peer (EOF, reset, unplugged). Only
 # Connection.connection_lost() makes it.
 LINK_LOST = const(0)
-# Not a wire code either: a device on a serial link sent a new Hello in a connection
-# past its Hello, so it restarted (RealmConnection.trailing_data carries the Hello on).
-RESTARTED = const(-1)
 
 NAMES = {
-    -1: "RESTARTED", 0: "LINK_LOST", 1: "MALFORMED", 2: "UNSUPPORTED", 3: "UNEXPECTED", 4: "KEY_MISMATCH",
+    0: "LINK_LOST", 1: "MALFORMED", 2: "UNSUPPORTED", 3: "UNEXPECTED", 4: "KEY_MISMATCH",
     5: "KEY_CHECK_FAILED", 6: "BAD_LOGIN", 7: "RATE_LIMITED", 8: "TOO_LARGE",
     9: "TIMEOUT", 10: "SESSION_REPLACED", 11: "INTERNAL", 12: "DENIED",
 }

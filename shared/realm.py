@@ -7,8 +7,8 @@ import json
 from shared import codec, crypto
 from shared.compat import const, urandom
 from shared.connection import Connection, session_keys
-from shared.errors import ProtocolError, KEY_MISMATCH, KEY_CHECK_FAILED, MALFORMED, UNEXPECTED, \
-    RESTARTED
+from shared.errors import NAMES, ProtocolError, KEY_MISMATCH, KEY_CHECK_FAILED, MALFORMED, \
+    UNEXPECTED
 from shared.events import Closed, Event, LoginRequest, ProxyPassPacket, PeerKeyRequestPacket
 from shared.protocol import DEFAULT_MAX_PACKET, HANDSHAKE_TIMEOUT_MS
 
@@ -19,6 +19,12 @@ _AWAIT_RESPONSE = const(2)
 _AWAIT_LOGIN = const(3)
 _AWAIT_DECISION = const(4)  # LoginRequest handed to the shell
 _ESTABLISHED = const(5)
+
+# Not a wire code (LINK_LOST's kind, never in an Error packet): a device on a serial link
+# sent a new Hello, so it restarted (RealmConnection.trailing_data carries the Hello on).
+# Here, not in shared/errors.py, which every device loads: a name costs a device's heap.
+RESTARTED = const(-1)
+NAMES[RESTARTED] = "RESTARTED"
 
 _PROXY_HEADER = bytes((codec.PROTO_REALM, codec.PROXY_PASS))
 _PROXY_FIXED = const(20)  # ProxyPass: peer:uuid, msg_id:u32, then inner

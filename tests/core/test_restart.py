@@ -1,9 +1,10 @@
 # A device that restarts on a serial link: its new Hello arrives in the realm's session of
 # its previous boot (docs/REALM.md, "Serial links"). Runs on CPython and MicroPython.
 from shared import codec
-from shared.errors import MALFORMED, RESTARTED, UNEXPECTED
+from shared.errors import MALFORMED, UNEXPECTED
 from shared.events import Closed
 from shared.framing import StreamFramer
+from shared.realm import RESTARTED
 from shared.serial_framing import SerialFramer
 from tests.core.linked import Link
 from tests.core.support import eq, check
