@@ -20,6 +20,7 @@ from shared.update import UpdateError
 from firmware.store import makedirs
 
 TICK_MS = const(500)
+_SEND_MS = const(200)  # before a restart: the last result on its way out
 _BUF = const(1024)
 HEADER_FIXED = const(102)  # shared/bundle.py: the header before the manifest
 # The manifest's files as fixed records on flash (slot/index), written when the header is
@@ -82,14 +83,18 @@ class UpdateService:
 
     # -- the timer -------------------------------------------------------------------
     def _start_task(self):
+        if self.restarting and self.task is not None:
+            self.task.cancel()  # restart once the result is out, not at the tick's end
+            self.task = None
         if self.task is None:
             self.task = asyncio.create_task(self._tick())
 
     async def _tick(self):
         while self.busy():
-            await asyncio.sleep_ms(TICK_MS)
+            if not self.restarting:
+                await asyncio.sleep_ms(TICK_MS)
             if self.restarting:
-                await asyncio.sleep_ms(TICK_MS)  # the last result on its way out
+                await asyncio.sleep_ms(_SEND_MS)
                 self.rt.board.restart()
             self.step(self.rt.endpoint.online)
         self.task = None
