@@ -28,6 +28,11 @@ BOARDS = os.path.join(ROOT, "boards")
 # Sources a device does not import: the realm's side of the core, compat's CPython half,
 # and firmware/main.py, which is copied as the board's main.py.
 NOT_COMPILED = (("shared", "realm.py"), ("shared", "compat_cpython.py"), ("firmware", "main.py"))
+# The protocol's numbers (shared/protocol.py, their one home) are folded into the modules
+# that import them when those are compiled: mpy-cross folds const() only within a module,
+# and an imported name would cost the device the module, a dict entry per importer and
+# an interned name each, for good (about 2 KB of heap).
+PROTOCOL = os.path.join(ROOT, "shared", "protocol.py")
 
 
 class BuildError(Exception):
@@ -74,6 +79,48 @@ def device_sources():
             if name.endswith(".py") and (package, name) not in NOT_COMPILED]
 
 
+def protocol_constants():
+    """shared/protocol.py's NAME = const(value) lines as {NAME: value}."""
+    with open(PROTOCOL) as f:
+        tree = ast.parse(f.read(), PROTOCOL)
+    return {node.targets[0].id: ast.literal_eval(node.value.args[0]) for node in tree.body
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+            and getattr(node.value.func, "id", None) == "const"}
+
+
+def fold_protocol(source, constants, path="<source>"):
+    """source with its `from shared.protocol import ...` blanked (line numbers stay, so
+    tracebacks still point at the source) and each imported name replaced by its value.
+    BuildError if a name is not a protocol constant or is bound again in the module."""
+    tree = ast.parse(source, path)
+    lines = source.splitlines(True)
+    folded = {}
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module == "shared.protocol":
+            for alias in node.names:
+                if alias.asname or alias.name not in constants:
+                    raise BuildError("%s: %s is not a constant of shared/protocol.py"
+                                     % (path, alias.name))
+                folded[alias.name] = repr(constants[alias.name])
+            for i in range(node.lineno - 1, node.end_lineno):
+                lines[i] = "\n"
+    if not folded:
+        return source
+    uses = []
+    for node in ast.walk(tree):
+        bound = node.arg if isinstance(node, ast.arg) else \
+            node.id if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load) else None
+        if bound in folded:
+            raise BuildError("%s:%d: %s is shared/protocol.py's, not to be bound again"
+                             % (path, node.lineno, bound))
+        if isinstance(node, ast.Name) and node.id in folded:
+            uses.append((node.lineno - 1, node.col_offset, node.end_col_offset, node.id))
+    for line, start, end, name in sorted(uses, reverse=True):
+        raw = lines[line].encode()  # ast's columns count UTF-8 bytes
+        lines[line] = (raw[:start] + folded[name].encode() + raw[end:]).decode()
+    return "".join(lines)
+
+
 def package_json():
     """micropython-lib's package.json for `mpremote mip install`: the device's modules as
     source, at paths relative to this file, so it works from a clone and from a fork."""
@@ -86,6 +133,7 @@ def build(board, out=None):
     prof = profile(board)
     out = out or os.path.join(ROOT, "build", board)
     compiler = mpy_cross()
+    constants = protocol_constants()
     # (source, .mpy, module name). The module's name is also the source name its
     # tracebacks show ("shared.codec", line 12): the device holds that string already,
     # where a file name would be one more string kept in its heap for good, per module.
@@ -103,9 +151,19 @@ def build(board, out=None):
         # Written beside, then renamed: a device started meanwhile (another test run,
         # a sim) never loads half a file.
         tmp = "%s.%d.tmp" % (dst, os.getpid())
+        with open(src, encoding="utf-8") as f:
+            source = f.read()
+        folded = fold_protocol(source, constants, src)
+        compiled = src
+        if folded != source:
+            compiled = tmp[:-4] + ".py"
+            with open(compiled, "w", encoding="utf-8") as f:
+                f.write(folded)
         cmd = [compiler, "-march=" + prof["MPY_MARCH"], "-o", tmp,
-               "-s", module, src]
+               "-s", module, compiled]
         proc = subprocess.run(cmd, capture_output=True, text=True)
+        if compiled != src:
+            os.remove(compiled)
         if proc.returncode != 0:
             raise BuildError("mpy-cross failed on %s:\n%s" % (src, proc.stderr.strip()))
         os.replace(tmp, dst)
@@ -124,9 +182,10 @@ def build(board, out=None):
 
 
 def _fresh(src, dst):
-    """dst is newer than src and than this script (whose compile options may change)."""
+    """dst is newer than src, than this script (whose compile options may change) and than
+    shared/protocol.py (whose values are folded in)."""
     return os.path.exists(dst) and os.path.getmtime(dst) >= max(
-        os.path.getmtime(src), os.path.getmtime(__file__))
+        os.path.getmtime(src), os.path.getmtime(__file__), os.path.getmtime(PROTOCOL))
 
 
 def _drop_stale(out, wanted):
