@@ -97,8 +97,12 @@ class Cluster:
 
     # -- connection ----------------------------------------------------------------
     async def connect(self):
+        refused = asyncio.get_running_loop().create_future()
+
         async def error(e):
             self._last_error = e
+            if isinstance(e, ConnectionRefusedError) and not refused.done():
+                refused.set_result(e)
 
         async def disconnected():
             if not self._cut_off and self.node is not None:
@@ -113,12 +117,19 @@ class Cluster:
                 if self.node is not None:
                     self._spawn(self._resync())
 
+        connecting = asyncio.ensure_future(nats.connect(
+            self.url, name="realm-%s" % (self.node or "admin"), error_cb=error,
+            disconnected_cb=disconnected, reconnected_cb=reconnected,
+            max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2))
         try:
-            self.nc = await asyncio.wait_for(nats.connect(
-                self.url, name="realm-%s" % (self.node or "admin"), error_cb=error,
-                disconnected_cb=disconnected, reconnected_cb=reconnected,
-                max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                connect_timeout=2), CONNECT_TIMEOUT_S)
+            # Nothing listening there: said at once, as NATS's own clients do; a server
+            # that does not answer yet gets CONNECT_TIMEOUT_S.
+            await asyncio.wait((connecting, refused), timeout=CONNECT_TIMEOUT_S,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if not connecting.done():
+                connecting.cancel()
+                raise asyncio.TimeoutError()
+            self.nc = connecting.result()
         except (asyncio.TimeoutError, OSError, NatsError) as e:
             cause = self._last_error or e
             raise ClusterError("cannot reach NATS at %s: %s" % (
