@@ -53,7 +53,13 @@ def x25519(scalar, u):
 
 
 def aes256_ecb(key):
-    return Cipher(algorithms.AES(key), modes.ECB()).encryptor().update
+    update = Cipher(algorithms.AES(key), modes.ECB()).encryptor().update
+
+    def encrypt(blocks, out=None):  # as MicroPython's cryptolib
+        if out is None:
+            return update(blocks)
+        out[:] = update(blocks)
+    return encrypt
 
 
 def aes256_ctr(key):

@@ -155,7 +155,7 @@ class Connection:
         fields = None  # stays None for the handshake's sealed packets, read by their handler
         if self._sealed:
             header = packet[:2]
-            plain = self._opener.open(header, packet[2:])  # MALFORMED if it does not open
+            plain = self._opener.open(header, memoryview(packet)[2:])  # MALFORMED if it does not open
             packet_id, fields = codec.decode(header + plain)
         elif packet_id != codec.KEY_CHECK and packet_id != codec.KEY_CHECK_RESPONSE:
             packet_id, fields = codec.decode(packet)

@@ -12,6 +12,7 @@ _BASE_POINT = const(b"\x09\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x
 _BYTES_OF_1 = const((2**512 - 1) // 255)  # 64 bytes of 0x01
 _IPAD = const(_BYTES_OF_1 * 0x36)
 _OPAD = const(_BYTES_OF_1 * 0x5C)
+_KEYSTREAM_STEP = const(256)  # keystream bytes per ECB call: 16 blocks
 _ZERO8 = const(b"\x00\x00\x00\x00\x00\x00\x00\x00")
 _TAG_SIZE = const(16)
 _MIN_BODY = const(24)  # n:u64 and the tag
@@ -86,21 +87,30 @@ def hkdf_expand(prk, info, length):
 
 def ctr_from_ecb(ecb, iv, data):
     """AES-CTR from an ECB block function: the counter is the whole 16-byte block,
-    big-endian, starting at iv. All counter blocks are encrypted in one ECB call and
-    XORed as two big ints (a byte loop is about 3x slower on MicroPython)."""
+    big-endian, starting at iv. -> a bytearray. The keystream is made 16 blocks at a
+    time, in place in one small buffer, and XORed as two big ints of that size (a byte
+    loop is about 3x slower on MicroPython): the result is the one allocation the size
+    of the data, where a whole keystream and ints as large as the data each needed a
+    block a device's fragmented heap may not have (a 600-byte message failed so)."""
     size = len(data)
-    if not size:
-        return b""
-    blocks = bytearray((size + 15) & ~15)
+    out = bytearray(size)
+    keystream = bytearray(_KEYSTREAM_STEP)
+    stream = memoryview(keystream)
+    data = memoryview(data)
     hi, lo = struct.unpack(">QQ", iv)
-    for offset in range(0, len(blocks), 16):
-        struct.pack_into(">QQ", blocks, offset, hi, lo)
-        lo += 1
-        if lo == _2_64:  # carry into the high half: the counter is 128 bits
-            lo = 0
-            hi = (hi + 1) % _2_64
-    stream = memoryview(ecb(blocks))[:size]
-    return (int.from_bytes(data, "big") ^ int.from_bytes(stream, "big")).to_bytes(size, "big")
+    for start in range(0, size, _KEYSTREAM_STEP):
+        for offset in range(0, _KEYSTREAM_STEP, 16):
+            struct.pack_into(">QQ", keystream, offset, hi, lo)
+            lo += 1
+            if lo == _2_64:  # carry into the high half: the counter is 128 bits
+                lo = 0
+                hi = (hi + 1) % _2_64
+        ecb(keystream, keystream)
+        stop = min(start + _KEYSTREAM_STEP, size)
+        n = stop - start
+        out[start:stop] = (int.from_bytes(data[start:stop], "big") ^ int.from_bytes(
+            stream[:n], "big")).to_bytes(n, "big")
+    return out
 
 
 def _ctr(key):

@@ -71,7 +71,7 @@ class E2E:
             if len(inner) < 2:
                 raise ProtocolError(MALFORMED, "inner packet too short")
             header = inner[:2]
-            n, plain = crypto.open_body(keys[2], keys[3], header, inner[2:])
+            n, plain = crypto.open_body(keys[2], keys[3], header, memoryview(inner)[2:])
             if n <= keys[4]:
                 raise ProtocolError(MALFORMED, "replayed or old end-to-end packet")
             result = codec.decode(header + plain, codec.PROTO_DEVICE)

@@ -68,24 +68,31 @@ def cobs_decode(data):
     """Either COBS form (a final 254-byte block followed by an empty one or not) -> the
     data; ProtocolError(MALFORMED) for an empty input, a zero byte, or a block running
     past the end."""
-    if not isinstance(data, (bytes, bytearray)):
-        data = bytes(data)
-    end = len(data)
-    if end == 0 or data.find(b"\x00") >= 0:
+    if data.find(b"\x00") >= 0:
         raise ProtocolError(MALFORMED, "bad COBS")
-    view = memoryview(data)
-    out = bytearray()
-    pos = 0
+    buf = bytearray(data)
+    return bytes(memoryview(buf)[:_cobs_decode_in_place(memoryview(buf), len(buf))])
+
+
+def _cobs_decode_in_place(view, end):
+    """Decodes the COBS in view[:end] (no zero byte) where it lies -> the decoded length.
+    Each block shrinks by its code byte, so the data only moves left: no second buffer,
+    which a device's fragmented heap may not have for a large frame."""
+    if end == 0:
+        raise ProtocolError(MALFORMED, "bad COBS")
+    pos = out = 0
     while True:
-        code = data[pos]
+        code = view[pos]
         stop = pos + code
         if stop > end:
             raise ProtocolError(MALFORMED, "COBS block past the end")
-        out += view[pos + 1:stop]
+        view[out:out + code - 1] = view[pos + 1:stop]
+        out += code - 1
         if stop == end:
-            return bytes(out)
+            return out
         if code != 0xFF:
-            out.append(0)
+            view[out] = 0
+            out += 1
         pos = stop
 
 
@@ -102,7 +109,10 @@ class SerialFramer:
     def __init__(self, max_packet=DEFAULT_MAX_PACKET):
         self.max_packet = max_packet
         self.dropped = 0
-        self._buf = bytearray()  # the encoded frame in progress
+        # The frame in progress, decoded where it lies. Emptied, it keeps its capacity on
+        # MicroPython: the next frame reuses it, and a larger one grows it in place if the
+        # heap after it is free (a new bytearray per frame, then a copy, needed both).
+        self._buf = bytearray()
         self._skipping = True  # out of sync: discard up to the next 0x00
 
     def frame(self, packet):
@@ -130,13 +140,10 @@ class SerialFramer:
                     self.dropped += 1
                     self._skipping = True
                     buf[:] = b""
-                elif zero >= 0 and not buf:  # a whole frame in this chunk
-                    if stop > pos:
-                        self._accept(view[pos:stop], limit, packets)
                 else:
                     buf += view[pos:stop]
-                    if zero >= 0:
-                        self._accept(buf, limit, packets)
+                    if zero >= 0 and buf:  # two 0x00 in a row: an empty frame, no drop
+                        self._accept(limit, packets)
                         buf[:] = b""
             if zero < 0:
                 break
@@ -144,14 +151,15 @@ class SerialFramer:
             pos = zero + 1
         return packets
 
-    def _accept(self, encoded, limit, packets):
+    def _accept(self, limit, packets):
+        view = memoryview(self._buf)  # released on return: CPython resizes no exported buffer
         try:
-            decoded = cobs_decode(encoded)
+            length = _cobs_decode_in_place(view, len(view))
         except ProtocolError:
             self.dropped += 1
             return
         # A CRC over data followed by its own big-endian CRC leaves 0.
-        if not 4 <= len(decoded) <= limit or crc16_ccitt_false(decoded):
+        if not 4 <= length <= limit or crc16_ccitt_false(view[:length]):
             self.dropped += 1
             return
-        packets.append(decoded[:-2])
+        packets.append(bytes(view[:length - 2]))  # its own copy: the buffer is reused

@@ -1,6 +1,7 @@
 """The firmware end to end: a real realm process and simulated devices (the firmware,
 compiled as for a board, under the MicroPython unix port with a small heap), over TCP
 and over a serial link. Issue 4's "what must hold", one test each."""
+import json
 import os
 import re
 import shutil
@@ -89,6 +90,35 @@ def test_serial_device_talks_to_tcp_device(on_serial):
     realm.wait_log("login %s (%s) from serial:" % (wire.id, wire.name))
     assert tcp_connections(wire.pid, realm.port) == 0  # its one link is the serial one
     assert tcp_connections(tcp.pid, realm.port) == 1
+
+
+# The largest message a packet carries: max_packet 4096 less the hop's 46 and the
+# end-to-end 26 bytes. Known gap: at SIM_HEAP (128k) an online device has about 11 KB free
+# in fragments under 2 KB, so a 2048-byte message finds no block for its plaintext.
+_HEAP_GAP = pytest.mark.xfail(reason="a device at 128k has no 2 KB block free: the receive "
+                              "path needs a preallocated arena (notes/rxheap.md)")
+
+
+@pytest.mark.parametrize("size", [600, pytest.param(2048, marks=_HEAP_GAP),
+                                  pytest.param(4024, marks=_HEAP_GAP)])
+def test_a_serial_device_takes_several_large_messages_in_a_row(on_serial, tmp_path, size):
+    # Each large packet is a peak on the device's receive path at SIM_HEAP: a copy too
+    # many once asked its fragmented heap for a block it did not have (a MemoryError
+    # dropped the session 1 run in 20 at 600 bytes; the realm had answered DELIVERED, so
+    # the message was lost). A host-side sender: a device's stdin line takes less.
+    realm, _pty, wire, _tcp = on_serial
+    sender = json.loads(run_cli("device", "add", "--name", "sender", "--data",
+                                realm.data_dir, "--json")[1])
+    mark = wire.mark()
+    for letter in "abcde":
+        code, out, err = run_cli("send", "--as", "sender", "--token", sender["token"],
+                                 "--to", wire.id, "--data", realm.data_dir, "--realm",
+                                 "127.0.0.1:%d" % realm.port, "--state",
+                                 str(tmp_path / "sender.json"), "--json", "-",
+                                 input_text=letter * size)
+        assert code == 0 and json.loads(out)["status"] == "DELIVERED", (out, err)
+        wire.wait(r"^message %s %s$" % (sender["id"], letter * size), 15, mark)
+    assert "out of memory" not in wire.output(), wire.output()[-2000:]
 
 
 def test_a_serial_device_that_restarts_logs_in_again_with_its_first_hello(on_serial):
