@@ -1,5 +1,6 @@
 # Helpers for the core tests, which run on both CPython (pytest) and the
 # MicroPython unix port (tests/mprun.py). Only MicroPython-safe Python here.
+import gc
 import json
 import sys
 from binascii import hexlify, unhexlify
@@ -102,3 +103,32 @@ class Chunks:
 
 
 IS_MICROPYTHON = sys.implementation.name == "micropython"
+
+
+def squeezed(call, holes, hole):
+    """call() on MicroPython with its heap full but for `holes` free blocks of `hole`
+    bytes: a device's heap after a while, fragmented, and what a path must fit in. A
+    MemoryError says it asked for more blocks of that size at once. Skipped on CPython."""
+    if not IS_MICROPYTHON:
+        raise Skip("MicroPython's heap only")
+    gc.collect()
+    blocks = []
+    crumbs = None
+    try:
+        while True:
+            blocks.append(bytearray(hole))
+    except MemoryError:
+        pass
+    try:
+        while True:  # the space between the blocks too: a chain, no list to grow
+            crumbs = (bytearray(16), crumbs)
+    except MemoryError:
+        pass
+    for i in range(holes):
+        blocks[2 * i + 1] = None  # not side by side: each a hole of its own
+    gc.collect()
+    try:
+        return call()
+    finally:
+        blocks = crumbs = None
+        gc.collect()

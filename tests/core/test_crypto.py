@@ -1,7 +1,7 @@
 # shared/crypto.py against ../shared/vectors/crypto.json and the RFCs, on both
 # interpreters (so on MicroPython: the pure X25519 and AES-CTR built on ECB).
 from shared import compat, crypto
-from tests.core.support import check, eq, expect_error, unhex, vectors
+from tests.core.support import check, eq, expect_error, squeezed, unhex, vectors
 
 MP_HEAP = "128k"  # to compile this module from source; precompiled (mpy-cross) it passes in 64k
 
@@ -243,3 +243,16 @@ def test_releasable_keys_seal_and_open_the_same_across_releases():
     eq(sealer.n, 4, "nonces go on after a release")
     expect_error("MALFORMED", opener.open, b"\x02\x07", bodies[1])  # a replay, after release
     expect_error("MALFORMED", opener.open, b"\x02\x08", sealer.seal(b"\x02\x07", b"x"))
+
+
+def test_ctr_from_ecb_asks_for_one_block_the_size_of_the_data():
+    # A 600-byte message once failed here on a device at 128k: the whole keystream, two
+    # big ints, their XOR and its bytes each needed a block of its size. Three such
+    # blocks free (and nothing larger) must do.
+    key, iv = bytes(range(32)), bytes(16)
+    ecb = compat.aes256_ecb(key)
+    for size in (600, 4096):
+        data = bytes(range(200)) * (size // 200) + bytes(size % 200)
+        expected = bytes(crypto.ctr_from_ecb(ecb, iv, data))
+        got = squeezed(lambda: crypto.ctr_from_ecb(ecb, iv, data), 3, size + 424)
+        eq(bytes(got), expected, "%d bytes in a squeezed heap" % size)

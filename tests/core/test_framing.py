@@ -2,7 +2,8 @@
 # input fed in every chunking. Runs on CPython (pytest) and MicroPython (tests/mprun.py).
 from shared.framing import StreamFramer
 from shared.serial_framing import SerialFramer, cobs_decode, cobs_encode, crc16_ccitt_false
-from tests.core.support import chunkings, check, eq, expect_error, tohex, unhex, vectors
+from tests.core.support import (chunkings, check, eq, expect_error, squeezed, tohex, unhex,
+                                vectors)
 
 MP_HEAP = "512k"  # the 64 KB frames of max_packet 65535 (support.chunkings no longer lists chunks)
 
@@ -216,3 +217,23 @@ def test_stream_packets_before_a_bad_length_are_returned_first():
         check(framer.error is not None, "the fault is kept")
         e = expect_error(framer.error.code, framer.feed, b"")
         expect_error(e.code, framer.feed, framer.frame(packet))  # and stays
+
+
+def test_a_serial_frame_is_taken_in_few_blocks_its_size():
+    # The frame's buffer (kept from the previous frame) and the packet's own copy, with
+    # one block to spare: no grown decode buffer, no copy of it, no slice off the CRC,
+    # which a device's fragmented heap once could not give.
+    for size, steps in ((600, (606, 512, 1)), (4096, (4115, 512))):
+        packet = bytes(range(1, 201)) * (size // 200) + bytes(size % 200)
+        frame = SerialFramer().frame(packet)
+        for step in steps:
+            framer = SerialFramer()
+            framer.feed(b"\x00" + frame)  # its buffer as a first frame left it
+            chunks = [frame[i:i + step] for i in range(0, len(frame), step)]  # as read
+
+            def feed():
+                out = []
+                for chunk in chunks:
+                    out += framer.feed(chunk)
+                return out
+            eq(squeezed(feed, 3, size + 424), [packet], "%d bytes, %d at a time" % (size, step))
