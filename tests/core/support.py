@@ -108,9 +108,10 @@ IS_MICROPYTHON = sys.implementation.name == "micropython"
 def squeezed(call, holes, hole):
     """call() on MicroPython with its heap full but for `holes` free blocks of `hole`
     bytes: a device's heap after a while, fragmented, and what a path must fit in. A
-    MemoryError says it asked for more blocks of that size at once. Skipped on CPython."""
+    MemoryError says it asked for more blocks of that size at once. CPython has no heap
+    to squeeze: there call() just runs, and the caller still checks what it returns."""
     if not IS_MICROPYTHON:
-        raise Skip("MicroPython's heap only")
+        return call()
     gc.collect()
     blocks = []
     crumbs = None
