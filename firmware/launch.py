@@ -1,23 +1,14 @@
-# Starting a device: the board profile, the config, the state on flash, the runtime,
-# and the user's app (app.py if present, else the default app).
+# Starting a device (firmware/starting.py: the board profile, the config, the state on
+# flash, the runtime and the user's app, code a device needs once and then drops) and
+# what stays while it runs: the log, the update service's stand-in, the app's task.
 import gc
 import sys
 
-# Loaded one at a time, deepest first, with a collection before each: the loader's
-# scratch buffers then leave no holes between the modules, and the heap keeps large free
-# runs (at 128 KB: a 21 KB run instead of 2 KB when everything loads at once).
-# shared.protocol is not among them: the build folds its constants into its importers.
-_MODULES = ("asyncio", "shared.errors", "shared.codec", "shared.x25519", "shared.crypto",
-            "shared.framing", "shared.events", "shared.connection", "shared.device",
-            "shared.report", "shared.e2e", "shared.endpoint",
-            "board", "firmware.store", "firmware.runtime", "firmware.api")
-
-
-_speaker = "device"  # the config's name once it is read: each line says which device speaks
+speaker = "device"  # the config's name once it is read: each line says which device speaks
 
 
 def log(message):
-    print("%s: %s" % (_speaker, message))
+    print("%s: %s" % (speaker, message))
 
 
 def start(config_path="config.json", state_dir=None, app=None, repin=False, boot=None):
@@ -31,65 +22,22 @@ def start(config_path="config.json", state_dir=None, app=None, repin=False, boot
     device fetches an update with the whole heap: the update service loads in the app's
     place, and the app starts again once the update is installed or refused.
     """
-    global _speaker
-    updating = boot is not None and boot["updating"]
-    if updating and boot["phase"] == "header":
-        _check_header(config_path, boot)
-    for name in _MODULES:
-        gc.collect()
-        if name == "firmware.api":
-            if updating:
-                name = "firmware.update_fetch"
-            elif boot is not None and boot["waiting"]:
-                # Update work waiting (a version on trial, a rollback to report): the agent
-                # loads now, while the heap is empty. Loaded later beside the app, its names
-                # may need a new block of the interpreter's name table, in one piece (7.5 KB
-                # on the unix port), that a fragmented heap no longer has.
-                __import__("firmware.update_agent")
-                gc.collect()
-        __import__(name)
-    import asyncio
-    import board
-    from firmware.runtime import Runtime
-    from firmware.store import Store, StoreError
-    if not updating:
-        app = _load_app(app, boot, board)  # compiled now, before the long-lived objects
-    gc.collect()
-    board.show_status("booting")
+    from firmware import starting
     try:
-        config = _read_config(config_path, board.HAS_WIFI)
-        _speaker = config["name"]
-        store = Store(state_dir or board.STATE_DIR).load(config["private_key"])
-    except (ValueError, StoreError) as e:
-        log("cannot start: %s" % e)
-        board.show_status("error")
+        started = starting.prepare(config_path, state_dir, app, repin, boot)
+    finally:
+        del starting  # with the unload, its code goes: a running device never calls it
+        unload("firmware.starting")
+    if started is None:
         return 1
-    if repin or (config["realm_key"] is not None and config["realm_key"] != store.realm_public):
-        # A realm_key in the config that differs from the pin is the user re-pinning.
-        store.repin(config["realm_key"])
-    runtime = Runtime(config, store, board, log, boot=boot)
-    if boot is not None:  # started by the first stage: updates possible
-        from shared.codec import SERVICE_UPDATE
-        updates = Updates(runtime)
-        runtime.add_service(SERVICE_UPDATE, updates)
-    if updating:
-        log("fetching an update: the app starts again once it is installed or refused")
-        updates.load()  # loaded above, in the app's place
-        app = device = None
-    else:
-        if runtime.app_version is None:  # no installed release: the app's own word
-            runtime.app_version = getattr(app, "__version__", None)
-        from firmware.api import Device
-        device = Device(runtime)
-    log("device %s (%s), boot %d, key fingerprint %s" % (
-        config["device_id_str"], config["name"], store.boot, _hex(_fingerprint(store.public))))
-    gc.collect()
+    runtime, device, app = started
+    import asyncio
     try:
         asyncio.run(_main(runtime, device, app, boot))
     except Exception as e:  # a bug or no memory left: start afresh rather than sit dead
         log("the runtime failed; restarting the board:")
         sys.print_exception(e)
-        board.restart()
+        runtime.board.restart()
 
 
 # What the update service's halves load (shared/update.py too), unloaded when they are done.
@@ -152,45 +100,20 @@ async def _main(runtime, device, app, boot):
     except Exception as e:  # the app's bug must not take the realm link down with it
         log("the app failed:")
         sys.print_exception(e)
-        _failed_start(boot, runtime.board)
+        failed_start(boot, runtime.board)
     await task
-
-
-def _check_header(config_path, boot):
-    """The update's header, checked first, with the heap to itself."""
-    import board
-    before = list(sys.modules)
-    try:
-        from firmware.update_check import check
-        check(boot, _read_config(config_path, board.HAS_WIFI), board)
-    except ValueError:
-        pass  # a bad config: start() says so
-    for name in list(sys.modules):
-        if name not in before:
-            unload(name)
 
 
 def _on_trial(boot):
     return boot is not None and boot["state"].get("trial") == boot["slot"]
 
 
-def _failed_start(boot, board):
+def failed_start(boot, board):
     """On a version on trial a failure is a failed start: restart, so that the first stage
     counts it (and goes back to the previous version after 3)."""
     if _on_trial(boot):
         log("this version is on trial: restarting")
         board.restart()
-
-
-def _read_config(path, has_wifi):
-    """The checked config; the checking code is unloaded afterwards (5 KB of heap)."""
-    from firmware import config
-    try:
-        return config.load(path, has_wifi)
-    except config.ConfigError as e:
-        raise ValueError(str(e))
-    finally:
-        unload("firmware.config")
 
 
 def unload(name):
@@ -202,41 +125,3 @@ def unload(name):
     except (KeyError, AttributeError):
         pass
     gc.collect()
-
-
-def _load_app(path, boot, board):
-    """The app module; the default app if the app fails to load (the device stays
-    reachable, and can be updated)."""
-    try:
-        return _import_app(path)
-    except Exception as e:  # a SyntaxError, a missing module, the app's own error
-        log("the app failed to load:")
-        sys.print_exception(e)
-        _failed_start(boot, board)
-    from firmware import default_app
-    return default_app
-
-
-def _import_app(path):
-    if path is not None:
-        folder, _, name = path.rpartition("/")
-        sys.path.insert(0, folder or ".")
-        return __import__(name[:-3] if name.endswith(".py") else name)
-    try:
-        import app
-        return app
-    except ImportError as e:
-        if "'app'" not in str(e):
-            raise  # app.py exists but imports something missing: show that
-    from firmware import default_app
-    return default_app
-
-
-def _fingerprint(key):
-    from shared.crypto import fingerprint
-    return fingerprint(key)
-
-
-def _hex(data):
-    from binascii import hexlify
-    return hexlify(data).decode()[:16]

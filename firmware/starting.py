@@ -1,0 +1,137 @@
+# What starting a device does once (firmware/launch.py's start): the runtime's modules
+# loaded, the update's header checked, the config read, the state loaded, the runtime and
+# the app made ready. Unloaded before the device runs: a running device never calls it.
+import gc
+import sys
+
+from firmware import launch
+from firmware.launch import Updates, log, unload
+
+# Loaded one at a time, deepest first, with a collection before each: the loader's
+# scratch buffers then leave no holes between the modules, and the heap keeps large free
+# runs (at 128 KB: a 21 KB run instead of 2 KB when everything loads at once).
+# shared.protocol is not among them: the build folds its constants into its importers.
+_MODULES = ("asyncio", "shared.errors", "shared.codec", "shared.x25519", "shared.crypto",
+            "shared.framing", "shared.events", "shared.connection", "shared.device",
+            "shared.report", "shared.e2e", "shared.endpoint",
+            "board", "firmware.store", "firmware.runtime", "firmware.api")
+
+
+def prepare(config_path, state_dir, app, repin, boot):
+    """(runtime, device, app) ready to run, as launch.start's arguments say; None if the
+    config or state is unusable (said in the log)."""
+    updating = boot is not None and boot["updating"]
+    if updating and boot["phase"] == "header":
+        _check_header(config_path, boot)
+    for name in _MODULES:
+        gc.collect()
+        if name == "firmware.api":
+            if updating:
+                name = "firmware.update_fetch"
+            elif boot is not None and boot["waiting"]:
+                # Update work waiting (a version on trial, a rollback to report): the agent
+                # loads now, while the heap is empty. Loaded later beside the app, its names
+                # may need a new block of the interpreter's name table, in one piece (7.5 KB
+                # on the unix port), that a fragmented heap no longer has.
+                __import__("firmware.update_agent")
+                gc.collect()
+        __import__(name)
+    import board
+    from firmware.runtime import Runtime
+    from firmware.store import Store, StoreError
+    if not updating:
+        app = _load_app(app, boot, board)  # compiled now, before the long-lived objects
+    gc.collect()
+    board.show_status("booting")
+    try:
+        config = _read_config(config_path, board.HAS_WIFI)
+        launch.speaker = config["name"]
+        store = Store(state_dir or board.STATE_DIR).load(config["private_key"])
+    except (ValueError, StoreError) as e:
+        log("cannot start: %s" % e)
+        board.show_status("error")
+        return None
+    if repin or (config["realm_key"] is not None and config["realm_key"] != store.realm_public):
+        # A realm_key in the config that differs from the pin is the user re-pinning.
+        store.repin(config["realm_key"])
+    runtime = Runtime(config, store, board, log, boot=boot)
+    if boot is not None:  # started by the first stage: updates possible
+        from shared.codec import SERVICE_UPDATE
+        updates = Updates(runtime)
+        runtime.add_service(SERVICE_UPDATE, updates)
+    if updating:
+        log("fetching an update: the app starts again once it is installed or refused")
+        updates.load()  # loaded above, in the app's place
+        app = device = None
+    else:
+        if runtime.app_version is None:  # no installed release: the app's own word
+            runtime.app_version = getattr(app, "__version__", None)
+        from firmware.api import Device
+        device = Device(runtime)
+    log("device %s (%s), boot %d, key fingerprint %s" % (
+        config["device_id_str"], config["name"], store.boot, _hex(_fingerprint(store.public))))
+    gc.collect()
+    return runtime, device, app
+
+
+def _check_header(config_path, boot):
+    """The update's header, checked first, with the heap to itself."""
+    import board
+    before = list(sys.modules)
+    try:
+        from firmware.update_check import check
+        check(boot, _read_config(config_path, board.HAS_WIFI), board)
+    except ValueError:
+        pass  # a bad config: start() says so
+    for name in list(sys.modules):
+        if name not in before:
+            unload(name)
+
+
+def _read_config(path, has_wifi):
+    """The checked config; the checking code is unloaded afterwards (5 KB of heap)."""
+    from firmware import config
+    try:
+        return config.load(path, has_wifi)
+    except config.ConfigError as e:
+        raise ValueError(str(e))
+    finally:
+        unload("firmware.config")
+
+
+def _load_app(path, boot, board):
+    """The app module; the default app if the app fails to load (the device stays
+    reachable, and can be updated)."""
+    try:
+        return _import_app(path)
+    except Exception as e:  # a SyntaxError, a missing module, the app's own error
+        log("the app failed to load:")
+        sys.print_exception(e)
+        launch.failed_start(boot, board)
+    from firmware import default_app
+    return default_app
+
+
+def _import_app(path):
+    if path is not None:
+        folder, _, name = path.rpartition("/")
+        sys.path.insert(0, folder or ".")
+        return __import__(name[:-3] if name.endswith(".py") else name)
+    try:
+        import app
+        return app
+    except ImportError as e:
+        if "'app'" not in str(e):
+            raise  # app.py exists but imports something missing: show that
+    from firmware import default_app
+    return default_app
+
+
+def _fingerprint(key):
+    from shared.crypto import fingerprint
+    return fingerprint(key)
+
+
+def _hex(data):
+    from binascii import hexlify
+    return hexlify(data).decode()[:16]
