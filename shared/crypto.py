@@ -94,21 +94,22 @@ def ctr_from_ecb(ecb, iv, data):
     block a device's fragmented heap may not have (a 600-byte message failed so)."""
     size = len(data)
     out = bytearray(size)
-    keystream = bytearray(_KEYSTREAM_STEP)
+    # No more keystream than the data needs: a small packet encrypts its few blocks only.
+    keystream = bytearray(min(_KEYSTREAM_STEP, (size + 15) & ~15))
     stream = memoryview(keystream)
     data = memoryview(data)
     hi, lo = struct.unpack(">QQ", iv)
     for start in range(0, size, _KEYSTREAM_STEP):
-        for offset in range(0, _KEYSTREAM_STEP, 16):
+        n = min(_KEYSTREAM_STEP, size - start)
+        blocks = stream[:(n + 15) & ~15]
+        for offset in range(0, len(blocks), 16):
             struct.pack_into(">QQ", keystream, offset, hi, lo)
             lo += 1
             if lo == _2_64:  # carry into the high half: the counter is 128 bits
                 lo = 0
                 hi = (hi + 1) % _2_64
-        ecb(keystream, keystream)
-        stop = min(start + _KEYSTREAM_STEP, size)
-        n = stop - start
-        out[start:stop] = (int.from_bytes(data[start:stop], "big") ^ int.from_bytes(
+        ecb(blocks, blocks)
+        out[start:start + n] = (int.from_bytes(data[start:start + n], "big") ^ int.from_bytes(
             stream[:n], "big")).to_bytes(n, "big")
     return out
 
