@@ -96,7 +96,8 @@ def test_serial_device_talks_to_tcp_device(on_serial):
 # end-to-end 26 bytes. Known gap: at SIM_HEAP (128k) an online device has about 11 KB free
 # in fragments under 2 KB, so a 2048-byte message finds no block for its plaintext.
 _HEAP_GAP = pytest.mark.xfail(reason="a device at 128k has no 2 KB block free: the receive "
-                              "path needs a preallocated arena (notes/rxheap.md)")
+                              "path needs a buffer sized once to max_packet "
+                              "(docs/FIRMWARE.md, 'Message size at 128k')")
 
 
 @pytest.mark.parametrize("size", [600, pytest.param(2048, marks=_HEAP_GAP),
