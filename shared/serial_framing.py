@@ -68,9 +68,9 @@ def cobs_decode(data):
     """Either COBS form (a final 254-byte block followed by an empty one or not) -> the
     data; ProtocolError(MALFORMED) for an empty input, a zero byte, or a block running
     past the end."""
-    if data.find(b"\x00") >= 0:
+    buf = bytearray(data)  # any buffer: bytes, bytearray, memoryview
+    if buf.find(b"\x00") >= 0:
         raise ProtocolError(MALFORMED, "bad COBS")
-    buf = bytearray(data)
     return bytes(memoryview(buf)[:_cobs_decode_in_place(memoryview(buf), len(buf))])
 
 

@@ -41,6 +41,7 @@ def test_cobs_boundaries_round_trip():
             check(len(encoded) <= len(data) + len(data) // 254 + 1, "COBS overhead")
             eq(cobs_decode(encoded), data, "COBS round trip of %d bytes" % len(data))
             eq(cobs_decode(bytearray(encoded)), data, "from a bytearray")
+            eq(cobs_decode(memoryview(encoded)), data, "from a memoryview")
 
 
 def test_cobs_minimal_form_and_the_other_one():
