@@ -244,7 +244,8 @@ class RealmServer:
         self._update_accepting()
 
     def stop_waiting(self, link):
-        if self._waiting.pop(link, False) is None:
+        if link in self._waiting:
+            del self._waiting[link]
             self._update_accepting()
 
     def handshake_ended(self, link):
