@@ -121,6 +121,12 @@ class MemoryStore:
         self.queues = {}
         self._seq = 0
 
+    async def start(self):
+        pass
+
+    async def stop(self):
+        pass
+
     def add_device(self, device_id, token):
         self.tokens[id_text(device_id)] = tokens.hash_token(token)
 
@@ -242,7 +248,8 @@ class MemoryDevice:
 
 
 class InProcessRealm:
-    """A RealmServer on the running loop, its store a MemoryStore unless given."""
+    """A RealmServer on the running loop, its store a MemoryStore unless given (started
+    and stopped with the realm: a LocalStore on a test's directory works too)."""
 
     def __init__(self, store=None, **settings):
         self.store = store or MemoryStore()
@@ -251,6 +258,7 @@ class InProcessRealm:
 
     async def __aenter__(self):
         loop = asyncio.get_running_loop()
+        await self.store.start()
         self.server = RealmServer(self.config, self.store, crypto.generate_keypair(),
                                   wall_clock=getattr(loop, "wall_time", time.time))
         return self
@@ -259,6 +267,7 @@ class InProcessRealm:
         for task in list(self.server._tasks):
             task.cancel()
         self.server.decider.close()
+        await self.store.stop()
         return False
 
     async def log_in(self, device_id, wait=True):

@@ -1,9 +1,10 @@
 """The realm's timers on a virtual clock (host/inprocess.py VirtualTimeLoop): the Hello and
 handshake deadlines, the heartbeat and silence limit, the login rate limit's block and
-window, the checks that forget stored packets once received. Each just under and just
-over its limit, in milliseconds. The process-level tests keep one timer on real sockets
+window, the checks that forget stored packets once received, the offline queue's time to
+live. Each just under and just over its limit, in milliseconds. The process-level tests keep one timer on real sockets
 (tests/test_realm_hardening.py, the Hello deadline) and the firmware's heartbeats."""
 import asyncio
+import uuid
 
 import pytest
 
@@ -12,9 +13,10 @@ from shared.errors import BAD_LOGIN, RATE_LIMITED, TIMEOUT
 from shared.events import Welcomed
 from host import inprocess
 from host.inprocess import MemoryDevice, run_in_realm
-from host.registry import id_text
+from host.registry import QUEUE_MAX_PACKETS, QUEUE_TTL_S, Registry, id_text
 from host.ratelimit import BLOCK_S, DEVICE_LIMIT, WINDOW_S
 from host.server import RECEIPT_CHECK_S
+from host.store import LocalStore
 
 A, B, C = bytes([1]) * 16, bytes([2]) * 16, bytes([3]) * 16
 TOKEN, WRONG = "t" * 43, "w" * 43
@@ -185,3 +187,70 @@ def test_a_timer_that_rearms_in_the_past_is_a_busy_loop_and_said_so():
 
 async def _settle():
     await asyncio.sleep(0)
+
+
+# -- the offline queue's time to live (PROTOCOL.md: stored packets expire after 24 h) -------
+LONG_HEARTBEAT_S = 65535  # the sender's session outlives the day the test moves on
+
+
+def registered(tmp_path, count):
+    """`count` devices in a registry at tmp_path (raw ids) and a LocalStore on it, the
+    queue's real expiry (host/registry.py) timed by the realm's virtual wall clock."""
+    admin = Registry(str(tmp_path))
+    ids = [uuid.UUID(admin.add_device(0)[0]).bytes for _ in range(count)]
+    admin.close()
+    return ids, LocalStore(str(tmp_path))
+
+
+async def stored_and_settled(realm, *devices):
+    """The store's worker has done what it was given (one thread, in call order), and the
+    loop has run what its answers started."""
+    await realm.store.queue_totals()
+    await realm.settle(*devices)
+
+
+async def sent(realm, device, target, msg_id, inner):
+    device.conn.send_proxy(target, msg_id, inner)
+    device.pump()
+    await stored_and_settled(realm, device)
+
+
+@pytest.mark.parametrize("late", [False, True])
+def test_a_stored_packet_is_delivered_until_its_time_to_live_and_gone_after(tmp_path, late):
+    (a_id, b_id), store = registered(tmp_path, 2)
+
+    async def test(realm):
+        a = await realm.log_in(a_id)
+        await sent(realm, a, b_id, 1, b"old")
+        await realm.advance(3600, a)
+        await sent(realm, a, b_id, 2, b"an hour younger")
+        await realm.advance(QUEUE_TTL_S - 3600 + (EPSILON if late else -EPSILON), a)
+        b = await realm.log_in(b_id)
+        await stored_and_settled(realm, a, b)
+        assert b.received() == ([] if late else [(1, b"old")]) + [(2, b"an hour younger")]
+        # The sender was told QUEUED, once per msg_id; an expiry tells it nothing more.
+        assert a.deliveries() == [(1, codec.QUEUED), (2, codec.QUEUED)]
+        assert not a.link.ended and not b.link.ended
+    run_in_realm(test, store, heartbeat_s=LONG_HEARTBEAT_S)
+
+
+def test_a_full_queue_takes_packets_again_once_its_oldest_expires(tmp_path):
+    # The realm refuses a full queue's packets without asking the registry (store.py
+    # _Usage), until the oldest one's time to live is over: then the registry makes room.
+    (a_id, b_id), store = registered(tmp_path, 2)
+
+    async def test(realm):
+        a = await realm.log_in(a_id)
+        for i in range(QUEUE_MAX_PACKETS + 1):
+            await sent(realm, a, b_id, i + 1, b"x")
+        assert a.deliveries()[-2:] == [(QUEUE_MAX_PACKETS, codec.QUEUED),
+                                       (QUEUE_MAX_PACKETS + 1, codec.QUEUE_FULL)]
+        await realm.advance(QUEUE_TTL_S - EPSILON, a)
+        await sent(realm, a, b_id, 100, b"just before")
+        await realm.advance(2 * EPSILON, a)
+        await sent(realm, a, b_id, 101, b"just after")
+        assert a.deliveries()[-2:] == [(100, codec.QUEUE_FULL), (101, codec.QUEUED)]
+        b = await realm.log_in(b_id)
+        await stored_and_settled(realm, a, b)
+        assert b.received() == [(101, b"just after")]
+    run_in_realm(test, store, heartbeat_s=LONG_HEARTBEAT_S)
