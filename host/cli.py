@@ -123,9 +123,32 @@ def named_device(data, text):
         registry.close()
 
 
-def device_name(data, device_id):
-    """The device's name in the realm in `data`, '' if there is none (or no realm here)."""
-    return named_device(data, device_id)[1]
+class DeviceNames:
+    """`(id, name)` of devices for a command that runs one (send, listen), on its event
+    loop: looked up in the cluster's registry with --cluster URL, else as named_device
+    does (the realm in --data)."""
+
+    def __init__(self, args):
+        self.data = args.data
+        self.cluster = None
+        if args.cluster:
+            self.cluster = cluster_module().ClusterNames(args.cluster, cluster_key(args)[1])
+
+    async def __aenter__(self):
+        if self.cluster is not None:
+            await self.cluster.connect()
+        return self
+
+    async def __aexit__(self, *exc):
+        if self.cluster is not None:
+            await self.cluster.close()
+        return False
+
+    async def named(self, text):
+        """`(id, name)` of the device given by its id or its name."""
+        if self.cluster is None:
+            return named_device(self.data, text)
+        return await self.cluster.named(text)
 
 
 def device_options(c, what="the device"):

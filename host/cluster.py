@@ -630,10 +630,7 @@ class ClusterRegistry:
             raise
 
     def _run(self, coro):
-        try:
-            return self._loop.run_until_complete(asyncio.wait_for(coro, 30))
-        except (asyncio.TimeoutError, NatsError) as e:
-            raise ClusterError("NATS at %s: %s" % (self._cluster.url, e or type(e).__name__))
+        return self._loop.run_until_complete(_asked(self._cluster.url, coro))
 
     def close(self):
         try:
@@ -661,3 +658,34 @@ class ClusterRegistry:
 
     def list_devices(self):
         return self._run(self._cluster.list_devices())
+
+
+class ClusterNames:
+    """Device names in the cluster's registry for a command on an event loop of its own
+    (`realm send`, `realm listen`): what host/cli.py's named_device gives from a local one."""
+
+    def __init__(self, url, realm_public):
+        self._cluster = Cluster(url, realm_public)
+
+    async def connect(self):
+        await _asked(self._cluster.url, self._cluster.connect())
+
+    async def named(self, text):
+        """`(id, name)` of a device given by its id or its name. An id is not looked up
+        (as named_device: the device may be unknown here and still be reached)."""
+        try:
+            device_id = str(uuid.UUID(text))
+        except ValueError:
+            device_id = await _asked(self._cluster.url, self._cluster.resolve(text))
+        return device_id, await _asked(self._cluster.url, self._cluster.name(device_id))
+
+    async def close(self):
+        await self._cluster.close()
+
+
+async def _asked(url, coro):
+    """`await coro` (calls to NATS), bounded; a failure is one ClusterError line."""
+    try:
+        return await asyncio.wait_for(coro, 30)
+    except (asyncio.TimeoutError, NatsError) as e:
+        raise ClusterError("NATS at %s: %s" % (url, e or type(e).__name__))

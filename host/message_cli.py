@@ -9,6 +9,9 @@ from shared.errors import ProtocolError, KEY_MISMATCH
 from host import cli
 from host.registry import RegistryError, label
 
+NAMES_IN_CLUSTER = ("look device names up in the cluster's registry on the NATS at URL "
+                    "(its realm key in --data)")
+
 
 def add_parser(sub, add):
     send = add(sub, "send", cmd_send, "send one message as a device")
@@ -16,6 +19,7 @@ def add_parser(sub, add):
     cli.data_and_json(send)
     send.add_argument("--to", required=True, metavar="DEVICE", help="its id or name")
     send.add_argument("message", help="the text to send; - reads it from stdin")
+    cli.cluster_flag(send, NAMES_IN_CLUSTER)
 
     listen = add(sub, "listen", cmd_listen, "print the messages a device receives")
     cli.device_options(listen)
@@ -31,11 +35,12 @@ def add_parser(sub, add):
                         "$REALM_FROM_NAME set; what it prints is sent back to the sender")
     listen.add_argument("--chat", action="store_true", help="also send what is typed: each "
                         "line `PEER TEXT` on stdin goes to PEER (a name or an id)")
+    cli.cluster_flag(listen, NAMES_IN_CLUSTER)
 
 
-def _client(args, on_status=None, reconnect=True):
+async def _client(args, names, on_status=None, reconnect=True):
     from host.client import RealmClient
-    device_id, args.as_name = cli.named_device(args.data, args.as_id)
+    device_id, args.as_name = await names.named(args.as_id)
     if not args.token:
         raise cli.CliError("a token is needed: --token or REALM_TOKEN")
     args.as_id = device_id
@@ -63,9 +68,14 @@ def _refused(error, client, args):
 
 
 async def _send(args):
+    async with cli.DeviceNames(args) as names:
+        client = await _client(args, names, reconnect=False)
+        to_id, to_name = await names.named(args.to)
+    await _send_as(args, client, to_id, to_name)
+
+
+async def _send_as(args, client, to_id, to_name):
     from host.client import PeerKeyChangedError
-    client = _client(args, reconnect=False)
-    to_id, to_name = cli.named_device(args.data, args.to)
     data = sys.stdin.buffer.read() if args.message == "-" else args.message.encode()
     try:
         try:
@@ -92,6 +102,11 @@ async def _send(args):
 
 
 async def _listen(args):
+    async with cli.DeviceNames(args) as names:
+        await _listen_as(args, names)
+
+
+async def _listen_as(args, names):
     def status(state, detail):
         if state == "online" and not args.json:
             print("online as %s at %s; waiting for messages" % (
@@ -99,20 +114,20 @@ async def _listen(args):
         elif state == "offline":
             print("realm: offline: %s" % detail, file=sys.stderr, flush=True)
 
-    client = _client(args, status, reconnect=args.reconnect)
+    client = await _client(args, names, status, reconnect=args.reconnect)
     chat = None
     received = 0
     try:
         await client.start()
         if args.chat:
-            chat = asyncio.ensure_future(_chat(client, args))
+            chat = asyncio.ensure_future(_chat(client, args, names))
         while args.count is None or received < args.count:
             try:
                 message = await client.receive(args.wait)
             except asyncio.TimeoutError:
                 raise cli.CliError("no message in %s s" % args.wait)
             received += 1
-            name = cli.device_name(args.data, message.peer)
+            name = await _sender_name(names, message.peer)
             text = message.data.decode("utf-8", "replace")
             cli.emit(args, {"from": message.peer, "from_name": name, "text": text,
                         "hex": message.data.hex()},
@@ -126,6 +141,16 @@ async def _listen(args):
         if chat is not None:
             chat.cancel()
         await client.close()
+
+
+async def _sender_name(names, device_id):
+    """The sender's name, or '' (said on stderr) when the registry cannot tell right now:
+    the message is shown anyway, by the sender's id."""
+    try:
+        return (await names.named(device_id))[1]
+    except (cli.CliError, RegistryError) as e:
+        print("realm: the name of %s: %s" % (device_id, e), file=sys.stderr, flush=True)
+        return ""
 
 
 async def _reply(client, args, message, name):
@@ -143,7 +168,7 @@ async def _reply(client, args, message, name):
                                client, message.peer, name)
 
 
-async def _chat(client, args):
+async def _chat(client, args, names):
     """--chat: each line typed on stdin, `PEER TEXT`, is sent to PEER (a name or an id)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -156,7 +181,7 @@ async def _chat(client, args):
         if not peer:
             continue
         try:
-            peer_id, name = cli.named_device(args.data, peer)
+            peer_id, name = await names.named(peer)
         except (cli.CliError, RegistryError) as e:
             print("realm: %s" % e, file=sys.stderr, flush=True)
             continue

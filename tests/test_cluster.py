@@ -1,5 +1,6 @@
 """Cluster mode with real processes: one nats-server -js, two or three `realm serve
 --cluster` nodes, devices on real sockets (issue 7, section 3)."""
+import json
 import os
 import socket
 import subprocess
@@ -386,3 +387,40 @@ def test_names_are_unique_fleet_wide_and_usable_in_the_commands(tmp_path, nats):
     assert realm.admin("device", "remove", "kitchen")["removed"] == added["id"]
     assert realm.devices() == {}
     realm.add_device("kitchen")  # the name is free again
+
+
+def test_send_and_listen_take_device_names_from_the_cluster(tmp_path, cluster):
+    # The realm folder holds the key only: the names are in NATS (P-names), looked up there.
+    node = cluster.node("n1")
+    porch, kitchen = cluster.admin("device", "add", "--name", "Porch"), \
+        cluster.admin("device", "add", "--name", "kitchen")
+    address = "127.0.0.1:%d" % node.port
+    in_cluster = ("--data", cluster.data_dir, "--cluster", cluster.url, "--realm", address)
+    listener = subprocess.Popen(
+        realm_command() + ["listen", "--as", "KITCHEN", "--count", "1", "--json", "--state",
+                           str(tmp_path / "kitchen.json"), *in_cluster],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, REALM_TOKEN=kitchen["token"]))
+    try:
+        node.wait_log("login %s (kitchen) from" % kitchen["id"])
+        code, out, err = run_cli("send", "--as", "porch", "--token", porch["token"], "--to",
+                                 "Kitchen", "--state", str(tmp_path / "porch.json"),
+                                 *in_cluster, "by name")
+        assert code == 0 and out.strip() == "delivered to %s (kitchen)" % kitchen["id"], err
+        out, err = listener.communicate(timeout=20)
+    finally:
+        listener.kill()
+    message = json.loads(out.splitlines()[-1])
+    assert (message["from"], message["from_name"], message["text"]) == \
+        (porch["id"], "Porch", "by name"), err
+    code, _, err = run_cli("send", "--as", "porch", "--token", porch["token"], "--to",
+                           "nobody", *in_cluster, "x")
+    assert code == 1 and err == "realm: no device named 'nobody' (nor is it a device id)\n"
+    code, _, err = run_cli("send", "--as", "nobody", "--token", porch["token"], "--to",
+                           kitchen["id"], *in_cluster, "x")
+    assert code == 1 and err == "realm: no device named 'nobody' (nor is it a device id)\n"
+    dead = "nats://127.0.0.1:%d" % free_port()
+    code, _, err = run_cli("send", "--as", "porch", "--token", porch["token"], "--to",
+                           "kitchen", "--data", cluster.data_dir, "--cluster", dead,
+                           "--realm", address, "x")
+    assert code == 1 and err.count("\n") == 1 and "cannot reach NATS at %s" % dead in err
