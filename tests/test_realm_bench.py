@@ -1,4 +1,5 @@
 """The realm bench still runs (a short smoke run; its figures are not checked here)."""
+import asyncio
 import os
 import subprocess
 import sys
@@ -22,3 +23,31 @@ def test_relay_profile_runs_on_the_in_process_realm():
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "2 rounds of 320 packets" in run.stdout, run.stdout
+
+
+def test_a_prepared_bench_ephemeral_key_serves_one_connection_only():
+    """The fleet phase prepares each bench device's next ephemeral key pair before the
+    restart: the next connection's Hello carries it, the one after a fresh one."""
+    from bench.realm_clients import BenchDevice, Identity
+    from shared import codec
+    from shared.framing import StreamFramer
+
+    class Wire:
+        def __init__(self):
+            self.data = b""
+
+        def write(self, data):
+            self.data += data
+
+    async def hello_ephemeral(identity):
+        wire = Wire()
+        BenchDevice(identity).connection_made(wire)
+        return codec.decode(StreamFramer().feed(wire.data)[0])[1][3]
+
+    async def main():
+        identity = Identity()
+        identity.prepare()
+        prepared = identity.ephemeral[1]
+        first, second = await hello_ephemeral(identity), await hello_ephemeral(identity)
+        assert first == prepared and second != prepared
+    asyncio.run(main())

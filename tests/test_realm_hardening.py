@@ -124,6 +124,22 @@ def test_log_text_is_escaped_and_a_link_has_a_line_budget():
         "line 0", "line 1", "line 2", "end (7 more lines of this link suppressed)"]
 
 
+def test_log_lines_are_stamped_as_logging_does_and_escaped():
+    """The realm's formatter makes a stamp's seconds once a second and skips the escape of
+    printable text: its lines are still exactly logging's own, escaped."""
+    ours = logs.setup(stream=io.StringIO()).handlers[0].formatter
+    plain = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    start = 1_800_000_000.0
+    for created in (start, start + 0.999, start + 1.0, start + 1.5, start + 3600.25, start):
+        for message in ("login %s", "line\nforged\u2028 %s"):
+            fields = {"created": created, "msecs": int((created - int(created)) * 1000) + 0.0,
+                      "levelname": "INFO", "msg": message, "args": ("x\x1b",)}
+            line = ours.format(logging.makeLogRecord(fields))
+            assert line == logs.escape(plain.format(logging.makeLogRecord(fields)))
+            assert "\n" not in line and "\x1b" not in line
+    logs.setup()
+
+
 def test_a_log_file_is_rotated_and_capped(tmp_path, monkeypatch):
     monkeypatch.setattr(logs, "FILE_BYTES", 4096)
     path = tmp_path / "realm.log"
@@ -243,7 +259,7 @@ def test_a_device_logs_in_during_a_flood_of_idle_connections(tmp_path, sources):
     """1,000 idle connections from one address (past its share, they are refused at
     once), or 300 from ten addresses (more than the 256 handshake slots: idle connections
     take none, a slot is taken with the Hello)."""
-    realm = RealmProcess(tmp_path / "data")  # the default limits
+    realm = RealmProcess(tmp_path / "data", "--verbose")  # the default limits; "connect" lines
     device_id, token = realm.add_device()
     flood = idle_flood(realm.port, flood_size(1000 if len(sources) == 1 else 300), sources)
     try:
@@ -356,7 +372,7 @@ def test_a_realm_on_ipv6_counts_its_peers_by_64(tmp_path):
     """`realm serve` on [::1]: 40 idle connections from ::1 fill the share of ::/64 and
     the rest are refused, as one IPv4 address's would be."""
     port = free_port()
-    realm = RealmProcess(tmp_path / "data", "--listen", "[::1]:%d" % port)
+    realm = RealmProcess(tmp_path / "data", "--listen", "[::1]:%d" % port, "--verbose")
     try:
         flood = [socket.create_connection(("::1", port)) for _ in range(40)]
         refused = denied(flood, 40 - 32)
@@ -520,7 +536,7 @@ def test_memory_comes_back_after_storms_of_hostile_connections(tmp_path):
     # --backlog 128, the kernel's pace these figures were measured at: with the default
     # 4096 a storm is accepted all at once, a higher peak, and +2.5 to +4 MB stay.
     realm = RealmProcess(tmp_path / "data", "--max-handshakes-per-address", "100000",
-                         "--backlog", "128")
+                         "--backlog", "128", "--verbose")  # "connect" lines: accepted
     rng = random.Random(13)
     rested = []
     try:
