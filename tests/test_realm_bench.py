@@ -25,6 +25,14 @@ def test_relay_profile_runs_on_the_in_process_realm():
     assert "2 rounds of 320 packets" in run.stdout, run.stdout
 
 
+def test_login_profile_runs_on_the_in_process_realm():
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "login_profile.py"),
+                          "--reconnects", "80", "--rounds", "2"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "2 rounds of 80 pinned reconnects" in run.stdout, run.stdout
+
+
 def test_a_prepared_bench_ephemeral_key_serves_one_connection_only():
     """The fleet phase prepares each bench device's next ephemeral key pair before the
     restart: the next connection's Hello carries it, the one after a fresh one."""
