@@ -1,4 +1,5 @@
 """The `realm` command as people and scripts use it: output, JSON, exit codes."""
+import asyncio
 import hashlib
 import json
 import os
@@ -339,3 +340,18 @@ def test_a_new_token_replaces_the_old_one(tmp_path):
         assert "shown only now" in out and "old one no longer logs in" in out
     finally:
         realm.stop()
+
+
+def test_listen_shows_a_message_by_id_when_the_sender_name_cannot_be_looked_up(capsys):
+    # e.g. `--cluster` and NATS gone for a moment: the message is shown, not lost.
+    from host import message_cli
+    from host.cluster import ClusterError
+
+    class Unreachable:
+        async def named(self, text):
+            raise ClusterError("NATS at nats://127.0.0.1:4222: no answer")
+
+    sender = str(uuid.uuid4())
+    assert asyncio.run(message_cli._sender_name(Unreachable(), sender)) == ""
+    assert capsys.readouterr().err == \
+        "realm: the name of %s: NATS at nats://127.0.0.1:4222: no answer\n" % sender
