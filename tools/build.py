@@ -28,11 +28,14 @@ BOARDS = os.path.join(ROOT, "boards")
 # Sources a device does not import: the realm's side of the core, compat's CPython half,
 # and firmware/main.py, which is copied as the board's main.py.
 NOT_COMPILED = (("shared", "realm.py"), ("shared", "compat_cpython.py"), ("firmware", "main.py"))
-# The protocol's numbers (shared/protocol.py, their one home) are folded into the modules
-# that import them when those are compiled: mpy-cross folds const() only within a module,
-# and an imported name would cost the device the module, a dict entry per importer and
-# an interned name each, for good (about 2 KB of heap).
-PROTOCOL = os.path.join(ROOT, "shared", "protocol.py")
+# Modules whose public constants (NAME = const(literal)) are folded into the modules a
+# board runs: the protocol's numbers (shared/protocol.py, their one home), the packet ids,
+# statuses and limits of shared/codec.py and the error codes of shared/errors.py.
+# mpy-cross folds const() only within a module: an imported name, or codec.NAME, would
+# cost the device a dict entry in the importer or the module, an interned name, and a
+# lookup each time (about 3 KB of heap in all). In the module itself each folded NAME
+# becomes _NAME, which mpy-cross keeps no name for; a device never loads shared/protocol.py.
+FOLDED = ("shared.protocol", "shared.codec", "shared.errors")
 
 
 class BuildError(Exception):
@@ -79,46 +82,112 @@ def device_sources():
             if name.endswith(".py") and (package, name) not in NOT_COMPILED]
 
 
-def protocol_constants():
-    """shared/protocol.py's NAME = const(value) lines as {NAME: value}."""
-    with open(PROTOCOL) as f:
-        tree = ast.parse(f.read(), PROTOCOL)
-    return {node.targets[0].id: ast.literal_eval(node.value.args[0]) for node in tree.body
-            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
-            and getattr(node.value.func, "id", None) == "const"}
+def _source(module):
+    return os.path.join(ROOT, *module.split(".")) + ".py"
 
 
-def fold_protocol(source, constants, path="<source>"):
-    """source with its `from shared.protocol import ...` blanked (line numbers stay, so
-    tracebacks still point at the source) and each imported name replaced by its value.
-    BuildError if a name is not a protocol constant or is bound again in the module."""
+def module_constants(module):
+    """A module's public NAME = const(literal) lines, as {NAME: value}."""
+    path = _source(module)
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    constants = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 \
+                and isinstance(node.targets[0], ast.Name) \
+                and not node.targets[0].id.startswith("_") \
+                and isinstance(node.value, ast.Call) \
+                and getattr(node.value.func, "id", None) == "const":
+            try:
+                constants[node.targets[0].id] = ast.literal_eval(node.value.args[0])
+            except ValueError:
+                pass  # an expression: left to mpy-cross
+    return constants
+
+
+def folded_constants():
+    """{module: {NAME: value}} for the FOLDED modules."""
+    return {module: module_constants(module) for module in FOLDED}
+
+
+def fold_constants(source, constants, path="<source>", module=None):
+    """source with the FOLDED modules' constants replaced by their values, where it
+    imports them (`from shared.codec import HELLO`: the name leaves the import, which is
+    blanked if nothing else is left, so line numbers stay and tracebacks still point at
+    the source) and where it reads them from the module (`codec.HELLO`, after
+    `from shared import codec`). module: the module's own name; if it is a FOLDED one,
+    its own constants become private (NAME -> _NAME). BuildError for an import `as`, a
+    folded name bound again, or a constant written through its module."""
     tree = ast.parse(source, path)
     lines = source.splitlines(True)
-    folded = {}
-    for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and node.module == "shared.protocol":
+    names = {}  # a constant imported by name -> its value's text
+    modules = {}  # a local name bound to a FOLDED module -> its constants
+    edits = []  # (line, start column, end column, text): one-line replacements
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module in constants:
+            values = constants[node.module]
+            kept = []
             for alias in node.names:
-                if alias.asname or alias.name not in constants:
-                    raise BuildError("%s: %s is not a constant of shared/protocol.py"
-                                     % (path, alias.name))
-                folded[alias.name] = repr(constants[alias.name])
-            for i in range(node.lineno - 1, node.end_lineno):
-                lines[i] = "\n"
-    if not folded:
-        return source
-    uses = []
+                if alias.name not in values:
+                    kept.append(alias)
+                elif alias.asname:
+                    raise BuildError("%s:%d: %s of %s imported as %s: import it by its name"
+                                     % (path, node.lineno, alias.name, node.module,
+                                        alias.asname))
+                else:
+                    names[alias.name] = repr(values[alias.name])
+            if len(kept) < len(node.names):
+                _replace_statement(lines, node, path, "from %s import %s" % (
+                    node.module, ", ".join(ast.unparse(alias) for alias in kept))
+                    if kept else "" if node.col_offset == 0 else "pass")
+        elif isinstance(node, ast.ImportFrom) and node.module == "shared":
+            for alias in node.names:
+                if "shared." + alias.name in constants:
+                    modules[alias.asname or alias.name] = constants["shared." + alias.name]
+    own = constants.get(module, {})
+    used = set(node.id for node in ast.walk(tree) if isinstance(node, ast.Name))
+    clash = [name for name in own if "_" + name in used]
+    if clash:
+        raise BuildError("%s: %s and _%s both" % (path, clash[0], clash[0]))
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     for node in ast.walk(tree):
         bound = node.arg if isinstance(node, ast.arg) else \
             node.id if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load) else None
-        if bound in folded:
-            raise BuildError("%s:%d: %s is shared/protocol.py's, not to be bound again"
+        if bound in names:
+            raise BuildError("%s:%d: %s is a folded constant, not to be bound again"
                              % (path, node.lineno, bound))
-        if isinstance(node, ast.Name) and node.id in folded:
-            uses.append((node.lineno - 1, node.col_offset, node.end_col_offset, node.id))
-    for line, start, end, name in sorted(uses, reverse=True):
+        if isinstance(node, ast.Name) and node.id in own:
+            edits.append((node.lineno - 1, node.col_offset, node.end_col_offset, "_" + node.id))
+        elif isinstance(node, ast.Name) and node.id in names:
+            edits.append((node.lineno - 1, node.col_offset, node.end_col_offset,
+                          names[node.id]))
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.attr in modules.get(node.value.id, ()):
+            if not isinstance(node.ctx, ast.Load) or node.lineno != node.end_lineno:
+                raise BuildError("%s:%d: %s.%s cannot be folded here"
+                                 % (path, node.lineno, node.value.id, node.attr))
+            value = repr(modules[node.value.id][node.attr])
+            if isinstance(parents.get(node), ast.Attribute):
+                value = "(%s)" % value
+            edits.append((node.lineno - 1, node.col_offset, node.end_col_offset, value))
+    for line, start, end, text in sorted(edits, reverse=True):
         raw = lines[line].encode()  # ast's columns count UTF-8 bytes
-        lines[line] = (raw[:start] + folded[name].encode() + raw[end:]).decode()
+        lines[line] = (raw[:start] + text.encode() + raw[end:]).decode()
     return "".join(lines)
+
+
+def _replace_statement(lines, node, path, text):
+    """The lines of statement `node` become `text` on its first line and blank lines
+    after; BuildError if they hold anything else."""
+    first, last = node.lineno - 1, node.end_lineno - 1
+    head = lines[first].encode()[:node.col_offset]
+    tail = lines[last].encode()[node.end_col_offset:].strip()
+    if head.strip() or (tail and not tail.startswith(b"#")):
+        raise BuildError("%s:%d: an import that shares its lines cannot be folded"
+                         % (path, node.lineno))
+    lines[first] = (head.decode() + text + "\n") if text else "\n"
+    for i in range(first + 1, last + 1):
+        lines[i] = "\n"
 
 
 def package_json():
@@ -133,7 +202,7 @@ def build(board, out=None):
     prof = profile(board)
     out = out or os.path.join(ROOT, "build", board)
     compiler = mpy_cross()
-    constants = protocol_constants()
+    constants = folded_constants()
     # (source, .mpy, module name). The module's name is also the source name its
     # tracebacks show ("shared.codec", line 12): the device holds that string already,
     # where a file name would be one more string kept in its heap for good, per module.
@@ -153,7 +222,7 @@ def build(board, out=None):
         tmp = "%s.%d.tmp" % (dst, os.getpid())
         with open(src, encoding="utf-8") as f:
             source = f.read()
-        folded = fold_protocol(source, constants, src)
+        folded = fold_constants(source, constants, src, module)
         compiled = src
         if folded != source:
             compiled = tmp[:-4] + ".py"
@@ -183,9 +252,10 @@ def build(board, out=None):
 
 def _fresh(src, dst):
     """dst is newer than src, than this script (whose compile options may change) and than
-    shared/protocol.py (whose values are folded in)."""
+    the FOLDED modules (whose values are folded in)."""
     return os.path.exists(dst) and os.path.getmtime(dst) >= max(
-        os.path.getmtime(src), os.path.getmtime(__file__), os.path.getmtime(PROTOCOL))
+        [os.path.getmtime(src), os.path.getmtime(__file__)]
+        + [os.path.getmtime(_source(module)) for module in FOLDED])
 
 
 def _drop_stale(out, wanted):
