@@ -120,8 +120,10 @@ def _ctr(key):
         raise ValueError("AES-256 takes a 32-byte key")
     if compat.aes256_ctr:
         return compat.aes256_ctr(key)
-    ecb = compat.aes256_ecb(key)
-    return lambda iv, data: ctr_from_ecb(ecb, iv, data)
+    # The ECB context is made per call, from the key: kept, it would cost a device 0.4 KB
+    # of heap per direction of its session for good; its key expansion takes microseconds.
+    ecb = compat.aes256_ecb
+    return lambda iv, data: ctr_from_ecb(ecb(key), iv, data)
 
 
 def aes256_ctr(key, iv, data):

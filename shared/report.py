@@ -47,7 +47,9 @@ class ReportingConnection(DeviceConnection):
         welcome = not self.established
         DeviceConnection._on_sealed(self, packet_id, fields, events)
         if welcome and self.established:
-            self._report()
+            # Due at once: the shell's next tick sends it (next_deadline() is now), once the
+            # Welcome is handled, rather than here, on top of the heap the receiving holds.
+            self._report_at = self._now
 
     def _report(self):
         self._report_at = self._now + _REPORT_PERIOD_MS

@@ -7,54 +7,23 @@
 # config: path/alice.json -> path/alice.state/ and path/alice.slots/
 # --without-updates: started as before updates existed (no first stage, no update
 # service), for tests/test_device_heap.py to weigh what update support costs.
-import os
+#
+# This script stays in the heap while the device runs, as a board's main.py does, so it
+# is only this: the arguments are read by tools/sim_args.py, which is forgotten before
+# the device starts (kept, it cost a simulated device 1.3 KB that a board does not spend).
 import sys
 
-_root = __file__.rsplit("/", 2)[0] if __file__.count("/") >= 2 else "."
-_build = _root + "/build/unix"
+_tools = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
+sys.path.insert(0, _tools)
+from sim_args import parse  # noqa: E402
+
+_start = parse(sys.argv[1:])
+del parse
+sys.modules.pop("sim_args")
+sys.path.remove(_tools)
+if type(_start) is int:
+    sys.exit(_start)
 try:
-    os.stat(_build + "/lib")
-    _factory = _build
-except OSError:  # not built: run the sources (compiling them needs a larger heap)
-    _factory = _root
-sys.path[:0] = [_root + "/boards/unix"]  # board.py: on a board it sits beside main.py
-
-
-def main(argv):
-    if not argv or argv[0].startswith("-"):
-        print("usage: tools/sim.py CONFIG [--app APP.py] [--repin]")
-        return 2
-    config, app, repin, updates = argv[0], None, False, True
-    i = 1
-    while i < len(argv):
-        if argv[i] == "--app" and i + 1 < len(argv):
-            app = argv[i + 1]
-            i += 1
-        elif argv[i] == "--repin":
-            repin = True
-        elif argv[i] == "--without-updates":
-            updates = False
-        else:
-            print("tools/sim.py: unknown argument %r" % argv[i])
-            return 2
-        i += 1
-    base = config[:-5] if config.endswith(".json") else config
-    if updates:
-        sys.path.insert(0, _root + "/firmware")
-        from main import run  # the board's main.py (it forgets itself once it has chosen)
-        sys.path.pop(0)
-    else:
-        sys.path[:0] = [_factory + "/lib", _factory]
-        from firmware.launch import start
-
-        def run(slots, factory, **options):
-            return start(**options)
-    try:
-        return run(base + ".slots", _factory, config_path=config,
-                   state_dir=base + ".state", app=app, repin=repin)
-    except KeyboardInterrupt:  # Ctrl-C: the user's way to stop it, not a failure
-        print("stopped")
-        return 0
-
-
-sys.exit(main(sys.argv[1:]) or 0)
+    sys.exit(_start[0](**_start[1]) or 0)
+except KeyboardInterrupt:  # Ctrl-C: the user's way to stop it, not a failure
+    print("stopped")
