@@ -254,6 +254,10 @@ class HostDevice:
             self.close()
             return
         deadline = conn.next_deadline()
+        if deadline is not None and deadline <= self._now():
+            # Due already (the DeviceReport right after Welcome): now, not a loop turn later.
+            self._on_timer()
+            return
         if deadline is not None:
             if self._timer is not None:
                 self._timer.cancel()

@@ -58,6 +58,9 @@ def test_a_device_at_its_smallest_heap_comes_online_at_once_and_idles(
 
 
 def test_update_support_adds_at_most_2_kb_to_an_idle_device(tmp_path, realm, unix_build):
-    with_updates = idle(tmp_path, realm, "first-stage")[0]
-    without = idle(tmp_path, realm, "no-updates", extra=("--without-updates",))[0]
+    # The smallest of three runs each: the collector scans the C stack conservatively, so a
+    # stale pointer there can keep some garbage alive (up to ~0.5 KB); it only ever adds.
+    with_updates = min(idle(tmp_path, realm, "first-stage-%d" % i)[0] for i in range(3))
+    without = min(idle(tmp_path, realm, "no-updates-%d" % i, extra=("--without-updates",))[0]
+                  for i in range(3))
     assert with_updates - without <= UPDATE_SUPPORT, (with_updates, without)
