@@ -53,6 +53,9 @@ def realm_command():
     return [exe] if os.path.exists(exe) else [sys.executable, "-m", "host.cli"]
 
 
+PORT_ATTEMPTS = 3  # first starts that found a free_port taken by the time the realm bound it
+
+
 class RealmProcess:
     """`realm serve` on a free loopback port (its status page too, unless `extra` gives
     --http), its data in `data_dir`, its log beside that folder. Started at once unless
@@ -71,11 +74,28 @@ class RealmProcess:
                                      "realm-%d.log" % self.port)
         self.proc = None
         self._log = None
+        self.started = False  # once: its ports are then the ones devices were given
         if start:
             self.start()
 
     def start(self, timeout=10):
         os.makedirs(self.data_dir, exist_ok=True)
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                return self._start(timeout)
+            except AssertionError as e:
+                # free_port's port is free when asked, not when the realm binds it: another
+                # process (a test's client socket, a parallel run) may take it in between.
+                # On the first start, ports are ours to choose again; a restart keeps them.
+                if (self.started or "already in use" not in str(e).lower()
+                        or attempt == PORT_ATTEMPTS - 1):
+                    raise
+                self.port = free_port()
+                if self.http_port is not None:
+                    self.http_port = free_port()
+                    self.extra[self.extra.index("--http") + 1] = "127.0.0.1:%d" % self.http_port
+
+    def _start(self, timeout):
         self._log = open(self.log_path, "a")
         started_before = self.log().count("listening on")
         self.proc = subprocess.Popen(
@@ -84,7 +104,12 @@ class RealmProcess:
             stdout=self._log, stderr=subprocess.STDOUT,
             preexec_fn=self.fd_limit and (
                 lambda: resource.setrlimit(resource.RLIMIT_NOFILE, self.fd_limit)))
-        self.wait_log("listening on", timeout=timeout, count=started_before + 1)
+        try:
+            self.wait_log("listening on", timeout=timeout, count=started_before + 1)
+        finally:
+            if self.proc.poll() is not None:
+                self._log.close()
+        self.started = True
         return self
 
     def log(self):
