@@ -1,6 +1,6 @@
 """`make bench-device` (second part): the time of a whole update, measured end to end.
 
-A simulated device (the firmware under the MicroPython unix port at UPDATE_HEAP) is updated
+A simulated device (the firmware under the MicroPython unix port at SIM_HEAP) is updated
 by `realm update push` with a bundle the size of the whole firmware, every file fetched
 (config update.reuse false), from the offer to the updater's "updated": the restart into
 update mode, the header, the boot-time check, the transfer, the install, the restart
@@ -25,7 +25,7 @@ sys.path.insert(0, ROOT)
 from host import update as bundles  # noqa: E402
 from tools.build import build  # noqa: E402
 from tools.harness import RealmProcess, realm_command  # noqa: E402
-from tools.simproc import UPDATE_HEAP, SimDevice, write_config  # noqa: E402
+from tools.simproc import HEAP, SimDevice, write_config  # noqa: E402
 
 BAUD = 115200
 CONFIRM_MS = 1000
@@ -109,7 +109,7 @@ def update_time(folder, key, serial=None):
 
         def stamp(_device, line):
             seen.append((time.monotonic(), line))
-        device = SimDevice(path, power=True, heap=UPDATE_HEAP, on_line=stamp).start()
+        device = SimDevice(path, power=True, heap=HEAP, on_line=stamp).start()
         device.wait(r"online: ", 60)
         bundle = os.path.join(folder, "bench.bundle")
         bundles.build_app_bundle(bundle, "unix", "99.0.0", key[0],
@@ -172,7 +172,7 @@ def main():
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print("\nWhole update of a whole-firmware bundle (offer to confirmed, every file fetched, "
-          "device at -X heapsize=%s, confirmation after %d ms online):" % (UPDATE_HEAP, CONFIRM_MS))
+          "device at -X heapsize=%s, confirmation after %d ms online):" % (HEAP, CONFIRM_MS))
     for name, run in (("TCP on loopback", runs["tcp"]), ("serial, 115200 baud", runs["serial"])):
         print("  %-20s %6.1f s  (bundle %.1f KB, %.1f KB sent; the files' transfer %.1f s, "
               "%.0f KB/s; %d restarts, online again after %s s)" % (

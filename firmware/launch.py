@@ -4,6 +4,8 @@
 import gc
 import sys
 
+from shared.compat import const
+
 speaker = "device"  # the config's name once it is read: each line says which device speaks
 
 
@@ -20,7 +22,8 @@ def start(config_path="config.json", state_dir=None, app=None, repin=False, boot
     whatever realm answers next.
     boot: what the first stage chose (firmware/main.py). With boot["updating"] the
     device fetches an update with the whole heap: the update service loads in the app's
-    place, and the app starts again once the update is installed or refused.
+    place, and the app starts again once the update is installed or refused; with
+    boot["alone"] (firmware/starting.py) it does that or answers an offer kept on flash.
     """
     from firmware import starting
     try:
@@ -40,6 +43,14 @@ def start(config_path="config.json", state_dir=None, app=None, repin=False, boot
         runtime.board.restart()
 
 
+# shared/update.py's and the protocol's numbers the stand-in needs to turn a stranger away
+_SERVICE_UPDATE = const(1)
+_OFFER = const(1)
+_OFFER_VERSION = const(41)  # where an Offer's version (str16) begins
+_RESULT = const(4)
+_REFUSED = const(3)
+_NOT_UPDATER = const(1)
+
 # What the update service's halves load (shared/update.py too), unloaded when they are done.
 _UPDATE_MODULES = ("firmware.update_agent", "firmware.update_fetch", "firmware.update_image",
                    "firmware.updating", "shared.update")
@@ -47,9 +58,10 @@ _UPDATE_MODULES = ("firmware.update_agent", "firmware.update_fetch", "firmware.u
 
 class Updates:
     """The update service as the runtime's first listener (docs/UPDATES.md): a stand-in
-    that loads the half that does the work (firmware/update_agent.py beside the app,
-    firmware/update_fetch.py in its place) only when a Service packet for it arrives or a
-    Welcome finds an update to go on with or report; the half unloads itself when done."""
+    that loads the half that does the work (firmware/update_agent.py, which answers offers
+    and queries, or firmware/update_fetch.py without the app) only when a Service packet
+    for it arrives or a start without the app has work for it; the half unloads itself
+    when done."""
 
     def __init__(self, runtime):
         self.runtime = runtime
@@ -72,7 +84,45 @@ class Updates:
             unload(name)
 
     def service_packet(self, peer, data):
-        self.load().handle(peer, data)
+        offer = len(data) > _OFFER_VERSION and data[0] == _OFFER
+        if offer:
+            from shared.codec import uuid_to_str
+            who = uuid_to_str(peer)
+            if who not in self.runtime.config["updaters"]:
+                self._turn_away(peer, who, data)  # without loading anything
+                return
+        try:
+            self.load().handle(peer, data)
+            return
+        except MemoryError:
+            pass  # handled below, once the error and what it holds are let go
+        # Beside the app, the half found no room (its code, and its names, which may need
+        # a new piece of the interpreter's name table): an updater's Offer is kept on flash
+        # and answered after a restart without the app.
+        self.done()
+        boot = self.runtime.boot
+        if offer and not boot["alone"]:
+            from firmware.store import makedirs
+            makedirs(boot["slots"])  # firmware/updating.py's KEPT_OFFER:
+            with open(boot["slots"] + "/offer.service", "wb") as f:
+                f.write(peer)
+                f.write(data)
+            log("an update offer: restarting without the app to answer it")
+            self.runtime.board.restart()
+
+    def _turn_away(self, peer, who, data):
+        """Refuse an Offer from a device that is not one of the config's updaters
+        (shared/update.py's Result: REFUSED, NOT_UPDATER), with the Offer's version."""
+        try:
+            version = str(bytes(data[_OFFER_VERSION + 2:]), "utf-8")
+        except UnicodeError:
+            return  # malformed: dropped, as the update service drops it
+        detail = ("%s is not an updater of this device (config: updaters)" % who).encode()
+        log("update %s refused: %s" % (version, str(detail, "utf-8")))
+        self.runtime.endpoint.send_service(peer, _SERVICE_UPDATE, b"".join((
+            bytes((_RESULT,)), bytes(data[1:33]), bytes((_REFUSED, _NOT_UPDATER)),
+            bytes(data[_OFFER_VERSION:]), len(detail).to_bytes(2, "big"), detail)))
+        self.runtime.kick()
 
     def status_changed(self, status, detail):
         boot = self.runtime.boot
@@ -87,10 +137,21 @@ class Updates:
 async def _main(runtime, device, app, boot):
     import asyncio
     task = asyncio.create_task(runtime.run())
-    if _on_trial(boot):
-        from firmware.trial import guard
+    if _on_trial(boot) or boot is not None and boot["state"].get("failed"):
+        from firmware.trial import guard  # confirms the version on trial, or reports a rollback
         asyncio.create_task(guard(runtime))
-    if app is None:  # fetching an update
+    if app is None:  # the update service's work without the app
+        if not boot["updating"]:  # an offer kept on flash: answered once online
+            await asyncio.sleep_ms(60000)
+            # Not answered (it restarts within a second once online): the realm is out of
+            # reach. The app comes back; the updater offers again when it reaches us.
+            import os
+            try:
+                os.remove(boot["slots"] + "/offer.service")
+            except OSError:
+                pass
+            log("the realm is out of reach: the offer is dropped, the app starts again")
+            runtime.board.restart()
         await task
         return
     try:
@@ -118,10 +179,10 @@ def failed_start(boot, board):
 
 def unload(name):
     """Forget a loaded module (its package's attribute too), so its heap can be collected."""
-    sys.modules.pop(name, None)
-    package, _, attr = name.rpartition(".")
-    try:
-        delattr(sys.modules[package], attr)
-    except (KeyError, AttributeError):
-        pass
+    if sys.modules.pop(name, None) is not None:  # (else: nothing to do, and nothing to
+        package, _, attr = name.rpartition(".")  # allocate when the heap is short)
+        try:
+            delattr(sys.modules[package], attr)
+        except (KeyError, AttributeError):
+            pass
     gc.collect()

@@ -77,7 +77,8 @@ class Runtime:
 
     loop: the event loop's clock and links (a Loop; a fake one in tests).
     boot: what the first stage chose (firmware/main.py): {"slots", "slot", "state",
-    "version", "phase", "waiting", "updating"}; None when started without it (no updates)."""
+    "version", "phase", "waiting", "updating", "alone"}; None when started without it (no
+    updates)."""
 
     def __init__(self, config, store, board, log=print, loop=None, boot=None):
         self.config = config

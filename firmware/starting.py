@@ -23,23 +23,24 @@ def prepare(config_path, state_dir, app, repin, boot):
     updating = boot is not None and boot["updating"]
     if updating and boot["phase"] == "header":
         _check_header(config_path, boot)
+        # Once more from the start: what the check interned (about 460 names, for good)
+        # and the holes it left stay out of the transfer's heap.
+        import board
+        board.restart()
+    # Without the app: fetching an update, or answering an offer that came while the app
+    # left the update service no room (firmware/launch.py's Updates kept it on flash).
+    alone = boot is not None and (updating or _exists(boot["slots"] + "/offer.service"))
+    if boot is not None:
+        boot["alone"] = boot["waiting"] = alone
     for name in _MODULES:
         gc.collect()
-        if name == "firmware.api":
-            if updating:
-                name = "firmware.update_fetch"
-            elif boot is not None and boot["waiting"]:
-                # Update work waiting (a version on trial, a rollback to report): the agent
-                # loads now, while the heap is empty. Loaded later beside the app, its names
-                # may need a new block of the interpreter's name table, in one piece (7.5 KB
-                # on the unix port), that a fragmented heap no longer has.
-                __import__("firmware.update_agent")
-                gc.collect()
+        if name == "firmware.api" and alone:  # the update service's half in the app's place
+            name = "firmware.update_fetch" if updating else "firmware.update_agent"
         __import__(name)
     import board
     from firmware.runtime import Runtime
     from firmware.store import Store, StoreError
-    if not updating:
+    if not alone:
         app = _load_app(app, boot, board)  # compiled now, before the long-lived objects
     gc.collect()
     board.show_status("booting")
@@ -59,8 +60,9 @@ def prepare(config_path, state_dir, app, repin, boot):
         from shared.codec import SERVICE_UPDATE
         updates = Updates(runtime)
         runtime.add_service(SERVICE_UPDATE, updates)
-    if updating:
-        log("fetching an update: the app starts again once it is installed or refused")
+    if alone:
+        log("fetching an update: the app starts again once it is installed or refused"
+            if updating else "answering an update offer: the app starts again after it")
         updates.load()  # loaded above, in the app's place
         app = device = None
     else:
@@ -86,6 +88,15 @@ def _check_header(config_path, boot):
     for name in list(sys.modules):
         if name not in before:
             unload(name)
+
+
+def _exists(path):
+    import os
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
 
 
 def _read_config(path, has_wifi):

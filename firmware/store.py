@@ -9,6 +9,7 @@
 #   boot       the boot count (section 8), decimal text
 #   peers      records of peer id(16) | key(32), oldest first: the Endpoint's pins
 #              (trust on first use; the Endpoint bounds how many)
+import json
 import os
 
 from shared import crypto
@@ -151,3 +152,19 @@ def makedirs(folder):
             except OSError:
                 pass  # exists already
             path += "/"
+
+
+def read_json(path):
+    """A small JSON file's value (the update slots' state); None if missing or torn."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path, value):
+    """Written to a temporary file first, then renamed over: never torn."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f)
+    os.rename(path + ".tmp", path)

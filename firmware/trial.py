@@ -1,21 +1,144 @@
-# Loaded only when the running version is on trial (a new update, not confirmed yet).
+# Loaded only after an update was installed: while the new version is on trial (until it
+# is confirmed), or once to report that it rolled back. It works beside the app, so it
+# loads nothing of the update service (whose code and names need more heap than a small
+# board has beside the app, docs/UPDATES.md "Memory"): a confirmation or a rollback
+# writes small files and sends one Result.
 import asyncio
+import os
 
-_WATCHDOG_MS = 30000
+from shared import RELEASE
+from shared.compat import const
+from firmware.store import read_json, write_json
+
+_WATCHDOG_MS = const(30000)
+_TICK_MS = const(500)
+# shared/update.py's Result numbers (it is loaded only to send one)
+_UPDATED = const(0)
+_ROLLED_BACK = const(4)
+_START_FAILED = const(12)
 
 
 async def guard(runtime):
-    """Restart a trial version that is not confirmed in time: the first stage counts the
-    failed start. On boards the hardware watchdog also resets one whose event loop hangs;
+    """Confirm the version on trial once it has been online for confirm_ms, or restart it
+    when it is not confirmed in trial_ms: the first stage counts the failed start. Report
+    a rollback. On boards the hardware watchdog also resets a trial whose event loop hangs;
     once started, a watchdog cannot be stopped, so it is fed for as long as the device runs."""
     board = runtime.board
     boot = runtime.boot
-    dog = board.watchdog(_WATCHDOG_MS) if hasattr(board, "watchdog") else None
-    trial_ms = runtime.config["update"]["trial_ms"]
+    state = boot["state"]
+    dog = board.watchdog(_WATCHDOG_MS) if state.get("trial") == boot["slot"] and hasattr(
+        board, "watchdog") else None
+    update = runtime.config["update"]
+    image = read_json(boot["slots"] + "/image.json") or {}
+    trial = image.get("trial")
+    what = "image " + trial["version"] if trial else "update %s" % runtime.app_version
+    ota = board.ota() if trial else None
+    if trial and ota(ota.RUNNING).info()[4] != trial["label"]:
+        await _online(runtime)  # the bootloader went back to the previous image
+        _image_rolled_back(runtime, image, trial)
+    elif state.get("failed"):  # the first stage went back to the previous slot
+        await _online(runtime)
+        _rolled_back(runtime, state)
+    confirm_in = None  # ms online left before the confirmation, once online
     while dog is not None or boot["state"].get("trial") == boot["slot"]:
-        if boot["state"].get("trial") == boot["slot"] and runtime.now_ms() > trial_ms:
-            runtime.log("this version was not confirmed in %d s: restarting" % (trial_ms // 1000))
-            board.restart()
+        if boot["state"].get("trial") == boot["slot"]:
+            if not runtime.endpoint.online:
+                confirm_in = None  # the confirmation needs confirm_ms online in one go
+            elif confirm_in is None:
+                confirm_in = update["confirm_ms"]
+                runtime.log("%s on trial: confirmed after %d s online" % (
+                    what, confirm_in // 1000))
+            else:
+                confirm_in -= _TICK_MS
+                if confirm_in <= 0:
+                    _confirm(runtime, trial, what)
+            if runtime.now_ms() > update["trial_ms"] and boot["state"].get("trial") == \
+                    boot["slot"]:
+                runtime.log("this version was not confirmed in %d s: restarting"
+                            % (update["trial_ms"] // 1000))
+                board.restart()
         if dog is not None:
             dog.feed()
-        await asyncio.sleep_ms(1000)
+        await asyncio.sleep_ms(_TICK_MS)
+
+
+async def _online(runtime):
+    while not runtime.endpoint.online:
+        await asyncio.sleep_ms(_TICK_MS)
+
+
+def _confirm(runtime, trial, what):
+    """The version on trial reached the realm and ran: keep it (for an image, tell the
+    bootloader too), and tell the updater."""
+    if trial:  # the bootloader keeps this image from now on
+        runtime.board.ota().mark_app_valid_cancel_rollback()
+        write_json(runtime.boot["slots"] + "/image.json",
+               {"version": trial["version"], "id": trial["id"]})
+        version = what
+    else:
+        version = runtime.app_version
+    _boot_state(runtime, runtime.boot["state"].get("fw"))
+    runtime.log("%s confirmed: it reached the realm and ran %d s" % (
+        what, runtime.config["update"]["confirm_ms"] // 1000))
+    _report(runtime, _UPDATED, 0, "%s runs and is confirmed" % version, None)
+
+
+def _rolled_back(runtime, state):
+    p = read_json(runtime.boot["slots"] + "/update.json") or {}
+    version = p.get("version")
+    if state["failed"] == p.get("slot"):
+        runtime.log("update %s did not start; back to %s" % (version, runtime.app_version))
+        _report(runtime, _ROLLED_BACK, _START_FAILED,
+                "%s did not start well in 3 tries; %s runs again" % (version, runtime.app_version),
+                {"id": p["id"], "version": version, "phase": "failed"})
+    state = dict(state)
+    state.pop("failed")
+    write_json(runtime.boot["slots"] + "/boot.json", state)
+    runtime.boot["state"] = state
+
+
+def _image_rolled_back(runtime, image, trial):
+    """The image on trial was reset before its confirmation: the bootloader went back to
+    the previous one. Forget the trial, report it, never try it again."""
+    image.pop("trial")
+    write_json(runtime.boot["slots"] + "/image.json", image)
+    fw = "image " + image["version"] if "version" in image else None
+    _boot_state(runtime, fw)
+    runtime.firmware = RELEASE + " " + fw if fw else RELEASE
+    detail = "image %s was not confirmed: the bootloader went back to the previous image" \
+        % trial["version"]
+    runtime.log(detail)
+    _report(runtime, _ROLLED_BACK, _START_FAILED, detail,
+            {"id": trial["id"], "version": trial["version"], "phase": "failed", "kind": "image"})
+
+
+def _boot_state(runtime, fw):
+    """The running slot, confirmed (no trial); fw: the image's words for the report."""
+    state = {"active": runtime.boot["slot"], "trial": None, "tries": 0, "fw": fw}
+    write_json(runtime.boot["slots"] + "/boot.json", state)
+    runtime.boot["state"] = state
+
+
+def _report(runtime, outcome, reason, detail, keep):
+    """Send the update's Result to its updater; keep: what
+    slots/update.json holds afterwards (None: nothing)."""
+    pending = runtime.boot["slots"] + "/update.json"
+    p = read_json(pending) or {}
+    if "updater" in p:
+        from binascii import unhexlify
+        from shared import update
+        from shared.codec import SERVICE_UPDATE, uuid_from_str
+        runtime.endpoint.send_service(
+            uuid_from_str(p["updater"]), SERVICE_UPDATE,
+            update.result(unhexlify(p["id"]), outcome, reason, p["version"], detail))
+        runtime.kick()
+        from firmware.launch import unload
+        unload("shared.update")
+    if keep is None:
+        try:
+            os.remove(pending)
+        except OSError:
+            pass
+    else:
+        write_json(pending, keep)
+

@@ -58,10 +58,11 @@ class Fetcher(UpdateService):
         elif self.id is not None:
             self.asked = self.pos  # what was in flight went with the old link
             self._ask()
+        self._recorded_offer()
         self._start_task()
 
     def _offer(self, peer, uid, size, header_size, version):
-        self._updater(peer)
+        # from an updater: firmware/launch.py turned strangers away
         if self.id == uid:  # offered again: go on from here
             self.peer = peer
             self.asked = self.pos

@@ -1,11 +1,12 @@
 # The update service, device side (docs/UPDATES.md): what both of its halves share.
 # The runtime loads a half only when there is work for it, and it unloads itself when
 # idle again, so an idle device pays nothing for updates:
-#   firmware/update_agent.py  beside the app: answers offers (an accepted one restarts
-#                             the device to fetch it), confirms a new version on trial,
-#                             reports a rollback;
+#   firmware/update_agent.py  answers offers (an accepted one restarts the device to fetch
+#                             it) and queries: beside the app, or after a restart without
+#                             it when the app left it no room (the offer kept on flash);
 #   firmware/update_fetch.py  after that restart, without the app, so the transfer has
 #                             the heap: pulls the bundle into the other slot, installs it.
+# (firmware/trial.py, beside the app, confirms a version on trial or reports a rollback.)
 import asyncio
 import hashlib
 import json
@@ -14,10 +15,9 @@ import struct
 import sys
 
 from shared import codec, update
-from shared.codec import uuid_to_str
 from shared.compat import const
 from shared.update import UpdateError
-from firmware.store import makedirs
+from firmware.store import makedirs, read_json, write_json
 
 TICK_MS = const(500)
 _SEND_MS = const(200)  # before a restart: the last result on its way out
@@ -28,6 +28,7 @@ HEADER_FIXED = const(102)  # shared/bundle.py: the header before the manifest
 INDEX_PATH = const(88)
 INDEX_RECORD = const(128)
 IMAGE_STATE = "/image.json"  # in the slots folder: firmware/update_image.py
+KEPT_OFFER = "/offer.service"  # in the slots folder: peer:16 | an Offer's Service data
 
 
 class UpdateService:
@@ -57,6 +58,8 @@ class UpdateService:
                 elif kind == update.QUERY:
                     self._send(peer, update.info(json.dumps(self._info())))
             except Exception as e:  # a refusal, a flash error, no memory: the app runs on
+                if isinstance(e, MemoryError) and not self.rt.boot["alone"]:
+                    raise  # beside the app: firmware/launch.py has it answered without it
                 if kind == update.OFFER:
                     self._refuse(peer, fields[0], fields[3], e)
                 elif self.id is not None:
@@ -67,13 +70,17 @@ class UpdateService:
     def _chunk(self, tag, offset, data):
         pass  # not fetching
 
-    def _updater(self, peer):
-        """The peer's id as text, if it is one of this device's updaters."""
-        who = uuid_to_str(peer)
-        if who not in self.rt.config["updaters"]:
-            raise UpdateError(update.NOT_UPDATER, "%s is not an updater of this device "
-                              "(config: updaters)" % who)
-        return who
+    def _recorded_offer(self):
+        """The Offer that came while the app left no room for this half (kept on flash by
+        firmware/launch.py's Updates before the restart without the app): answered now."""
+        path = self.slots + KEPT_OFFER
+        try:
+            with open(path, "rb") as f:
+                kept = f.read()
+        except OSError:
+            return
+        _remove(path)
+        self.handle(kept[:16], kept[16:])
 
     def busy(self):
         return self.restarting
@@ -98,6 +105,9 @@ class UpdateService:
                 self.rt.board.restart()
             self.step(self.rt.endpoint.online)
         self.task = None
+        if self.rt.boot["alone"]:  # started without the app for this work: back to it
+            await asyncio.sleep_ms(_SEND_MS)
+            self.rt.board.restart()
         self.listener.done()
 
     # -- answers ----------------------------------------------------------------------
@@ -182,23 +192,9 @@ def refusal(error):
 
 
 # -- files ----------------------------------------------------------------------------
-def read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def _release(slot):
     """{"version", "id"} of what a slot holds (its release.json), or {}."""
     return read_json(slot + "/release.json") or {}
-
-
-def write_json(path, value):
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f)
-    os.rename(path + ".tmp", path)
 
 
 def _size(path):

@@ -11,7 +11,7 @@ import pytest
 from tests.realm_helpers import RealmProcess
 from tools.build import build
 from tools.harness import micropython
-from tools.simproc import HANDSHAKE, HEAP, ONLINE, ROOT, SimDevice, write_config
+from tools.simproc import HANDSHAKE, HEAP, ONLINE, REMOTE_APP, ROOT, SimDevice, write_config
 
 # Short waits so the suite stays fast: the realm's heartbeat is 1 s in these tests.
 FAST_RECONNECT = {"min_ms": 100, "max_ms": 800, "auth_ms": 2500}
@@ -44,16 +44,17 @@ class Fleet:
         self.realm = realm
         self.devices = []
 
-    def add(self, name, serial=None, start=True, token=None, power=False, heap=HEAP, **config):
+    def add(self, name, serial=None, start=True, token=None, power=False, heap=HEAP,
+            app=REMOTE_APP, **config):
         """Register a device and write its config (token: a wrong one to use instead;
-        power: started again when it resets, see SimDevice)."""
+        power: started again when it resets, see SimDevice; app: its app's source)."""
         device_id, real_token = self.realm.add_device(name)
         token = token or real_token
         text_id = str(uuid.UUID(bytes=device_id))
         config.setdefault("reconnect", FAST_RECONNECT)
         path = write_config(os.path.join(self.folder, name + ".json"), text_id, token, name,
                             port=self.realm.port, serial=serial, **config)
-        device = SimDevice(path, power=power, heap=heap)
+        device = SimDevice(path, power=power, heap=heap, app=app)
         device.id = text_id
         device.name = name
         self.devices.append(device)

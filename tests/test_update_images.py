@@ -17,6 +17,10 @@ from tests.update_helpers import Updatable, keygen, refused
 # partial block; the larger one passes a progress record (every 32 KB) for the resume.
 IMAGE_SIZE = 20000
 RESUME_SIZE = 45000
+# The simulated board with two OTA partitions (tools/sim_ota.py) also holds the partitions'
+# file-backed stand-in while it fetches: at SIM_HEAP (128k) that no longer fits beside the
+# transfer, so these devices get more (docs/UPDATES.md, "Memory").
+IMAGE_HEAP = "160k"
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +66,9 @@ def fleet(tmp_path, realm, keys, unix_build):
 def board(fleet, name, ota=True, **update):
     """A device on a simulated board with two OTA partitions (ota) or without."""
     if update:
-        dev = fleet.add(name, start=False, update=update)
+        dev = fleet.add(name, start=False, heap=IMAGE_HEAP, update=update)
     else:
-        dev = fleet.add(name, start=False)
+        dev = fleet.add(name, start=False, heap=IMAGE_HEAP)
     dev.ota = ota
     dev.start()
     online(dev)

@@ -89,7 +89,7 @@ def _wait_bytes(device, slot, at_least, timeout=60):
 
 def test_a_whole_firmware_resumes_after_the_device_and_the_realm_are_cut(fleet, bundle, realm):
     # reuse false: nothing copied from the running version, the whole bundle (the size of
-    # today's whole firmware) crosses the link. (At TRIAL_HEAP: see update_helpers.)
+    # today's whole firmware) crosses the link, to a device at SIM_HEAP.
     dev = fleet.add("shed", update={"confirm_ms": 1000, "trial_ms": 60000, "reuse": False})
     online(dev)
     path = bundle("2.0.0")
@@ -168,3 +168,31 @@ def test_a_version_that_crashes_at_start_rolls_back_after_three_tries(fleet, bun
     # Offered again, it is not tried again.
     code, rows, _err = fleet.run_push(bundle("3.0.0", crash), "cellar")
     assert rows["cellar"]["state"] == "rolled back", rows
+
+
+# An app that leaves the update service no room beside it: once online, it holds all but
+# about 10 KB of the heap (in small pieces: the free heap is fragmented), less than the
+# half that answers offers needs.
+HOG_APP = """import gc
+hog = []
+
+
+async def main(device):
+    print("app", device.app_version)
+    await device.wait_online()
+    gc.collect()
+    while gc.mem_free() > 10 * 1024:
+        hog.append(bytearray(256))
+    print("hogging", gc.mem_free())
+"""
+
+
+def test_an_offer_that_finds_no_room_beside_the_app_is_answered_after_a_restart(fleet, bundle):
+    dev = fleet.add("shelf", app=write_app(bundle.folder, "hog.py", HOG_APP))
+    dev.wait(r"^hogging \d+$", 30)
+    code, rows, err = fleet.run_push(bundle("2.0.0"), "shelf")
+    assert code == 0 and rows["shelf"]["state"] == "updated", (rows, err, dev.output())
+    dev.wait(r"an update offer: restarting without the app to answer it")
+    dev.wait(r"answering an update offer: the app starts again after it")
+    dev.wait(r"^app 2\.0\.0$")
+    assert not dev.matches(r"out of memory|MemoryError"), dev.output()

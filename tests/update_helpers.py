@@ -9,10 +9,9 @@ import uuid
 from host import update as bundles
 from tests.fw_helpers import Fleet
 from tests.realm_helpers import realm_command
-from tools.simproc import ROOT, UPDATE_HEAP
+from tools.simproc import HEAP, ROOT
 
 CONFIRM_MS = 1500  # the new version is confirmed after this long online
-TRIAL_HEAP = UPDATE_HEAP  # the heap of the devices in the update tests (tools/simproc.py)
 
 
 def keygen(folder, name="release.key"):
@@ -45,7 +44,7 @@ class Updatable(Fleet):
         updater_id, self.updater_token = realm.add_device("updater")
         self.updater_id = str(uuid.UUID(bytes=updater_id))
 
-    def add(self, name, start=True, heap=TRIAL_HEAP, **config):
+    def add(self, name, start=True, heap=HEAP, **config):
         config.setdefault("updaters", [self.updater_id])
         config.setdefault("release_keys", [self.release_key])
         config.setdefault("update", {"confirm_ms": CONFIRM_MS, "trial_ms": 60000})

@@ -17,10 +17,6 @@ ONLINE = r": online: .* in (\d+) ms \((first contact|known realm)\)"
 HANDSHAKE = {"first contact": "first-contact", "known realm": "pinned"}
 # The heap the simulated devices get: the whole runtime, compiled, with room to work.
 HEAP = os.environ.get("SIM_HEAP", "128k")
-# The heap of a device that takes updates, in the update tests and bench/update.py. Since
-# the runtime grew, a whole update no longer fits SIM_HEAP: a known gap (docs/UPDATES.md,
-# "Memory").
-UPDATE_HEAP = "160k"
 
 
 def write_config(path, device_id, token, name, port=None, serial=None, realm_key=None,
