@@ -1,9 +1,12 @@
 """Bench clients for bench/realm.py: many devices in one asyncio process, each the core's
 DeviceConnection over a TCP socket, with no end-to-end layer (the realm relays `inner`
-without looking at it, so the bench spends its own CPU on the hop only)."""
+without looking at it, so the bench spends its own CPU on the hop only). The sockets are
+driven by the realm's own lean transport (host/tcp_transport.py), not asyncio's: the
+clients share the machine's cores with the realm they measure."""
 import asyncio
 import collections
 import random
+import socket
 import time
 import uuid
 
@@ -11,6 +14,7 @@ from shared import crypto
 from shared.device import DeviceConnection
 from shared.events import Closed, ProxyPassPacket, Welcomed
 from shared.framing import StreamFramer
+from host.tcp_transport import TcpTransport
 
 
 def now_ms():
@@ -35,7 +39,7 @@ class Identity:
         self.ephemeral = crypto.generate_keypair()
 
 
-class BenchDevice(asyncio.Protocol):
+class BenchDevice:
     """One device connection; `on_proxy(event)` gets each relayed packet."""
 
     def __init__(self, identity, on_proxy=None):
@@ -50,13 +54,22 @@ class BenchDevice(asyncio.Protocol):
     async def connect(cls, port, identity, on_proxy=None, source=None):
         """`source`: the loopback address to connect from (another machine, as it were)."""
         loop = asyncio.get_running_loop()
-        _, device = await loop.create_connection(
-            lambda: cls(identity, on_proxy), "127.0.0.1", port,
-            local_addr=(source, 0) if source else None)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            if source:
+                sock.bind((source, 0))
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+        except BaseException:
+            sock.close()
+            raise
+        device = cls(identity, on_proxy)
+        device.start(TcpTransport(loop, sock))
         await device.welcomed
         return device
 
-    def connection_made(self, transport):
+    def start(self, transport):
+        """Begin the handshake on a connected transport (TcpTransport's interface)."""
         self.transport = transport
         i = self.identity
         ephemeral, i.ephemeral = i.ephemeral, None
@@ -64,12 +77,13 @@ class BenchDevice(asyncio.Protocol):
                                      now_ms(), realm_public=i.realm_public, dh2=i.dh2,
                                      ephemeral=ephemeral)
         self.flush()
+        transport.start(self)
 
     def data_received(self, data):
         self._handle(self.conn.receive_data(data, now_ms()))
         self.flush()
 
-    def connection_lost(self, exc):
+    def transport_lost(self, why):
         self._handle(self.conn.connection_lost("realm closed the connection"))
         self.lost.set_result(None)
 

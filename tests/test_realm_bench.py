@@ -47,9 +47,12 @@ def test_a_prepared_bench_ephemeral_key_serves_one_connection_only():
         def write(self, data):
             self.data += data
 
+        def start(self, device):
+            pass
+
     async def hello_ephemeral(identity):
         wire = Wire()
-        BenchDevice(identity).connection_made(wire)
+        BenchDevice(identity).start(wire)
         return codec.decode(StreamFramer().feed(wire.data)[0])[1][3]
 
     async def main():
