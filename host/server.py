@@ -106,7 +106,11 @@ class Config:
         self.heartbeat_s = protocol.DEFAULT_HEARTBEAT_S
         self.handshake_timeout_s = protocol.HANDSHAKE_TIMEOUT_MS / 1000
         self.max_packet = protocol.DEFAULT_MAX_PACKET
-        self.max_handshakes = 256      # links past Hello, not logged in yet; more wait
+        # Links past Hello, not logged in yet; more wait. A slot is held for a round trip
+        # to the device (KeyCheck to its answer), so slots / RTT bounds the logins a
+        # second: 256 let a fleet's restart overflow the kernel's backlog (SYNs dropped,
+        # devices retrying 1 s later); 1,024 hold ~5 MiB at most (~5 KiB each).
+        self.max_handshakes = 1024
         self.max_handshakes_per_address = 32  # links not logged in yet from one address
         self.backlog = BACKLOG         # TCP connections the kernel holds until accepted
         self.hello_timeout_s = 5.0     # a new link must send its Hello within this
