@@ -24,19 +24,22 @@ def x25519(scalar, u):
             x2, x3 = x3, x2
             z2, z3 = z3, z2
         swap = bit
+        # RFC 7748's step, each name reused once its value is spent, so that few big ints
+        # are alive at once (the handshake's peak of heap): x2, z2 become AA, BB, then
+        # the new x2, z2; a, b become DA, CB.
         a = x2 + z2
         b = x2 - z2
-        aa = a * a % p
-        bb = b * b % p
-        da = (x3 - z3) * a % p
-        cb = (x3 + z3) * b % p
-        x3 = da + cb
+        x2 = a * a % p  # AA
+        z2 = b * b % p  # BB
+        a = (x3 - z3) * a % p  # DA
+        b = (x3 + z3) * b % p  # CB
+        x3 = a + b
         x3 = x3 * x3 % p
-        z3 = da - cb
+        z3 = a - b
         z3 = z3 * z3 * x1 % p
-        x2 = aa * bb % p
-        e = aa - bb
-        z2 = e * (aa + 121665 * e) % p
+        e = x2 - z2  # E = AA - BB
+        z2 = e * (x2 + 121665 * e) % p
+        x2 = x2 * (x2 - e) % p  # AA * BB
     if swap:
         x2, z2 = x3, z3
     # pow(z, -1, p) returns 0 on MicroPython: invert by Fermat. A low-order u leaves
