@@ -15,9 +15,8 @@ for _name in ("shared.codec", "shared.crypto", "shared.ed25519", "shared.device"
 
 from shared import codec, crypto, ed25519, protocol  # noqa: E402
 from shared.device import DeviceConnection  # noqa: E402
-from shared.events import LoginRequest  # noqa: E402
 from shared.framing import StreamFramer  # noqa: E402
-from shared.realm import RealmConnection  # noqa: E402
+from shared.realm import LoginRequest, RealmConnection  # noqa: E402
 
 try:
     from time import ticks_us, ticks_diff

@@ -23,8 +23,9 @@ import time
 
 from shared import codec, crypto
 from shared.device import DeviceConnection
-from shared.events import DeliveryPacket, LoginRequest, ProxyPassPacket
+from shared.events import DeliveryPacket, ProxyPassPacket
 from shared.framing import StreamFramer
+from shared.realm import LoginRequest
 from host import tokens
 from host.login import Decision
 from host.registry import QUEUE_MAX_PACKETS, Device, Queued, id_text

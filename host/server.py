@@ -23,8 +23,9 @@ from shared import codec, protocol
 from shared.errors import (DENIED, INTERNAL, KEY_CHECK_FAILED, KEY_MISMATCH, LINK_LOST,
                            SESSION_REPLACED, TIMEOUT, code_name)
 from shared.framing import StreamFramer
-from shared.realm import RESTARTED, DeviceReportPacket, RealmConnection
-from shared.events import Closed, LoginRequest, ProxyPassPacket, PeerKeyRequestPacket
+from shared.realm import (RESTARTED, DeviceReportPacket, LoginRequest, PeerKeyRequestPacket,
+                          RealmConnection)
+from shared.events import Closed, ProxyPassPacket
 from host import logs, realmdir
 from host.listener import BACKLOG, Listener, address_group, error_frame, refuse
 from host.login import Decision, LoginDecider

@@ -1,6 +1,7 @@
 # Events a connection or an endpoint hands to its shell, in two families: a connection's
 # (the realm link: a packet that arrived is a ...Packet event) and an Endpoint's (what a
-# device application sees: Message, Delivery, PeerPinned...). Plain classes: MicroPython
+# device application sees: Message, Delivery, PeerPinned...); the events only the realm's
+# connection makes are in shared/realm.py, which no device loads. Plain classes: MicroPython
 # has no dataclasses, and a tuple would make every caller remember field order.
 # Each class names its attributes in `_fields`, in the order its constructor takes
 # them; one shared __init__ sets them (an __init__ per class costs a device's heap
@@ -31,11 +32,6 @@ class Welcomed(Event):
     _fields = "realm_name heartbeat_s max_packet realm_public dh2 pinned_path"
 
 
-class LoginRequest(Event):
-    """Realm side: answer with conn.accept_login(...) or conn.refuse_login(code, message)."""
-    _fields = "device_id method details device_public"
-
-
 class ProxyPassPacket(Event):
     """A ProxyPass. At the realm `peer` is the target; at a device it is the sender."""
     _fields = "peer msg_id inner"
@@ -44,11 +40,6 @@ class ProxyPassPacket(Event):
 class DeliveryPacket(Event):
     """Device side: the realm's Delivery report on one of our ProxyPass packets."""
     _fields = "msg_id status"
-
-
-class PeerKeyRequestPacket(Event):
-    """Realm side: answer with conn.send_peer_key(peer, key_or_None)."""
-    _fields = "peer"
 
 
 class PeerKeyPacket(Event):

@@ -9,7 +9,7 @@ from shared.compat import const, urandom
 from shared.connection import Connection, session_keys
 from shared.errors import NAMES, ProtocolError, KEY_MISMATCH, KEY_CHECK_FAILED, MALFORMED, \
     UNEXPECTED
-from shared.events import Closed, Event, LoginRequest, ProxyPassPacket, PeerKeyRequestPacket
+from shared.events import Closed, Event, ProxyPassPacket
 from shared.protocol import DEFAULT_MAX_PACKET, HANDSHAKE_TIMEOUT_MS
 
 # States, in order: an index into _ALLOWED.
@@ -79,9 +79,21 @@ def parse_report(text):
     return report
 
 
+# The realm's own connection events (shared/events.py has those both sides make): here,
+# not there, since no device loads them.
+class LoginRequest(Event):
+    """Answer with conn.accept_login(...) or conn.refuse_login(code, message)."""
+    _fields = "device_id method details device_public"
+
+
+class PeerKeyRequestPacket(Event):
+    """Answer with conn.send_peer_key(peer, key_or_None)."""
+    _fields = "peer"
+
+
 class DeviceReportPacket(Event):
     """The device's DeviceReport, its known keys only (the device's word, for display;
-    never trusted for anything else). Here, not in shared/events.py: no device loads it."""
+    never trusted for anything else)."""
     _fields = "report"
 
 

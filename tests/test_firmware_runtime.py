@@ -6,9 +6,9 @@ import asyncio
 
 from shared import crypto
 from shared.errors import BAD_LOGIN
-from shared.events import LoginRequest, Message
+from shared.events import Message
 from shared.framing import StreamFramer
-from shared.realm import RealmConnection
+from shared.realm import LoginRequest, RealmConnection
 from firmware.api import Device
 from firmware.config import validate
 from firmware.runtime import Runtime

@@ -5,10 +5,10 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 
 from shared.e2e import E2E
 from shared.errors import ProtocolError
-from shared.events import Closed, LoginRequest
+from shared.events import Closed
 from shared.framing import StreamFramer
+from shared.realm import LoginRequest, RealmConnection
 from shared.serial_framing import SerialFramer
-from shared.realm import RealmConnection
 from tests.core.linked import Link, keypair
 
 SETTINGS = settings(max_examples=150, deadline=None,

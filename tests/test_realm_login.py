@@ -10,7 +10,7 @@ import pytest
 
 from shared import codec, crypto
 from shared.errors import BAD_LOGIN, KEY_MISMATCH, RATE_LIMITED
-from shared.events import LoginRequest
+from shared.realm import LoginRequest
 from host import login, ratelimit, tokens
 from host.login import LoginDecider
 from host.ratelimit import LoginLimiter

@@ -9,8 +9,9 @@ from shared import codec
 from shared import device as device_module
 from shared import realm as realm_module
 from shared.errors import UNEXPECTED, DENIED
-from shared.events import Closed, LoginRequest
+from shared.events import Closed
 from shared.framing import StreamFramer
+from shared.realm import LoginRequest
 from tests.core.linked import Link, device_id
 
 D, R = device_module, realm_module

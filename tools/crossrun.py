@@ -10,9 +10,9 @@ from binascii import hexlify
 
 from shared import codec, protocol
 from shared.e2e import E2E
-from shared.events import LoginRequest, PeerKeyRequestPacket, ProxyPassPacket
+from shared.events import ProxyPassPacket
 from shared.framing import StreamFramer
-from shared.realm import RealmConnection
+from shared.realm import LoginRequest, PeerKeyRequestPacket, RealmConnection
 from tools.harness import ROOT, micropython, venv_tool
 
 

@@ -3,9 +3,8 @@
 from shared import crypto
 from shared.device import DeviceConnection
 from shared.errors import BAD_LOGIN
-from shared.events import LoginRequest
 from shared.framing import StreamFramer
-from shared.realm import RealmConnection
+from shared.realm import LoginRequest, RealmConnection
 
 _KEYS = {}
 

@@ -3,10 +3,10 @@
 from shared import codec, crypto
 from shared.e2e import E2E, e2e_keys
 from shared.endpoint import Endpoint, SendQueueFull
-from shared.events import (ProxyPassPacket, PeerKeyPacket, PeerKeyRequestPacket, Message, Pong,
-                           Delivery, PeerPinned, PeerKeyChanged,
-)
+from shared.events import (ProxyPassPacket, PeerKeyPacket, Message, Pong, Delivery, PeerPinned,
+                           PeerKeyChanged)
 from shared.protocol import MAX_PEERS
+from shared.realm import PeerKeyRequestPacket
 from tests.core.linked import Link, keypair, device_id
 from tests.core.support import vectors, unhex, eq, check, expect_error
 

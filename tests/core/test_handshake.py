@@ -2,9 +2,9 @@
 # the device side and the realm side. Runs on CPython and MicroPython.
 from shared import codec
 from shared.device import DeviceConnection
-from shared.events import Closed, LoginRequest, Welcomed
+from shared.events import Closed, Welcomed
 from shared.framing import StreamFramer
-from shared.realm import RealmConnection
+from shared.realm import LoginRequest, RealmConnection
 from tests.core.support import vectors, unhex, eq, check
 
 MP_HEAP = "160k"

@@ -4,9 +4,9 @@ from shared import codec
 from shared.errors import (MALFORMED, UNSUPPORTED, UNEXPECTED, KEY_MISMATCH,
                            KEY_CHECK_FAILED, BAD_LOGIN, TIMEOUT, SESSION_REPLACED, TOO_LARGE,
                            LINK_LOST)
-from shared.events import Closed, Welcomed, ProxyPassPacket, PeerKeyRequestPacket, DeliveryPacket
+from shared.events import Closed, Welcomed, ProxyPassPacket, DeliveryPacket
 from shared.framing import StreamFramer
-from shared.realm import RealmConnection
+from shared.realm import PeerKeyRequestPacket, RealmConnection
 from tests.core.linked import Link, keypair, device_id, sent_ids
 from tests.core.support import eq, check
 
