@@ -101,7 +101,7 @@ provision: $(STAMP)
 
 sim: $(STAMP)
 	@test -n "$(CONFIG)" || { echo "make sim: CONFIG is missing: make sim CONFIG=path/device.json [APP=app.py]" >&2; exit 2; }
-	@$(PY) tools/build.py unix >/dev/null
+	@$(PY) tools/build.py unix $(if $(SOURCE_LINES),--source-lines) >/dev/null
 	@umask 077 && exec $(MICROPYTHON) -X heapsize=$(SIM_HEAP) tools/sim.py "$(CONFIG)" \
 	  $(if $(APP),--app "$(APP)") $(if $(REPIN),--repin)
 

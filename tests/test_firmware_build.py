@@ -93,3 +93,18 @@ def test_no_built_module_imports_shared_protocol_or_names_a_folded_constant(unix
             names += [b"KEY_CHECK_FAILED", b"SESSION_REPLACED"]
         for name in names:
             assert name not in code, (path, name)
+
+
+def _compiled_bytes(folder):
+    return sum(os.path.getsize(path) for path in
+               glob.glob(os.path.join(folder, "lib", "**", "*.mpy"), recursive=True))
+
+
+def test_a_board_build_has_no_source_lines_unless_asked(tmp_path):
+    from tools.build import build
+    out = str(tmp_path / "unix")
+    without = _compiled_bytes(build("unix", out))
+    # Other options than the tree was built with: every module is compiled again.
+    with_lines = _compiled_bytes(build("unix", out, source_lines=True))
+    assert with_lines > without + 1000, (with_lines, without)
+    assert _compiled_bytes(build("unix", out)) == without

@@ -9,7 +9,7 @@ build/BOARD/ mirrors the board's filesystem:
 
 Compiled code loads without the compiler's heap cost on the device, which matters with
 64 KB of heap. Files are rebuilt only when their source is newer.
-usage: python tools/build.py BOARD [--out DIR]
+usage: python tools/build.py BOARD [--out DIR] [--source-lines]
        python tools/build.py --package-json > package.json
 """
 import argparse
@@ -197,12 +197,23 @@ def package_json():
     return '{\n "urls": [\n%s\n ],\n "version": %s\n}\n' % (urls, json.dumps(RELEASE))
 
 
-def build(board, out=None):
-    """Build board's tree; returns its folder."""
+def build(board, out=None, source_lines=False):
+    """Build board's tree; returns its folder.
+
+    source_lines: keep each module's table of source line numbers, for tracebacks that
+    say the line. Without it (the default: what a board gets) a traceback names the
+    module and the function, and every line is 1: the tables would cost a device about
+    1.3 KB of heap for good, and a device runs at the edge of its heap (docs/FIRMWARE.md,
+    "Memory and speed")."""
     prof = profile(board)
     out = out or os.path.join(ROOT, "build", board)
     compiler = mpy_cross()
     constants = folded_constants()
+    options = ["-X", "source-lines" if source_lines else "no-source-lines"]
+    # Beside the tree, not in it (the whole tree is flashed): the options its .mpy files
+    # were compiled with; other options rebuild them all.
+    stamp = os.path.join(os.path.dirname(out), "." + os.path.basename(out) + ".options")
+    same_options = _read(stamp) == " ".join(options)
     # (source, .mpy, module name). The module's name is also the source name its
     # tracebacks show ("shared.codec", line 12): the device holds that string already,
     # where a file name would be one more string kept in its heap for good, per module.
@@ -214,7 +225,7 @@ def build(board, out=None):
         jobs.append((os.path.join(BOARDS, "common", lib + ".py"),
                      os.path.join(out, "lib", lib + ".mpy"), lib))
     for src, dst, module in jobs:
-        if _fresh(src, dst):
+        if same_options and _fresh(src, dst):
             continue
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         # Written beside, then renamed: a device started meanwhile (another test run,
@@ -228,14 +239,17 @@ def build(board, out=None):
             compiled = tmp[:-4] + ".py"
             with open(compiled, "w", encoding="utf-8") as f:
                 f.write(folded)
-        cmd = [compiler, "-march=" + prof["MPY_MARCH"], "-o", tmp,
-               "-s", module, compiled]
+        cmd = [compiler, "-march=" + prof["MPY_MARCH"]] + options + ["-o", tmp,
+                                                                    "-s", module, compiled]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if compiled != src:
             os.remove(compiled)
         if proc.returncode != 0:
             raise BuildError("mpy-cross failed on %s:\n%s" % (src, proc.stderr.strip()))
         os.replace(tmp, dst)
+    if not same_options:
+        with open(stamp, "w") as f:
+            f.write(" ".join(options))
     release = os.path.join(out, "release.json")  # the version the slot holds (docs/UPDATES.md)
     if not os.path.exists(release):
         with open(release, "w") as f:
@@ -248,6 +262,14 @@ def build(board, out=None):
             os.replace(tmp, dst)
     _drop_stale(out, set(job[1] for job in jobs))
     return out
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 def _fresh(src, dst):
@@ -272,6 +294,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="compile the firmware for a board")
     p.add_argument("board", nargs="?", help="one of: " + ", ".join(boards()))
     p.add_argument("--out", help="output folder (default build/BOARD)")
+    p.add_argument("--source-lines", action="store_true",
+                   help="keep source line numbers, for tracebacks that say the line (costs "
+                        "a device about 1.3 KB of heap; without it every line is 1)")
     p.add_argument("--package-json", action="store_true",
                    help="print package.json (for mpremote mip install) instead of building")
     args = p.parse_args(argv)
@@ -279,7 +304,7 @@ def main(argv=None):
         sys.stdout.write(package_json())
         return 0
     try:
-        print(build(args.board, args.out))
+        print(build(args.board, args.out, args.source_lines))
     except BuildError as e:
         print("build: %s" % e, file=sys.stderr)
         return 2
