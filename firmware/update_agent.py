@@ -6,7 +6,7 @@ from binascii import hexlify
 from shared import update
 from shared.codec import uuid_to_str
 from shared.update import UpdateError
-from firmware.updating import UpdateService, read_json, IMAGE_STATE, _release
+from firmware.updating import UpdateService, read_json, IMAGE_STATE
 
 
 class Agent(UpdateService):
@@ -53,3 +53,8 @@ class Agent(UpdateService):
             self._set_pending(p)
             self.rt.log("update %s offered by %s: restarting to fetch it" % (version, who))
             self.restarting = True
+
+
+def _release(slot):
+    """{"version", "id"} of what a slot holds (its release.json), or {}."""
+    return read_json(slot + "/release.json") or {}

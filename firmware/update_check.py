@@ -3,12 +3,13 @@
 import json
 import os
 import struct
+import sys
 from binascii import unhexlify
 
 from shared import update
 from shared.update import UpdateError
-from firmware.updating import (HEADER_FIXED, IMAGE_STATE, INDEX_PATH, mpy_version,
-                               ota_partitions, read_json, refusal, write_json)
+from firmware.updating import (HEADER_FIXED, IMAGE_STATE, INDEX_PATH, ota_partitions,
+                               read_json, refusal, write_json)
 
 
 def check(boot, config, board):
@@ -61,3 +62,8 @@ def check(boot, config, board):
         p["reason"] = e.reason
         p["detail"] = str(e)
     write_json(pending, p)
+
+
+def mpy_version():
+    mpy = getattr(sys.implementation, "_mpy", 0)
+    return "%d.%d" % (mpy & 0xFF, (mpy >> 8) & 3)

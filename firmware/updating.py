@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import struct
-import sys
 
 from shared import codec, update
 from shared.compat import const
@@ -27,8 +26,8 @@ HEADER_FIXED = const(102)  # shared/bundle.py: the header before the manifest
 # checked: path (UTF-8, zero-padded) | size:u32 | offset:u32 | sha256:32
 INDEX_PATH = const(88)
 INDEX_RECORD = const(128)
-IMAGE_STATE = "/image.json"  # in the slots folder: firmware/update_image.py
-KEPT_OFFER = "/offer.service"  # in the slots folder: peer:16 | an Offer's Service data
+IMAGE_STATE = const("/image.json")  # in the slots folder: firmware/update_image.py
+KEPT_OFFER = const("/offer.service")  # in the slots folder: peer:16 | an Offer's Service data
 
 
 class UpdateService:
@@ -179,11 +178,6 @@ def index_entry(record):
         bytes(record[INDEX_PATH + 8:]), offset
 
 
-def mpy_version():
-    mpy = getattr(sys.implementation, "_mpy", 0)
-    return "%d.%d" % (mpy & 0xFF, (mpy >> 8) & 3)
-
-
 def refusal(error):
     if isinstance(error, UpdateError):
         return error
@@ -192,11 +186,6 @@ def refusal(error):
 
 
 # -- files ----------------------------------------------------------------------------
-def _release(slot):
-    """{"version", "id"} of what a slot holds (its release.json), or {}."""
-    return read_json(slot + "/release.json") or {}
-
-
 def _size(path):
     try:
         return os.stat(path)[6]

@@ -30,12 +30,14 @@ BOARDS = os.path.join(ROOT, "boards")
 NOT_COMPILED = (("shared", "realm.py"), ("shared", "compat_cpython.py"), ("firmware", "main.py"))
 # Modules whose public constants (NAME = const(literal)) are folded into the modules a
 # board runs: the protocol's numbers (shared/protocol.py, their one home), the packet ids,
-# statuses and limits of shared/codec.py and the error codes of shared/errors.py.
+# statuses and limits of shared/codec.py, the error codes of shared/errors.py, and the
+# update service's message types, outcomes and reasons (shared/update.py) and its file
+# layout (firmware/updating.py), which a device loads only to update, without the app.
 # mpy-cross folds const() only within a module: an imported name, or codec.NAME, would
 # cost the device a dict entry in the importer or the module, an interned name, and a
 # lookup each time (about 3 KB of heap in all). In the module itself each folded NAME
 # becomes _NAME, which mpy-cross keeps no name for; a device never loads shared/protocol.py.
-FOLDED = ("shared.protocol", "shared.codec", "shared.errors")
+FOLDED = ("shared.protocol", "shared.codec", "shared.errors", "shared.update", "firmware.updating")
 
 
 class BuildError(Exception):
