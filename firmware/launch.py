@@ -4,8 +4,6 @@
 import gc
 import sys
 
-from shared.compat import const
-
 speaker = "device"  # the config's name once it is read: each line says which device speaks
 
 
@@ -43,17 +41,10 @@ def start(config_path="config.json", state_dir=None, app=None, repin=False, boot
         runtime.board.restart()
 
 
-# shared/update.py's and the protocol's numbers the stand-in needs to turn a stranger away
-_SERVICE_UPDATE = const(1)
-_OFFER = const(1)
-_OFFER_VERSION = const(41)  # where an Offer's version (str16) begins
-_RESULT = const(4)
-_REFUSED = const(3)
-_NOT_UPDATER = const(1)
-
 # What the update service's halves load (shared/update.py too), unloaded when they are done.
 _UPDATE_MODULES = ("firmware.update_agent", "firmware.update_fetch", "firmware.update_image",
-                   "firmware.updating", "shared.update")
+                   "firmware.updating", "firmware.slotfiles", "firmware.update_offer",
+                   "shared.update")
 
 
 class Updates:
@@ -68,13 +59,12 @@ class Updates:
         self.working = None
 
     def load(self):
+        """The working half; the agent if none (firmware/starting.py sets the half of a
+        start without the app)."""
         if self.working is None:
             gc.collect()
-            if self.runtime.boot["updating"]:
-                from firmware.update_fetch import fetcher as Half
-            else:
-                from firmware.update_agent import Agent as Half
-            self.working = Half(self)
+            from firmware.update_agent import Agent
+            self.working = Agent(self)
         return self.working
 
     def done(self):
@@ -84,12 +74,11 @@ class Updates:
             unload(name)
 
     def service_packet(self, peer, data):
-        offer = len(data) > _OFFER_VERSION and data[0] == _OFFER
-        if offer:
-            from shared.codec import uuid_to_str
-            who = uuid_to_str(peer)
-            if who not in self.runtime.config["updaters"]:
-                self._turn_away(peer, who, data)  # without loading anything
+        keep = None
+        if data[:1] == b"\x01":  # an Offer: firmware/update_offer.py screens it first
+            from firmware.update_offer import screen
+            keep = screen(self, peer, data)  # None: a stranger's, refused at once
+            if keep is None:
                 return
         try:
             self.load().handle(peer, data)
@@ -97,32 +86,11 @@ class Updates:
         except MemoryError:
             pass  # handled below, once the error and what it holds are let go
         # Beside the app, the half found no room (its code, and its names, which may need
-        # a new piece of the interpreter's name table): an updater's Offer is kept on flash
-        # and answered after a restart without the app.
+        # a new piece of the interpreter's name table). (Without the app, the half answers
+        # a MemoryError itself.)
         self.done()
-        boot = self.runtime.boot
-        if offer and not boot["alone"]:
-            from firmware.store import makedirs
-            makedirs(boot["slots"])  # firmware/updating.py's KEPT_OFFER:
-            with open(boot["slots"] + "/offer.service", "wb") as f:
-                f.write(peer)
-                f.write(data)
-            log("an update offer: restarting without the app to answer it")
-            self.runtime.board.restart()
-
-    def _turn_away(self, peer, who, data):
-        """Refuse an Offer from a device that is not one of the config's updaters
-        (shared/update.py's Result: REFUSED, NOT_UPDATER), with the Offer's version."""
-        try:
-            version = str(bytes(data[_OFFER_VERSION + 2:]), "utf-8")
-        except UnicodeError:
-            return  # malformed: dropped, as the update service drops it
-        detail = ("%s is not an updater of this device (config: updaters)" % who).encode()
-        log("update %s refused: %s" % (version, str(detail, "utf-8")))
-        self.runtime.endpoint.send_service(peer, _SERVICE_UPDATE, b"".join((
-            bytes((_RESULT,)), bytes(data[1:33]), bytes((_REFUSED, _NOT_UPDATER)),
-            bytes(data[_OFFER_VERSION:]), len(detail).to_bytes(2, "big"), detail)))
-        self.runtime.kick()
+        if keep is not None:
+            keep(self.runtime, peer, data)  # on flash, for a start without the app
 
     def status_changed(self, status, detail):
         boot = self.runtime.boot
@@ -141,17 +109,6 @@ async def _main(runtime, device, app, boot):
         from firmware.trial import guard  # confirms the version on trial, or reports a rollback
         asyncio.create_task(guard(runtime))
     if app is None:  # the update service's work without the app
-        if not boot["updating"]:  # an offer kept on flash: answered once online
-            await asyncio.sleep_ms(60000)
-            # Not answered (it restarts within a second once online): the realm is out of
-            # reach. The app comes back; the updater offers again when it reaches us.
-            import os
-            try:
-                os.remove(boot["slots"] + "/offer.service")
-            except OSError:
-                pass
-            log("the realm is out of reach: the offer is dropped, the app starts again")
-            runtime.board.restart()
         await task
         return
     try:

@@ -3,10 +3,12 @@
 # reads either is unloaded again), the runtime and the app made ready. Unloaded before
 # the device runs: a running device never calls it.
 import gc
+import os
 import sys
 
 from firmware import launch
 from firmware.launch import Updates, log, unload
+from firmware.updating import KEPT_OFFER
 
 # Loaded one at a time, deepest first, with a collection before each: the loader's
 # scratch buffers then leave no holes between the modules, and the heap keeps large free
@@ -30,13 +32,25 @@ def prepare(config_path, state_dir, app, repin, boot):
         board.restart()
     # Without the app: fetching an update, or answering an offer that came while the app
     # left the update service no room (firmware/launch.py's Updates kept it on flash).
-    alone = boot is not None and (updating or _exists(boot["slots"] + "/offer.service"))
+    alone = updating
+    if boot is not None and not updating:
+        try:
+            os.stat(boot["slots"] + KEPT_OFFER)
+            alone = True
+        except OSError:
+            pass
     if boot is not None:
         boot["alone"] = boot["waiting"] = alone
     for name in _MODULES:
         gc.collect()
         if name == "firmware.api" and alone:  # the update service's half in the app's place
             name = "firmware.update_fetch" if updating else "firmware.update_agent"
+        elif name == "firmware.api" and boot is not None and (
+                boot["state"].get("trial") == boot["slot"] or boot["state"].get("failed")):
+            # A version on trial to confirm, a rollback to report (firmware/trial.py,
+            # which launch.start runs beside the app): loaded now, while the heap is empty.
+            __import__("firmware.trial")
+            gc.collect()
         __import__(name)
     import board
     from firmware.runtime import Runtime
@@ -64,7 +78,11 @@ def prepare(config_path, state_dir, app, repin, boot):
     if alone:
         log("fetching an update: the app starts again once it is installed or refused"
             if updating else "answering an update offer: the app starts again after it")
-        updates.load()  # loaded above, in the app's place
+        if updating:  # loaded above, in the app's place
+            from firmware.update_fetch import fetcher as Half
+        else:
+            from firmware.update_agent import Agent as Half
+        updates.working = Half(updates)
         app = device = None
     else:
         if runtime.app_version is None:  # no installed release: the app's own word
@@ -89,15 +107,6 @@ def _check_header(config_path, boot):
     for name in list(sys.modules):
         if name not in before:
             unload(name)
-
-
-def _exists(path):
-    import os
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
 
 
 def _read_config(path, has_wifi):

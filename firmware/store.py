@@ -12,7 +12,6 @@
 #
 # Reading and checking the files (Store.load) is done once, at boot, by
 # firmware/store_load.py, which the start-up unloads afterwards (0.9 KB of heap).
-import json
 import os
 
 from shared.compat import const
@@ -112,19 +111,3 @@ def makedirs(folder):
             except OSError:
                 pass  # exists already
             path += "/"
-
-
-def read_json(path):
-    """A small JSON file's value (the update slots' state); None if missing or torn."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def write_json(path, value):
-    """Written to a temporary file first, then renamed over: never torn."""
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f)
-    os.rename(path + ".tmp", path)

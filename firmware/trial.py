@@ -6,16 +6,18 @@
 import asyncio
 import os
 
-from shared import RELEASE
+from binascii import unhexlify
+
+from shared import RELEASE, update
+from shared.codec import SERVICE_UPDATE, uuid_from_str
 from shared.compat import const
-from firmware.store import read_json, write_json
+from firmware.slotfiles import read_json, write_json
 
 _WATCHDOG_MS = const(30000)
 _TICK_MS = const(500)
-# shared/update.py's Result numbers (it is loaded only to send one)
-_UPDATED = const(0)
-_ROLLED_BACK = const(4)
-_START_FAILED = const(12)
+# Loaded by firmware/starting.py before the app, while the heap is empty; unloaded when
+# done (with a watchdog, it goes on feeding it until the next restart)
+_MODULES = ("firmware.trial", "firmware.slotfiles", "shared.update")
 
 
 async def guard(runtime):
@@ -28,7 +30,7 @@ async def guard(runtime):
     state = boot["state"]
     dog = board.watchdog(_WATCHDOG_MS) if state.get("trial") == boot["slot"] and hasattr(
         board, "watchdog") else None
-    update = runtime.config["update"]
+    times = runtime.config["update"]
     image = read_json(boot["slots"] + "/image.json") or {}
     trial = image.get("trial")
     what = "image " + trial["version"] if trial else "update %s" % runtime.app_version
@@ -45,21 +47,24 @@ async def guard(runtime):
             if not runtime.endpoint.online:
                 confirm_in = None  # the confirmation needs confirm_ms online in one go
             elif confirm_in is None:
-                confirm_in = update["confirm_ms"]
+                confirm_in = times["confirm_ms"]
                 runtime.log("%s on trial: confirmed after %d s online" % (
                     what, confirm_in // 1000))
             else:
                 confirm_in -= _TICK_MS
                 if confirm_in <= 0:
                     _confirm(runtime, trial, what)
-            if runtime.now_ms() > update["trial_ms"] and boot["state"].get("trial") == \
+            if runtime.now_ms() > times["trial_ms"] and boot["state"].get("trial") == \
                     boot["slot"]:
                 runtime.log("this version was not confirmed in %d s: restarting"
-                            % (update["trial_ms"] // 1000))
+                            % (times["trial_ms"] // 1000))
                 board.restart()
         if dog is not None:
             dog.feed()
         await asyncio.sleep_ms(_TICK_MS)
+    from firmware.launch import unload
+    for name in _MODULES:
+        unload(name)
 
 
 async def _online(runtime):
@@ -80,7 +85,7 @@ def _confirm(runtime, trial, what):
     _boot_state(runtime, runtime.boot["state"].get("fw"))
     runtime.log("%s confirmed: it reached the realm and ran %d s" % (
         what, runtime.config["update"]["confirm_ms"] // 1000))
-    _report(runtime, _UPDATED, 0, "%s runs and is confirmed" % version, None)
+    _report(runtime, update.UPDATED, 0, "%s runs and is confirmed" % version, None)
 
 
 def _rolled_back(runtime, state):
@@ -88,7 +93,7 @@ def _rolled_back(runtime, state):
     version = p.get("version")
     if state["failed"] == p.get("slot"):
         runtime.log("update %s did not start; back to %s" % (version, runtime.app_version))
-        _report(runtime, _ROLLED_BACK, _START_FAILED,
+        _report(runtime, update.ROLLED_BACK, update.START_FAILED,
                 "%s did not start well in 3 tries; %s runs again" % (version, runtime.app_version),
                 {"id": p["id"], "version": version, "phase": "failed"})
     state = dict(state)
@@ -108,7 +113,7 @@ def _image_rolled_back(runtime, image, trial):
     detail = "image %s was not confirmed: the bootloader went back to the previous image" \
         % trial["version"]
     runtime.log(detail)
-    _report(runtime, _ROLLED_BACK, _START_FAILED, detail,
+    _report(runtime, update.ROLLED_BACK, update.START_FAILED, detail,
             {"id": trial["id"], "version": trial["version"], "phase": "failed", "kind": "image"})
 
 
@@ -125,15 +130,10 @@ def _report(runtime, outcome, reason, detail, keep):
     pending = runtime.boot["slots"] + "/update.json"
     p = read_json(pending) or {}
     if "updater" in p:
-        from binascii import unhexlify
-        from shared import update
-        from shared.codec import SERVICE_UPDATE, uuid_from_str
         runtime.endpoint.send_service(
             uuid_from_str(p["updater"]), SERVICE_UPDATE,
             update.result(unhexlify(p["id"]), outcome, reason, p["version"], detail))
         runtime.kick()
-        from firmware.launch import unload
-        unload("shared.update")
     if keep is None:
         try:
             os.remove(pending)

@@ -1,18 +1,29 @@
 # The update service's half that answers offers and queries (firmware/updating.py):
 # beside the app, or, when the app left it no room there, after a restart without the
 # app. (A version on trial is confirmed, and a rollback reported, by firmware/trial.py.)
+import asyncio
 from binascii import hexlify
 
 from shared import update
 from shared.codec import uuid_to_str
 from shared.update import UpdateError
-from firmware.updating import UpdateService, read_json, IMAGE_STATE
+from firmware.updating import UpdateService, read_json, IMAGE_STATE, KEPT_OFFER, _remove
 
 
 class Agent(UpdateService):
     def __init__(self, listener):
         UpdateService.__init__(self, listener)
         self.image = read_json(self.slots + IMAGE_STATE) or {}
+        if self.rt.boot["alone"]:  # made at boot: the task starts with the event loop
+            asyncio.create_task(self._unanswered())
+
+    async def _unanswered(self):
+        """Without the app for an offer kept on flash: if the realm is not reached in
+        60 s, drop it and start the app again (the updater offers again when it can)."""
+        await asyncio.sleep_ms(60000)
+        _remove(self.slots + KEPT_OFFER)
+        self.rt.log("the realm is out of reach: the offer is dropped, the app starts again")
+        self.rt.board.restart()
 
     def welcomed(self):
         """After the Welcome of a start without the app: answer the offer kept on flash."""

@@ -16,7 +16,8 @@ import struct
 from shared import codec, update
 from shared.compat import const
 from shared.update import UpdateError
-from firmware.store import makedirs, read_json, write_json
+from firmware.slotfiles import read_json, write_json
+from firmware.store import makedirs
 
 TICK_MS = const(500)
 _SEND_MS = const(200)  # before a restart: the last result on its way out
@@ -27,7 +28,8 @@ HEADER_FIXED = const(102)  # shared/bundle.py: the header before the manifest
 INDEX_PATH = const(88)
 INDEX_RECORD = const(128)
 IMAGE_STATE = const("/image.json")  # in the slots folder: firmware/update_image.py
-KEPT_OFFER = const("/offer.service")  # in the slots folder: peer:16 | an Offer's Service data
+# in the slots folder: peer:16 | an Offer's Service data (firmware/update_offer.py)
+KEPT_OFFER = const("/offer.service")
 
 
 class UpdateService:
