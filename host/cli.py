@@ -123,12 +123,17 @@ def named_device(data, text):
         registry.close()
 
 
+NAMES_IN_CLUSTER = ("look device names up in the cluster's registry on the NATS at URL "
+                    "(its realm key in --data)")
+
+
 class DeviceNames:
-    """`(id, name)` of devices for a command that runs one (send, listen), on its event
-    loop: looked up in the cluster's registry with --cluster URL, else as named_device
-    does (the realm in --data)."""
+    """`(id, name)` of devices for a command that runs one (send, listen, update), on its
+    event loop: looked up in the cluster's registry with --cluster URL, else as
+    named_device does (the realm in --data)."""
 
     def __init__(self, args):
+        self.args = args
         self.data = args.data
         self.cluster = None
         if args.cluster:
@@ -150,11 +155,19 @@ class DeviceNames:
             return named_device(self.data, text)
         return await self.cluster.named(text)
 
+    async def every(self):
+        """`(id, name)` of every device of the realm, oldest first."""
+        if self.cluster is not None:
+            return await self.cluster.every()
+        with open_registry(self.args) as registry:
+            return [(d.id, d.name) for d in registry.list_devices()]
+
 
 def device_options(c, what="the device"):
     """The options of a command that runs a host-side device (send, listen, update)."""
     c.add_argument("--as", dest="as_id", required=True, metavar="DEVICE",
-                   help="%s to be: its id, or its name in the realm in --data" % what)
+                   help="%s to be: its id, or its name in the realm in --data (in its "
+                   "cluster's registry with --cluster)" % what)
     c.add_argument("--token", default=os.environ.get("REALM_TOKEN"),
                    help="%s's token (default: $REALM_TOKEN)" % what)
     c.add_argument("--realm", type=lambda t: host_port(t, "127.0.0.1"),

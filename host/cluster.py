@@ -662,7 +662,8 @@ class ClusterRegistry:
 
 class ClusterNames:
     """Device names in the cluster's registry for a command on an event loop of its own
-    (`realm send`, `realm listen`): what host/cli.py's named_device gives from a local one."""
+    (`realm send`, `realm listen`, `realm update`): what host/cli.py's named_device gives
+    from a local one."""
 
     def __init__(self, url, realm_public):
         self._cluster = Cluster(url, realm_public)
@@ -678,6 +679,11 @@ class ClusterNames:
         except ValueError:
             device_id = await _asked(self._cluster.url, self._cluster.resolve(text))
         return device_id, await _asked(self._cluster.url, self._cluster.name(device_id))
+
+    async def every(self):
+        """`(id, name)` of every device of the cluster, oldest first."""
+        return [(d.id, d.name) for d in await _asked(self._cluster.url,
+                                                      self._cluster.list_devices())]
 
     async def close(self):
         await self._cluster.close()

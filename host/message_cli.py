@@ -9,17 +9,13 @@ from shared.errors import ProtocolError, KEY_MISMATCH
 from host import cli
 from host.registry import RegistryError, label
 
-NAMES_IN_CLUSTER = ("look device names up in the cluster's registry on the NATS at URL "
-                    "(its realm key in --data)")
-
-
 def add_parser(sub, add):
     send = add(sub, "send", cmd_send, "send one message as a device")
     cli.device_options(send)
     cli.data_and_json(send)
     send.add_argument("--to", required=True, metavar="DEVICE", help="its id or name")
     send.add_argument("message", help="the text to send; - reads it from stdin")
-    cli.cluster_flag(send, NAMES_IN_CLUSTER)
+    cli.cluster_flag(send, cli.NAMES_IN_CLUSTER)
 
     listen = add(sub, "listen", cmd_listen, "print the messages a device receives")
     cli.device_options(listen)
@@ -35,7 +31,7 @@ def add_parser(sub, add):
                         "$REALM_FROM_NAME set; what it prints is sent back to the sender")
     listen.add_argument("--chat", action="store_true", help="also send what is typed: each "
                         "line `PEER TEXT` on stdin goes to PEER (a name or an id)")
-    cli.cluster_flag(listen, NAMES_IN_CLUSTER)
+    cli.cluster_flag(listen, cli.NAMES_IN_CLUSTER)
 
 
 async def _client(args, names, on_status=None, reconnect=True):

@@ -8,7 +8,6 @@ from shared import bundle, codec
 from host import cli
 from host.update import BundleError, build_app_bundle, build_image_bundle, keygen, read_bundle
 from host import realmdir
-from host.registry import Registry
 
 PUSH_EXIT_OFFLINE = 3  # nothing failed, but some devices were offline to the end
 
@@ -61,10 +60,13 @@ def add_parser(sub, add):
 
 def _targets(cmd):
     cmd.add_argument("--to", action="append", default=[], metavar="NAME|ID",
-                     help="a target device (repeatable); names are looked up in --data")
-    cmd.add_argument("--all", action="store_true", help="every device registered in --data")
+                     help="a target device (repeatable); names are looked up in --data (in "
+                     "the cluster's registry with --cluster)")
+    cmd.add_argument("--all", action="store_true", help="every device registered in --data "
+                     "(in the cluster's registry with --cluster) but the updater")
     cmd.add_argument("--data", metavar="DIR", help="the realm's data folder, where names are "
                      "looked up (default: $%s, else %s)" % (realmdir.ENV, realmdir.DEFAULT))
+    cli.cluster_flag(cmd, cli.NAMES_IN_CLUSTER)
 
 
 # -- keygen and build ----------------------------------------------------------------
@@ -102,37 +104,34 @@ def cmd_build(args):
 
 
 # -- push and status ------------------------------------------------------------------
-def resolve_targets(args):
-    """Targets from --to (ids or names) and --all (every device of the realm in --data
-    but the updater)."""
+async def resolve_targets(args):
+    """Targets from --to (ids or names) and --all (every device of the realm in --data, or
+    of the cluster's registry with --cluster, but the updater). args.as_id becomes the
+    updater's id."""
     from host.updater import Target
     if not args.to and not args.all:
         raise cli.CliError("no target: give --to NAME|ID (repeatable) or --all")
-    chosen = [cli.named_device(args.data, text) for text in args.to]
-    if args.all:
-        registry = Registry(realmdir.require(args.data))
-        try:
-            chosen += [(d.id, d.name) for d in registry.list_devices()]
-        finally:
-            registry.close()
-    me = cli.named_device(args.data, args.as_id)[0]
+    async with cli.DeviceNames(args) as names:
+        args.as_id = (await names.named(args.as_id))[0]
+        chosen = [await names.named(text) for text in args.to]
+        if args.all:
+            chosen += await names.every()
     targets = []
     for device_id, name in chosen:
-        if device_id != me and device_id not in [t.text for t in targets]:
+        if device_id != args.as_id and device_id not in [t.text for t in targets]:
             targets.append(Target(uuid.UUID(device_id).bytes, name))
     return targets
 
 
 def _updater(args):
-    """The updater device (a HostDevice offering the update service) and its Updater;
-    made inside the event loop."""
+    """The updater device (a HostDevice offering the update service) as args.as_id (an id)
+    and its Updater; made inside the event loop."""
     from host.client import DeviceState, HostDevice, default_state_path
     from host.updater import Updater
-    device_id = cli.named_device(args.data, args.as_id)[0]
     if not args.token:
         raise cli.CliError("a token is needed: --token or REALM_TOKEN")
-    state = DeviceState.load(args.state or default_state_path(device_id),
-                             uuid.UUID(device_id).bytes)
+    state = DeviceState.load(args.state or default_state_path(args.as_id),
+                             uuid.UUID(args.as_id).bytes)
     handler = []
     device = HostDevice(state, args.token, args.timeout, args.repin,
                         services={codec.SERVICE_UPDATE: lambda peer, data: handler[0](peer, data)})
@@ -150,7 +149,7 @@ def cmd_push(args):
         bundle, header_size, manifest, key = read_bundle(args.bundle)
     except BundleError as e:
         raise cli.CliError(str(e))
-    targets = resolve_targets(args)
+    targets = asyncio.run(resolve_targets(args))
     print("pushing %s %s (%.1f KB) to %d device%s, %d at a time; trying for %.0f s"
           % (manifest["kind"], manifest["version"], len(bundle) / 1024.0, len(targets),
              "" if len(targets) == 1 else "s", args.parallel, args.wait),
@@ -189,7 +188,7 @@ def _table(targets):
 
 
 def cmd_status(args):
-    targets = resolve_targets(args)
+    targets = asyncio.run(resolve_targets(args))
 
     async def run():
         device, updater = _updater(args)

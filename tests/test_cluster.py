@@ -18,6 +18,7 @@ from host.client import DeviceState, HostDevice
 from tests.cluster_helpers import Balancer, ClusterRealm, start_nats
 from tests.fw_helpers import FAST_RECONNECT, online, received, send, unix_build  # noqa: F401
 from tests.realm_helpers import RawDevice, free_port, realm_command, run, run_cli
+from tests.update_helpers import Updatable, build, keygen
 from tools.simproc import SimDevice, write_config
 
 
@@ -440,3 +441,32 @@ def test_send_and_listen_take_device_names_from_the_cluster(tmp_path, cluster):
                            "kitchen", "--data", cluster.data_dir, "--cluster", dead,
                            "--realm", address, "x")
     assert code == 1 and err.count("\n") == 1 and "cannot reach NATS at %s" % dead in err
+
+
+def test_update_push_and_status_take_names_and_all_from_the_cluster(tmp_path, cluster,
+                                                                     unix_build):
+    # The names of --as, --to and the devices of --all are in NATS (P-names, P-devices).
+    key_path, release_key = keygen(tmp_path)
+    fleet = Updatable(tmp_path, cluster.node("n1"), release_key, "--cluster", cluster.url)
+    try:
+        hall = fleet.add("hall")
+        fleet.add("attic", start=False)  # registered, never online
+        online(hall)
+        hall.wait(r"^app 0\.1\.0$")
+        code, rows, err = fleet.run_push(build(tmp_path, "2.0.0", key_path), "HALL",
+                                         as_id="Updater", wait=30)
+        assert code == 0 and rows["hall"]["state"] == "updated", (rows, err, hall.output())
+        hall.wait(r"^app 2\.0\.0$")
+        status = fleet.command("status", [], as_id="Updater") + ["--timeout", "3"]
+        code, out, err = run_cli(*status, "--all")
+        assert code == 0, err
+        answers = {r["name"]: r for r in json.loads(out)}
+        assert sorted(answers) == ["attic", "hall"], answers  # every device but the updater
+        assert answers["hall"]["app"] == "2.0.0" and not answers["attic"]["answered"], answers
+        code, _, err = run_cli(*status, "--to", "nobody")
+        assert code == 1 and err == "realm: no device named 'nobody' (nor is it a device id)\n"
+        dead = "nats://127.0.0.1:%d" % free_port()
+        code, _, err = run_cli(*status, "--all", "--cluster", dead)
+        assert code == 1 and err.count("\n") == 1 and "cannot reach NATS at %s" % dead in err
+    finally:
+        fleet.stop()

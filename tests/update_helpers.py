@@ -8,7 +8,7 @@ import uuid
 
 from host import update as bundles
 from tests.fw_helpers import Fleet
-from tests.realm_helpers import realm_command
+from tests.realm_helpers import realm_command, run_cli
 from tools.simproc import HEAP, ROOT
 
 CONFIRM_MS = 1500  # the new version is confirmed after this long online
@@ -36,11 +36,13 @@ def write_app(folder, name, text):
 
 
 class Updatable(Fleet):
-    """Devices registered in one realm that take updates from one updater device."""
+    """Devices registered in one realm that take updates from one updater device;
+    `options` go to each `realm update` command (e.g. --cluster URL)."""
 
-    def __init__(self, folder, realm, release_key):
+    def __init__(self, folder, realm, release_key, *options):
         Fleet.__init__(self, folder, realm)
         self.release_key = release_key
+        self.options = list(options)
         updater_id, self.updater_token = realm.add_device("updater")
         self.updater_id = str(uuid.UUID(bytes=updater_id))
 
@@ -50,31 +52,31 @@ class Updatable(Fleet):
         config.setdefault("update", {"confirm_ms": CONFIRM_MS, "trial_ms": 60000})
         return Fleet.add(self, name, start=start, power=True, heap=heap, **config)
 
-    def _command(self, action, targets, as_id=None, token=None):
-        """`realm update ACTION` as the updater device (or as_id), to targets, in JSON."""
-        args = realm_command() + [
+    def command(self, action, targets, as_id=None, token=None):
+        """The arguments of `realm update ACTION` as the updater device (or as_id), to
+        targets, in JSON."""
+        args = [
             "update", action, "--as", as_id or self.updater_id,
             "--token", token or self.updater_token,
             "--realm", "127.0.0.1:%d" % self.realm.port, "--data", self.realm.data_dir,
             "--state", os.path.join(self.folder, "updater-%s.json" % (as_id or "main")),
-            "--json"]
+            "--json"] + self.options
         for t in targets:
             args += ["--to", t]
         return args
 
     def push(self, bundle, *targets, wait=90, as_id=None, token=None, extra=()):
         """Start `realm update push` (JSON table); returns the Popen."""
-        args = self._command("push", targets, as_id, token) + [
+        args = realm_command() + self.command("push", targets, as_id, token) + [
             bundle, "--wait", str(wait)] + list(extra)
         return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
 
     def status(self, *targets):
         """{device name: what it answered} of `realm update status`."""
-        proc = subprocess.run(self._command("status", targets), capture_output=True,
-                              text=True, timeout=60)
-        assert proc.returncode == 0, proc.stderr
-        return {r["name"]: r for r in json.loads(proc.stdout)}
+        code, out, err = run_cli(*self.command("status", targets), timeout=60)
+        assert code == 0, err
+        return {r["name"]: r for r in json.loads(out)}
 
     def run_push(self, bundle, *targets, **kw):
         """(exit code, {device name: its row}, stderr) of a whole push."""
