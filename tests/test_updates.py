@@ -156,7 +156,7 @@ def test_a_version_that_crashes_at_start_rolls_back_after_three_tries(fleet, bun
     dev = fleet.add("cellar")
     online(dev)
     code, rows, err = fleet.run_push(bundle("3.0.0", crash), "cellar")
-    assert code == 1, (rows, err)
+    assert code == 1, (rows, err, dev.output(), fleet.realm.log())
     row = rows["cellar"]
     assert (row["state"], row["reason"]) == ("rolled back", "START_FAILED"), row
     assert "3.0.0 did not start well in 3 tries; 0.1.0 runs again" in row["detail"]
