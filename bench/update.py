@@ -123,7 +123,8 @@ def update_time(folder, key, serial=None):
         took = time.monotonic() - started
         rows = json.loads(out.stdout or "[]")
         if not rows or rows[0]["state"] != "updated":
-            raise SystemExit("the update failed: %s %s" % (rows, out.stderr[-2000:]))
+            raise SystemExit("the update failed: %s %s\nthe device's last lines:\n%s" % (
+                rows, out.stderr[-2000:], "\n".join(device.output().splitlines()[-40:])))
         device.kill()
         return {"took": took, "size": os.path.getsize(bundle), "sent": rows[0]["sent"],
                 "transfer": _transfer(seen),

@@ -4,6 +4,8 @@
 import gc
 import sys
 
+from firmware.updating import KEPT_OFFER  # folded by the build: nothing is loaded
+
 speaker = "device"  # the config's name once it is read: each line says which device speaks
 
 
@@ -74,11 +76,15 @@ class Updates:
             unload(name)
 
     def service_packet(self, peer, data):
-        keep = None
-        if data[:1] == b"\x01":  # an Offer: firmware/update_offer.py screens it first
-            from firmware.update_offer import screen
-            keep = screen(self, peer, data)  # None: a stranger's, refused at once
-            if keep is None:
+        offer = data[:1] == b"\x01"  # shared/update.py's OFFER
+        if offer:
+            from shared.codec import uuid_to_str
+            if uuid_to_str(peer) not in self.runtime.config["updaters"]:
+                try:  # refused without loading a half (firmware/update_offer.py)
+                    from firmware.update_offer import turn_away
+                    turn_away(self, peer, data)
+                except MemoryError:
+                    self.done()  # no room even for that: dropped, as a malformed one
                 return
         try:
             self.load().handle(peer, data)
@@ -86,11 +92,17 @@ class Updates:
         except MemoryError:
             pass  # handled below, once the error and what it holds are let go
         # Beside the app, the half found no room (its code, and its names, which may need
-        # a new piece of the interpreter's name table). (Without the app, the half answers
-        # a MemoryError itself.)
+        # a new piece of the interpreter's name table): an updater's Offer is kept on
+        # flash and answered after a restart without the app. (Done here: no room may be
+        # left to load code; without the app, the half answers a MemoryError itself.)
         self.done()
-        if keep is not None:
-            keep(self.runtime, peer, data)  # on flash, for a start without the app
+        if offer:
+            slots = self.runtime.boot["slots"]
+            with open(slots + KEPT_OFFER, "wb") as f:  # slots/ made at boot (starting.py)
+                f.write(peer)
+                f.write(data)
+            log("an update offer: restarting without the app to answer it")
+            self.runtime.board.restart()
 
     def status_changed(self, status, detail):
         boot = self.runtime.boot

@@ -41,6 +41,8 @@ def prepare(config_path, state_dir, app, repin, boot):
             pass
     if boot is not None:
         boot["alone"] = boot["waiting"] = alone
+        from firmware.store import makedirs
+        makedirs(boot["slots"])  # where an offer may have to be kept when no room is left
     for name in _MODULES:
         gc.collect()
         if name == "firmware.api" and alone:  # the update service's half in the app's place
