@@ -1,7 +1,7 @@
 # The application API: what the user's app.py gets as `device`.
 #
 #   msg_id = device.send(peer, b"bytes")      # end to end encrypted; queued while offline
-#   device.on_message(lambda peer, data: ...)  # peer is the sender's UUID text
+#   device.on_message(lambda peer, data: ...)  # peer is the sender's UUID text, data bytes
 #   status = await device.delivery(msg_id)     # "DELIVERED", "QUEUED", "UNKNOWN_TARGET"...
 #
 # Peers are UUIDs, as text ("8-4-4-4-12") or 16 bytes, or names from the config's "peers".
@@ -23,6 +23,7 @@ class Device:
         self.device_id = runtime.config["device_id_str"]
         self.name = runtime.config["name"]
         self._on_message = None
+        self._copy = True
         self._on_delivery = None
         self._on_status = None
         self._statuses = []  # [msg_id, status name], oldest first
@@ -87,9 +88,13 @@ class Device:
         return self._runtime.now_ms() - started
 
     # -- receiving and status ---------------------------------------------------
-    def on_message(self, callback):
-        """callback(peer, data) for every message received; peer is UUID text."""
+    def on_message(self, callback, copy=True):
+        """callback(peer, data) for every message received; peer is UUID text, data bytes.
+        copy=False: data is a memoryview of the device's receive buffer instead, valid
+        until the callback returns (bytes(data) keeps it): a message of some KB then asks
+        the heap for no block of its size, which a small board's may not have."""
         self._on_message = callback
+        self._copy = copy
 
     def on_delivery(self, callback):
         """callback(msg_id, status_name) for every Delivery report."""
@@ -136,7 +141,9 @@ class Device:
     def event(self, event):
         if isinstance(event, Message):
             if self._on_message is not None:
-                self._on_message(codec.uuid_to_str(event.peer), event.data)
+                data = event.data
+                self._on_message(codec.uuid_to_str(event.peer), bytes(data) if self._copy
+                                 else data)
         elif isinstance(event, Delivery):
             name = codec.status_name(event.status)
             if len(self._statuses) >= _KEPT:

@@ -11,7 +11,7 @@ import gc
 import time
 
 from shared import RELEASE, crypto
-from shared.framing import StreamFramer
+from shared.framing import RECEIVE_BUFFER, StreamFramer
 from shared.compat import const
 from shared.connection import Reconnect, is_refusal
 from shared.report import ReportingConnection
@@ -20,7 +20,6 @@ from shared.errors import KEY_CHECK_FAILED, KEY_MISMATCH, LINK_LOST
 from shared.codec import uuid_to_str
 from shared.events import Welcomed, PeerPinned, PeerKeyChanged
 
-_READ_SIZE = const(512)
 _CONNECT_TIMEOUT_MS = const(10000)
 _IDLE_MS = const(200)  # quiet this long after Welcome: time to make the next ephemeral key
 _REPORT_TEXT = const(64)  # characters kept of a text in the DeviceReport: it must fit 512 bytes
@@ -113,8 +112,10 @@ class Runtime:
         self._announced_pin = False
         self._wake = asyncio.Event()
         self._repinned = asyncio.Event()
-        self._buf = bytearray(_READ_SIZE)
-        self._view = memoryview(self._buf)
+        # The link's bytes land here and its packets are opened where they lie, session
+        # after session: allocated now, while the heap is whole, since a fragmented one
+        # may have no block this size left (docs/FIRMWARE.md, "Message size at 128k").
+        self._buf = bytearray(RECEIVE_BUFFER)
 
     # -- for the application API and the system services ---------------------------
     def add_listener(self, listener, service=False):
@@ -298,7 +299,7 @@ class Runtime:
                 self._serial = self.loop.open_stream(port)
             # The link stays open between sessions: closing a pty can end its far side.
             from shared.serial_framing import SerialFramer  # a TCP device never loads it
-            return self._serial, SerialFramer()
+            return self._serial, SerialFramer(in_place=self._buf)
         if c["wifi"] is not None:
             await self.board.join_network(c["wifi"], self.log)
         try:
@@ -306,7 +307,7 @@ class Runtime:
                                                  _CONNECT_TIMEOUT_MS)
         except asyncio.TimeoutError:
             raise OSError("no TCP connection in %d s" % (_CONNECT_TIMEOUT_MS // 1000))
-        return stream, StreamFramer()
+        return stream, StreamFramer(in_place=self._buf)
 
     async def _close_link(self, stream):
         if stream is self._serial:
@@ -320,11 +321,12 @@ class Runtime:
     async def _read(self, conn, stream):
         try:
             while not conn.closed:
-                n = await stream.readinto(self._buf)
+                # Straight into the receive buffer, where the packets are opened.
+                n = await stream.readinto(conn.receive_buffer())
                 if not n:
                     self._lost = "connection closed by the realm"
                     break
-                self._handle(conn.receive_data(self._view[:n], self.loop.now()))
+                self._handle(conn.receive_data(n, self.loop.now()))
                 self._wake.set()
         except OSError as e:
             self._lost = "link error: %s" % (e,)

@@ -192,9 +192,9 @@ def _check_utf8_ranges(raw):
 
 
 def decode(packet, protocol=PROTO_REALM):
-    """-> (packet_id, fields): fields in the spec's order, byte strings as bytes."""
-    if not isinstance(packet, bytes):
-        packet = bytes(packet)
+    """-> (packet_id, fields): fields in the spec's order, fixed-size and bytes16 byte
+    strings as bytes; a rest field (ProxyPass.inner, Data.data...) is a slice of packet,
+    so a view when packet is a view (a device's receive buffer: no copy of the message)."""
     end = len(packet)
     if end < 2:
         raise _malformed("packet under 2 bytes")
@@ -233,7 +233,7 @@ def decode(packet, protocol=PROTO_REALM):
             if stop > end:
                 raise _malformed("short body")
             value = packet[pos:stop]
-            fields.append(int.from_bytes(value, "big") if kind <= 8 else value)
+            fields.append(int.from_bytes(value, "big") if kind <= 8 else bytes(value))
         else:  # a u16 length, then that many bytes
             if pos + 2 > end:
                 raise _malformed("short body")
@@ -244,7 +244,7 @@ def decode(packet, protocol=PROTO_REALM):
             if kind == _STR16:  # decoded from a view: no intermediate copy
                 fields.append(_utf8(memoryview(packet)[start:stop]))
             else:
-                fields.append(packet[start:stop])
+                fields.append(bytes(packet[start:stop]))
         pos = stop
     if pos != end:
         raise _malformed("trailing bytes")

@@ -42,7 +42,8 @@ else:
 # interned for good, and crossing a qstr pool's size costs 5-7 KB at once).
 #   x25519(scalar, u), x25519_keypair() -> (private, public), or None (the pure ladder)
 #   aes256_ecb(key) -> encrypt(whole 16-byte blocks[, out]) (out may be the blocks: in
-#     place); aes256_ctr(key) -> ctr(iv, data),
+#     place); aes256_ctr(key) -> ctr(iv, data, out=None) (new bytes, or into out, which
+#     may be data),
 #     or None and shared/crypto.py builds CTR on ECB (the ESP32's cryptolib has no CTR)
 #   crc16_ccitt_false(data), or None (shared/serial_framing.py's table)
 #   compare_digest(a, b), constant time, or None (shared/crypto.py's loop)

@@ -68,9 +68,12 @@ def aes256_ctr(key):
     # spends relaying a small packet.
     context = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
 
-    def ctr(iv, data):
+    def ctr(iv, data, out=None):  # out as shared/crypto.py's ctr_from_ecb: may be data
         context.reset_nonce(iv)
-        return context.update(data)
+        if out is None:
+            return context.update(data)
+        out[:] = context.update(data)  # one copy: cheap on CPython, which has the heap
+        return out
     return ctr
 
 

@@ -62,8 +62,17 @@ class Connection:
         self._fault = None  # a fault found after packets the shell has not yet answered
 
     # -- the shell's side -------------------------------------------------------
+    def receive_buffer(self):
+        """Where a shell may read the link's next bytes, then say how many with
+        receive_data(n): a view of the framer's receive buffer (framers made with
+        in_place=True: a device's), so a packet is never copied on its way in. Events
+        of such a framer's packets hold views of that buffer (ProxyPassPacket.inner):
+        valid until the next receive_buffer() or receive_data()."""
+        return self._framer.space()
+
     def receive_data(self, data, now):
-        """Events for every complete packet in `data`. A fault (a bad packet, a bad
+        """Events for every complete packet in `data` (bytes; or an int: that many bytes
+        were read into receive_buffer()). A fault (a bad packet, a bad
         length, the peer's Error) after some of them does not drop them: they are
         returned first, and the fault closes the connection at the next call
         (receive_data or tick; next_deadline() is then `now`), after the shell has
@@ -76,7 +85,8 @@ class Connection:
             self._fail(self._fault, events)
             return events
         try:
-            for packet in self._framer.feed(data):
+            framer = self._framer
+            for packet in framer.filled(data) if isinstance(data, int) else framer.feed(data):
                 self._last_received = now
                 self._receive_packet(packet, events)
             if self._framer.error is not None:
@@ -153,10 +163,8 @@ class Connection:
             raise ProtocolError(UNSUPPORTED, "protocol %d" % packet[0])
         packet_id = packet[1]
         fields = None  # stays None for the handshake's sealed packets, read by their handler
-        if self._sealed:
-            header = packet[:2]
-            plain = self._opener.open(header, memoryview(packet)[2:])  # MALFORMED if it does not open
-            packet_id, fields = codec.decode(header + plain)
+        if self._sealed:  # opened where it lies if it is a view (MALFORMED if it does not open)
+            packet_id, fields = codec.decode(crypto.open_packet(self._opener, packet))
         elif packet_id != codec.KEY_CHECK and packet_id != codec.KEY_CHECK_RESPONSE:
             packet_id, fields = codec.decode(packet)
         if packet_id == codec.ERROR:

@@ -85,15 +85,17 @@ def hkdf_expand(prk, info, length):
     return bytes(memoryview(okm)[:length])
 
 
-def ctr_from_ecb(ecb, iv, data):
+def ctr_from_ecb(ecb, iv, data, out=None):
     """AES-CTR from an ECB block function: the counter is the whole 16-byte block,
-    big-endian, starting at iv. -> a bytearray. The keystream is made 16 blocks at a
-    time, in place in one small buffer, and XORed as two big ints of that size (a byte
-    loop is about 3x slower on MicroPython): the result is the one allocation the size
-    of the data, where a whole keystream and ints as large as the data each needed a
-    block a device's fragmented heap may not have (a 600-byte message failed so)."""
+    big-endian, starting at iv. -> out, a new bytearray if None; out may be data itself
+    (decrypted where it lies: a device's receive buffer, its send buffer). The keystream
+    is made 16 blocks at a time, in place in one small buffer, and XORed as two big ints
+    of that size (a byte loop is about 3x slower on MicroPython): no block the size of
+    the data is asked for but out, where a whole keystream and ints as large as the data
+    each needed one a device's fragmented heap may not have (a 600-byte message failed so)."""
     size = len(data)
-    out = bytearray(size)
+    if out is None:
+        out = bytearray(size)
     # No more keystream than the data needs: a small packet encrypts its few blocks only.
     keystream = bytearray(min(_KEYSTREAM_STEP, (size + 15) & ~15))
     stream = memoryview(keystream)
@@ -115,7 +117,8 @@ def ctr_from_ecb(ecb, iv, data):
 
 
 def _ctr(key):
-    """A function (iv, data) -> AES-256-CTR(key, iv, data), on the fastest backend."""
+    """A function (iv, data, out=None) -> AES-256-CTR(key, iv, data), on the fastest
+    backend: new bytes, or written into out (which may be data: in place)."""
     if len(key) != 32:
         raise ValueError("AES-256 takes a 32-byte key")
     if compat.aes256_ctr:
@@ -123,7 +126,7 @@ def _ctr(key):
     # The ECB context is made per call, from the key: kept, it would cost a device 0.4 KB
     # of heap per direction of its session for good; its key expansion takes microseconds.
     ecb = compat.aes256_ecb
-    return lambda iv, data: ctr_from_ecb(ecb(key), iv, data)
+    return lambda iv, data, out=None: ctr_from_ecb(ecb(key), iv, data, out)
 
 
 def aes256_ctr(key, iv, data):
@@ -183,13 +186,26 @@ class Sealer(_Keys):
         self.n = 0
 
     def seal(self, ad, plaintext):
-        """body = n:u64 | AES-256-CTR(enc, n:u64|0:u64, plaintext) | HMAC(mac, ad|n|ct)[:16]."""
+        """body = n:u64 | AES-256-CTR(enc, n:u64|0:u64, plaintext) | HMAC(mac, ad|n|ct)[:16],
+        a new bytearray."""
+        body = bytearray(len(plaintext) + _MIN_BODY)
+        body[8:8 + len(plaintext)] = plaintext
+        return self.seal_in_place(ad, body)
+
+    def seal_in_place(self, ad, body):
+        """Seals body (a writable buffer: n:u64 | plaintext | tag, the plaintext in place)
+        where it lies: the nonce, the plaintext encrypted over itself, the tag. -> body."""
         if self.ctr is None:
             self._prepare_again()
-        nonce = struct.pack(">Q", self.n)
-        ct = self.ctr(nonce + _ZERO8, plaintext)
+        view = memoryview(body)
+        end = len(view) - _TAG_SIZE
+        struct.pack_into(">Q", view, 0, self.n)
+        nonce = view[:8]
+        ct = view[8:end]
+        self.ctr(bytes(nonce) + _ZERO8, ct, ct)
         self.n += 1
-        return b"".join((nonce, ct, _hmac(self.pads, ad, nonce, ct)[:_TAG_SIZE]))
+        view[end:] = _hmac(self.pads, ad, nonce, ct)[:_TAG_SIZE]
+        return body
 
 
 class Opener(_Keys):
@@ -201,9 +217,10 @@ class Opener(_Keys):
         _Keys.__init__(self, enc, mac, releasable)
         self.last = None
 
-    def open(self, ad, body):
+    def open(self, ad, body, in_place=False):
         """The plaintext of body, its nonce above `last` (then `last`); else
-        ProtocolError(MALFORMED)."""
+        ProtocolError(MALFORMED). in_place: body is writable and decrypted where it
+        lies; the plaintext is a view of it."""
         if len(body) < _MIN_BODY:
             raise ProtocolError(MALFORMED, "sealed body under 24 bytes")
         n = struct.unpack_from(">Q", body, 0)[0]
@@ -218,7 +235,22 @@ class Opener(_Keys):
         if not ct_equal(_hmac(self.pads, ad, nonce, ct)[:_TAG_SIZE], body[end:]):
             raise ProtocolError(MALFORMED, "bad tag")
         self.last = n
-        return self.ctr(bytes(nonce) + _ZERO8, ct)
+        return self.ctr(bytes(nonce) + _ZERO8, ct, ct if in_place else None)
+
+
+def open_packet(opener, packet):
+    """header | plaintext of a sealed packet (its 2-byte clear header, then the sealed
+    body), opened by `opener` (ProtocolError as Opener.open). From bytes: new bytes. A view
+    of a writable buffer (a device's receive buffer) is opened where it lies, with no block
+    of its size asked for: the result is a view of it, the header moved next to the
+    plaintext (over the nonce, read by then)."""
+    header = bytes(packet[:2])
+    if isinstance(packet, bytes):
+        return header + opener.open(header, memoryview(packet)[2:])
+    packet = memoryview(packet)  # a bytearray's slices would be copies
+    opener.open(header, packet[2:], True)
+    packet[8:10] = header
+    return packet[8:len(packet) - _TAG_SIZE]
 
 
 def seal(enc, mac, n, ad, plaintext):

@@ -99,7 +99,7 @@ class DeviceConnection(Connection):
         self._pinned_path = self._state == _SENT_HELLO_PINNED
         if len(packet) != _KEY_CHECK_LEN:
             raise ProtocolError(MALFORMED, "KeyCheck of %d bytes" % len(packet))
-        clear = packet[:34]
+        clear = bytes(packet[:34])
         self._th.update(clear)
         th = self._th.digest()
         self._th = None

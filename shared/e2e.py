@@ -63,18 +63,20 @@ class E2E:
         return header[:2] + crypto.seal(keys[0], keys[1], n, header[:2], header[2:])
 
     def open(self, peer_id, inner):
-        """(dpacket_id, fields) of an inner packet from peer_id; ProtocolError if refused."""
+        """(dpacket_id, fields) of an inner packet from peer_id; ProtocolError if refused.
+        A view is opened where it lies, and a rest field (Data.data...) is a view of it."""
         keys = self._peers.get(peer_id)
         try:
             if keys is None:
                 raise ProtocolError(MALFORMED, "no key for this peer")
             if len(inner) < 2:
                 raise ProtocolError(MALFORMED, "inner packet too short")
-            header = inner[:2]
-            n, plain = crypto.open_body(keys[2], keys[3], header, memoryview(inner)[2:])
+            opener = crypto.Opener(keys[2], keys[3])
+            packet = crypto.open_packet(opener, inner)  # in place if inner is a view
+            n = opener.last
             if n <= keys[4]:
                 raise ProtocolError(MALFORMED, "replayed or old end-to-end packet")
-            result = codec.decode(header + plain, codec.PROTO_DEVICE)
+            result = codec.decode(packet, codec.PROTO_DEVICE)
         except ProtocolError:
             self.dropped += 1
             raise

@@ -54,7 +54,9 @@ class Closed(Event):
 
 # -- Endpoint events: what a device application sees ---------------------------
 class Message(Event):
-    """End-to-end Data from a peer."""
+    """End-to-end Data from a peer. data is bytes, or from a framer made in_place (a
+    device's) a view of its receive buffer, valid until the connection's next
+    receive_buffer() or receive_data(): bytes(data) keeps it."""
     _fields = "peer data"
 
 

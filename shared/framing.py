@@ -1,15 +1,30 @@
 # Transports' framing (PROTOCOL.md section 2): packets in, frames out, and back.
 #
-# Both framers take bytes in any chunking and keep only what a frame in progress needs:
-# a bytearray that grows by appending (never re-copied per byte) and is bounded by
-# max_packet. frame() refuses a packet the peer would refuse, with a local
+# Both framers take bytes in any chunking and keep only what a frame in progress needs,
+# bounded by max_packet. frame() refuses a packet the peer would refuse, with a local
 # ProtocolError (remote=False): TOO_LARGE over max_packet, MALFORMED under 2 bytes.
+#
+# in_place (a device's link): the framer keeps one receive buffer, which the link's
+# bytes land in (space(), then filled(n); or feed(data), which copies data there), and
+# its packets are views of that buffer, valid until the next space() or feed(): the
+# connection opens them where they lie and only the message an application gets is
+# copied (docs/CORE_API.md, "Received packets are views"). A device allocates the
+# buffer once, RECEIVE_BUFFER bytes at boot while its heap is whole, and gives it to the
+# framer of each session (in_place=buffer): a packet of max_packet bytes then asks for no
+# block of its size. in_place=True starts with a small buffer grown when a packet needs
+# it. Without in_place (the realm, host tools), feed() returns each packet as its own bytes.
 #
 # The serial framer and its COBS and CRC helpers are in shared/serial_framing.py, which
 # only the code opening a serial link imports: a device on a TCP link never loads it,
 # which saves it ~2 KB of heap.
+from shared.compat import const
 from shared.errors import MALFORMED, TOO_LARGE, ProtocolError
 from shared.protocol import DEFAULT_MAX_PACKET
+
+_ROOM = const(128)  # the least space() offers past the frame in progress: one read's worth
+# A receive buffer for a frame of DEFAULT_MAX_PACKET bytes (its COBS too: 4117) and a read.
+RECEIVE_BUFFER = const(4096 + 256)
+_FIRST_SIZE = const(512)  # the receive buffer until a larger packet: the handshake's fit
 
 
 def check_packet(packet, max_packet):
@@ -19,7 +34,51 @@ def check_packet(packet, max_packet):
         raise ProtocolError(MALFORMED, "packet under 2 bytes")
 
 
-class StreamFramer:
+class InPlace:
+    """Both framers' receive buffer, `_buf`: the packets completed since the last space()
+    lie in it one after the other, then the frame in progress, _buf[start:end], which
+    space() moves to its start."""
+
+    __slots__ = ("in_place", "_buf", "start", "end")
+
+    def __init__(self, in_place):
+        self.in_place = in_place  # False, True, or the receive buffer to use (a bytearray)
+        self._buf = in_place if isinstance(in_place, bytearray) else bytearray(
+            _FIRST_SIZE if in_place else 0)
+        self.start = self.end = 0
+
+    def space(self, size=_ROOM):
+        """A view of the buffer, at least `size` bytes, where the link's next bytes go;
+        then filled(n). Ends the views of the packets handed out before."""
+        buf = self._buf
+        start = self.start
+        kept = self.end - start
+        if len(buf) - kept < size:
+            # In place, grown for DEFAULT_MAX_PACKET at once (a device gives its framers
+            # that from the start: later, its fragmented heap may have no such block).
+            buf = bytearray(max(kept + size, 2 * len(buf),
+                                RECEIVE_BUFFER if self.in_place else 0))
+            buf[:kept] = memoryview(self._buf)[start:self.end]  # the old buffer lives
+            self._buf = buf  # while views of it do
+        elif start:  # the frame in progress to the start, in pieces that do not overlap
+            view = memoryview(buf)  # (a copy within one buffer may not be memmove on MicroPython)
+            to = 0
+            while to < kept:
+                n = min(start - to, kept - to)
+                view[to:to + n] = view[start:start + n]
+                to += n
+                start += n
+        self.start, self.end = 0, kept
+        return memoryview(buf)[kept:]
+
+    def feed(self, data):
+        """The packets completed by data: with in_place, views of the buffer (as filled())."""
+        size = len(data)
+        self.space(size)[:size] = data
+        return self.filled(size)
+
+
+class StreamFramer(InPlace):
     """`length:u16 | packet`, for TCP. A bad length is fatal, found before any byte of
     the body is taken. feed() still returns the packets completed before it in that
     call (a stream parser hands over what precedes a fault, as h11 does); the fault is
@@ -27,55 +86,61 @@ class StreamFramer:
 
     preamble = b""
     continuous = False  # a connection's own stream: see SerialFramer.continuous
-    __slots__ = ("max_packet", "error", "_buf", "_need")  # one per realm link
+    __slots__ = ("max_packet", "error")  # one per realm link
 
-    def __init__(self, max_packet=DEFAULT_MAX_PACKET):
+    def __init__(self, max_packet=DEFAULT_MAX_PACKET, in_place=False):
+        InPlace.__init__(self, in_place)
         self.max_packet = max_packet
         self.error = None  # the fatal fault, once found
-        self._buf = bytearray()  # the length bytes, then the body, of the frame in progress
-        self._need = 0  # body length once the length is read; 0 while reading it
 
     def frame(self, packet):
         check_packet(packet, self.max_packet)
         return len(packet).to_bytes(2, "big") + packet
 
+    def filled(self, n):
+        """The packets completed by the n bytes put in space(): views of the buffer."""
+        if self.error is not None:
+            raise self.error
+        self.end += n
+        packets, self.start = self._receive(self._buf, self.start, self.end, False)
+        return packets
+
     def feed(self, data):
         if self.error is not None:
             raise self.error
-        packets = []
-        buf = self._buf
-        view = memoryview(data)
-        pos = 0
-        end = len(data)
-        while pos < end:
-            if not self._need:
-                take = min(2 - len(buf), end - pos)
-                buf += view[pos:pos + take]
-                pos += take
-                if len(buf) < 2:
-                    break
-                length = (buf[0] << 8) | buf[1]
-                buf[:] = b""
-                if length > self.max_packet:
-                    self.error = ProtocolError(
-                        TOO_LARGE, "%d-byte frame over %d" % (length, self.max_packet))
-                elif length < 2:
-                    self.error = ProtocolError(MALFORMED, "%d-byte frame" % length)
-                if self.error is not None:
-                    if packets:
-                        return packets
-                    raise self.error
-                self._need = length
-                continue
-            take = min(self._need - len(buf), end - pos)
-            if take == self._need:  # the whole body is here: no buffering
-                packets.append(bytes(view[pos:pos + take]))
-            else:
-                buf += view[pos:pos + take]
-                if len(buf) < self._need:
-                    break
-                packets.append(bytes(buf))
-                buf[:] = b""
-            pos += take
-            self._need = 0
+        if self.in_place:
+            return InPlace.feed(self, data)
+        # Straight from data, but for a frame begun in an earlier call (then in _buf).
+        pending = self._buf
+        if pending:
+            pending += data
+            data = pending
+        packets, start = self._receive(data, 0, len(data), True)
+        if data is pending:
+            pending[:start] = b""
+        elif start < len(data):
+            pending += memoryview(data)[start:]
         return packets
+
+    def _receive(self, buf, start, end, copy):
+        """(the packets in buf[start:end], as bytes if copy else views; where the frame
+        in progress begins). Raises the fault of a bad length unless packets precede it."""
+        view = memoryview(buf)
+        packets = []
+        while end - start >= 2:
+            length = (buf[start] << 8) | buf[start + 1]
+            if length > self.max_packet:
+                self.error = ProtocolError(TOO_LARGE, "%d-byte frame over %d" % (
+                    length, self.max_packet))
+            elif length < 2:
+                self.error = ProtocolError(MALFORMED, "%d-byte frame" % length)
+            if self.error is not None:
+                if packets:
+                    break
+                raise self.error
+            if end - start < 2 + length:
+                break
+            packet = view[start + 2:start + 2 + length]
+            packets.append(bytes(packet) if copy else packet)
+            start += 2 + length
+        return packets, start

@@ -4,7 +4,7 @@ from array import array
 
 from shared import compat
 from shared.errors import MALFORMED, ProtocolError
-from shared.framing import check_packet
+from shared.framing import InPlace, check_packet
 from shared.protocol import DEFAULT_MAX_PACKET
 
 
@@ -96,9 +96,16 @@ def _cobs_decode_in_place(view, end):
         pos = stop
 
 
-class SerialFramer:
+def _encoded_limit(size):
+    """The most encoded bytes `size` bytes (packet and CRC) decode from, in either form."""
+    return size + size // 254 + 2
+
+
+class SerialFramer(InPlace):
     """`COBS(packet | crc) | 0x00`, for UART/USB/pty. Never raises on input: a bad frame is
-    dropped, counted in .dropped, and the receiver resynchronises at the next 0x00."""
+    dropped, counted in .dropped, and the receiver resynchronises at the next 0x00.
+    Frames are decoded where they lie in the receive buffer (shared/framing.py), with or
+    without in_place: a second buffer is what a device's fragmented heap may not have."""
 
     preamble = b"\x00"
     # One byte stream for the link's whole life: a device that restarts begins its next
@@ -106,13 +113,10 @@ class SerialFramer:
     continuous = True
     error = None  # a bad frame is dropped and counted, never fatal
 
-    def __init__(self, max_packet=DEFAULT_MAX_PACKET):
+    def __init__(self, max_packet=DEFAULT_MAX_PACKET, in_place=False):
+        InPlace.__init__(self, in_place)
         self.max_packet = max_packet
         self.dropped = 0
-        # The frame in progress, decoded where it lies. Emptied, it keeps its capacity on
-        # MicroPython: the next frame reuses it, and a larger one grows it in place if the
-        # heap after it is free (a new bytearray per frame, then a copy, needed both).
-        self._buf = bytearray()
         self._skipping = True  # out of sync: discard up to the next 0x00
 
     def frame(self, packet):
@@ -121,38 +125,36 @@ class SerialFramer:
         return cobs_encode(bytes(packet) + crc) + b"\x00"
 
     def feed(self, data):
-        if not isinstance(data, (bytes, bytearray)):
-            data = bytes(data)
-        packets = []
+        packets = InPlace.feed(self, data)
+        return packets if self.in_place else [bytes(packet) for packet in packets]
+
+    def filled(self, n):
+        """The packets completed by the n bytes put in space(): views of the buffer."""
         buf = self._buf
-        view = memoryview(data)
-        # Packet and CRC may decode from at most this many encoded bytes (either form).
+        view = memoryview(buf)
+        packets = []
         limit = self.max_packet + 2
-        encoded_limit = limit + limit // 254 + 2
-        pos = 0
-        end = len(data)
-        while pos < end:
-            zero = data.find(b"\x00", pos)
-            stop = end if zero < 0 else zero
-            if not self._skipping:
-                if len(buf) + stop - pos > encoded_limit:
-                    # Cannot fit any more: drop it now rather than buffer it whole.
-                    self.dropped += 1
-                    self._skipping = True
-                    buf[:] = b""
-                else:
-                    buf += view[pos:stop]
-                    if zero >= 0 and buf:  # two 0x00 in a row: an empty frame, no drop
-                        self._accept(limit, packets)
-                        buf[:] = b""
+        pos = self.end  # the bytes before it hold no 0x00
+        start = self.start
+        end = self.end = pos + n
+        while True:
+            zero = buf.find(b"\x00", pos, end)
             if zero < 0:
                 break
+            if not self._skipping and zero > start:  # two 0x00 in a row: no frame, no drop
+                self._accept(view[start:zero], limit, packets)
             self._skipping = False
-            pos = zero + 1
+            start = pos = zero + 1
+        if self._skipping or end - start > _encoded_limit(limit):
+            # Out of sync, or too long to be a frame: dropped now rather than kept whole.
+            if not self._skipping and end > start:
+                self.dropped += 1
+                self._skipping = True
+            start = end
+        self.start = start
         return packets
 
-    def _accept(self, limit, packets):
-        view = memoryview(self._buf)  # released on return: CPython resizes no exported buffer
+    def _accept(self, view, limit, packets):
         try:
             length = _cobs_decode_in_place(view, len(view))
         except ProtocolError:
@@ -162,4 +164,4 @@ class SerialFramer:
         if not 4 <= length <= limit or crc16_ccitt_false(view[:length]):
             self.dropped += 1
             return
-        packets.append(bytes(view[:length - 2]))  # its own copy: the buffer is reused
+        packets.append(view[:length - 2])

@@ -29,7 +29,7 @@ class Link:
 
     def __init__(self, realm_seed=1, device_seed=2, dev=1, bound=None, pinned=None,
                  token=TOKEN, accept=True, now=0, dh2=None, heartbeat_s=30, max_packet=4096,
-                 reporter=None, dh2_cache=None, framer=StreamFramer):
+                 reporter=None, dh2_cache=None, framer=StreamFramer, in_place=False):
         self.realm_private, self.realm_public = keypair(realm_seed)
         private, public = keypair(device_seed)
         self.bound = {} if bound is None else bound
@@ -37,7 +37,8 @@ class Link:
         self.heartbeat_s = heartbeat_s
         self.max_packet = max_packet
         self.framer = framer  # the link's framing: StreamFramer (TCP) or SerialFramer
-        device_args = (device_id(dev), private, public, token, framer(), now)
+        # in_place: the device's framer opens packets in its receive buffer, as on a board
+        device_args = (device_id(dev), private, public, token, framer(in_place=in_place), now)
         device_settings = {"realm_public": pinned, "dh2": dh2,
                            "ephemeral": keypair(device_seed + 100)}
         if reporter is None:

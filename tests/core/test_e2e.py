@@ -10,7 +10,7 @@ from shared.realm import PeerKeyRequestPacket
 from tests.core.linked import Link, keypair, device_id
 from tests.core.support import vectors, unhex, eq, check, expect_error
 
-MP_HEAP = "192k"  # compiling the realm side too (linked.py), which no device loads
+MP_HEAP = "208k"  # compiling the realm side too (linked.py), which no device loads
 
 
 def _e2e_parties(v):
