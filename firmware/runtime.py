@@ -112,10 +112,7 @@ class Runtime:
         self._announced_pin = False
         self._wake = asyncio.Event()
         self._repinned = asyncio.Event()
-        # The link's bytes land here and its packets are opened where they lie, session
-        # after session: allocated now, while the heap is whole, since a fragmented one
-        # may have no block this size left (docs/FIRMWARE.md, "Message size at 128k").
-        self._buf = bytearray(RECEIVE_BUFFER)
+        self._buf = None  # the receive buffer, made before the first connection
 
     # -- for the application API and the system services ---------------------------
     def add_listener(self, listener, service=False):
@@ -290,6 +287,12 @@ class Runtime:
 
     async def _open_link(self):
         c = self.config
+        if self._buf is None:
+            # The link's bytes land here and its packets are opened where they lie, session
+            # after session: made once, just after a collection, while the heap is least
+            # fragmented; later it may have no block this size (docs/FIRMWARE.md, "Message
+            # size at 128k").
+            self._buf = bytearray(RECEIVE_BUFFER)
         if c["serial"] is not None:
             if self._serial is None:
                 try:

@@ -21,9 +21,9 @@ from shared.compat import const
 from shared.errors import MALFORMED, TOO_LARGE, ProtocolError
 from shared.protocol import DEFAULT_MAX_PACKET
 
-_ROOM = const(128)  # the least space() offers past the frame in progress: one read's worth
-# A receive buffer for a frame of DEFAULT_MAX_PACKET bytes (its COBS too: 4117) and a read.
-RECEIVE_BUFFER = const(4096 + 256)
+# A receive buffer for a frame of DEFAULT_MAX_PACKET bytes: 4098 on TCP, at most 4117 as
+# COBS with its 0x00. A read takes what is free past the frame in progress.
+RECEIVE_BUFFER = const(4096 + 24)
 _FIRST_SIZE = const(512)  # the receive buffer until a larger packet: the handshake's fit
 
 
@@ -47,9 +47,10 @@ class InPlace:
             _FIRST_SIZE if in_place else 0)
         self.start = self.end = 0
 
-    def space(self, size=_ROOM):
-        """A view of the buffer, at least `size` bytes, where the link's next bytes go;
-        then filled(n). Ends the views of the packets handed out before."""
+    def space(self, size=1):
+        """A view of the buffer past the frame in progress, at least `size` bytes, where
+        the link's next bytes go; then filled(n). Ends the views of the packets handed
+        out before."""
         buf = self._buf
         start = self.start
         kept = self.end - start
