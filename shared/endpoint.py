@@ -170,10 +170,13 @@ class Endpoint:
                 if len(self._inbox) >= self._max_queue:
                     self._inbox.pop(0)
                     self._e2e.dropped += 1
-                try:  # its own copy, opened in place later: a view's buffer is reused
-                    self._inbox.append([peer, bytearray(inner)])
-                except MemoryError:  # a device's heap without room for it: not the link's fault
-                    self._e2e.dropped += 1
+                if not isinstance(inner, bytes):
+                    try:  # its own copy, opened in place later: a view's buffer is reused
+                        inner = bytearray(inner)
+                    except MemoryError:  # no room in a device's heap: not the link's fault
+                        self._e2e.dropped += 1
+                        return
+                self._inbox.append([peer, inner])
             else:
                 self._e2e.dropped += 1
             return
