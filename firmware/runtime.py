@@ -11,7 +11,7 @@ import gc
 import time
 
 from shared import RELEASE, crypto
-from shared.framing import RECEIVE_BUFFER, StreamFramer
+from shared.framing import StreamFramer
 from shared.compat import const
 from shared.connection import Reconnect, is_refusal
 from shared.report import ReportingConnection
@@ -290,9 +290,9 @@ class Runtime:
         if self._buf is None:
             # The link's bytes land here and its packets are opened where they lie, session
             # after session: made once, just after a collection, while the heap is least
-            # fragmented; later it may have no block this size (docs/FIRMWARE.md, "Message
-            # size at 128k").
-            self._buf = bytearray(RECEIVE_BUFFER)
+            # fragmented (config "receive_buffer": 4120 takes the largest packet; the
+            # default grows when a packet needs it, if the heap has the room then).
+            self._buf = bytearray(self.config["receive_buffer"])
         if c["serial"] is not None:
             if self._serial is None:
                 try:

@@ -9,10 +9,11 @@
 # its packets are views of that buffer, valid until the next space() or feed(): the
 # connection opens them where they lie and only the message an application gets is
 # copied (docs/CORE_API.md, "Received packets are views"). A device allocates the
-# buffer once, RECEIVE_BUFFER bytes at boot while its heap is whole, and gives it to the
-# framer of each session (in_place=buffer): a packet of max_packet bytes then asks for no
-# block of its size. in_place=True starts with a small buffer grown when a packet needs
-# it. Without in_place (the realm, host tools), feed() returns each packet as its own bytes.
+# buffer once, before its first connection while its heap is least fragmented, and gives
+# it to the framer of each session (in_place=buffer); RECEIVE_BUFFER bytes take a packet
+# of DEFAULT_MAX_PACKET without asking the heap for a block its size. A smaller one (or
+# in_place=True) is grown, doubling, when a packet needs more. Without in_place (the
+# realm, host tools), feed() returns each packet as its own bytes.
 #
 # The serial framer and its COBS and CRC helpers are in shared/serial_framing.py, which
 # only the code opening a serial link imports: a device on a TCP link never loads it,
@@ -54,11 +55,8 @@ class InPlace:
         buf = self._buf
         start = self.start
         kept = self.end - start
-        if len(buf) - kept < size:
-            # In place, grown for DEFAULT_MAX_PACKET at once (a device gives its framers
-            # that from the start: later, its fragmented heap may have no such block).
-            buf = bytearray(max(kept + size, 2 * len(buf),
-                                RECEIVE_BUFFER if self.in_place else 0))
+        if len(buf) - kept < size:  # grown: a device's heap may have no room by then
+            buf = bytearray(max(kept + size, 2 * len(buf)))
             buf[:kept] = memoryview(self._buf)[start:self.end]  # the old buffer lives
             self._buf = buf  # while views of it do
         elif start:  # the frame in progress to the start, in pieces that do not overlap

@@ -13,6 +13,7 @@ from tests.fw_helpers import (Fleet, PtyPair, online, realm, received, send,  # 
 from tests.realm_helpers import run_cli
 from host.keyfile import REALM_KEY_FILE
 from tools.simproc import ROOT
+from shared.framing import RECEIVE_BUFFER
 
 
 @pytest.fixture
@@ -63,13 +64,14 @@ def test_a_refused_login_is_reported_and_retried_only_after_the_long_wait(fleet,
 @pytest.fixture
 def on_serial(tmp_path, unix_build):
     """A realm serving a pty pair, a device "wire" on its other end and one "tcp" on TCP,
-    both online: (realm, pty, wire, tcp)."""
+    both online: (realm, pty, wire, tcp). wire keeps a receive buffer for the largest
+    packet (config "receive_buffer"); tcp has the default one."""
     pty = PtyPair(tmp_path)
     realm = start_realm(tmp_path, "--serial", pty.realm_end)
     fleet = Fleet(tmp_path, realm)
     try:
         realm.wait_log("serial %s open" % pty.realm_end)
-        wire = fleet.add("wire", serial=pty.device_end)
+        wire = fleet.add("wire", serial=pty.device_end, receive_buffer=RECEIVE_BUFFER)
         tcp = fleet.add("tcp")
         online(wire)
         online(tcp)
