@@ -101,8 +101,8 @@ def test_a_serial_device_takes_several_large_messages_in_a_row(on_serial, tmp_pa
     # Each large packet is a peak on the device's receive path at SIM_HEAP: a copy too
     # many once asked its fragmented heap for a block it did not have (a MemoryError
     # dropped the session 1 run in 20 at 600 bytes; the realm had answered DELIVERED, so
-    # the message was lost; 2 KB and 4 KB failed every time). Now opened in the receive
-    # buffer and printed from it (tools/remote_app.py: on_message(copy=False)).
+    # the message was lost; 2 KB and 4 KB failed every time). Now read and opened in the
+    # receive buffer (config "receive_buffer"), then copied once for the app.
     realm, _pty, wire, _tcp = on_serial
     sender = json.loads(run_cli("device", "add", "--name", "sender", "--data",
                                 realm.data_dir, "--json")[1])

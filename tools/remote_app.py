@@ -13,10 +13,10 @@
 import asyncio
 import gc
 import sys
-from binascii import hexlify
+
+from firmware.default_app import text
 
 _WINDOW = 8  # messages in flight during a flood
-_PIECE = 256  # bytes of a message printed at a time
 
 
 def out(*words):
@@ -29,7 +29,7 @@ def _print_delivery(msg_id, status):
 
 async def main(device):
     out("app", device.app_version)
-    device.on_message(_print_message, copy=False)
+    device.on_message(lambda peer, data: out("message", peer, text(data)))
     device.on_delivery(_print_delivery)
     stdin = asyncio.StreamReader(sys.stdin)
     while True:
@@ -41,34 +41,6 @@ async def main(device):
             await _command(device, words)
         except Exception as e:  # a bad command must not end the device
             out("error", words[0], repr(e))
-
-
-def _print_message(peer, data):
-    """"message PEER TEXT" (hex if not UTF-8), from the view of the receive buffer it is
-    given, a piece at a time: a message of max_packet bytes asks for no block its size."""
-    print("message", peer, end=" ")
-    try:
-        for piece in _utf8_pieces(data):  # all checked before any is printed
-            pass
-    except UnicodeError:
-        for start in range(0, len(data), _PIECE):
-            print(hexlify(data[start:start + _PIECE]).decode(), end="")
-    else:
-        for piece in _utf8_pieces(data):
-            print(piece, end="")
-    print()
-
-
-def _utf8_pieces(data):
-    start = 0
-    while start < len(data):
-        end = min(start + _PIECE, len(data))
-        while end < len(data) and data[end] & 0xC0 == 0x80:  # not inside a character
-            end -= 1
-        if end == start:
-            raise UnicodeError("not UTF-8")
-        yield str(data[start:end], "utf-8")
-        start = end
 
 
 async def _command(device, words):
