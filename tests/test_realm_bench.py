@@ -17,20 +17,22 @@ def test_bench_realm_quick_run_prints_its_table():
         assert heading in run.stdout, run.stdout
 
 
-def test_relay_profile_runs_on_the_in_process_realm():
-    run = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "relay_profile.py"),
-                          "--packets", "320", "--rounds", "2"],
+def profile_output(script, *args):
+    """What a bench/ script on the in-process realm prints (it must exit 0)."""
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "bench", script)] + list(args),
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert "2 rounds of 320 packets" in run.stdout, run.stdout
+    return run.stdout
+
+
+def test_relay_profile_runs_on_the_in_process_realm():
+    out = profile_output("relay_profile.py", "--packets", "320", "--rounds", "2")
+    assert "2 rounds of 320 packets" in out, out
 
 
 def test_login_profile_runs_on_the_in_process_realm():
-    run = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "login_profile.py"),
-                          "--reconnects", "80", "--rounds", "2"],
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    assert "2 rounds of 80 pinned reconnects" in run.stdout, run.stdout
+    out = profile_output("login_profile.py", "--reconnects", "80", "--rounds", "2")
+    assert "2 rounds of 80 pinned reconnects" in out, out
 
 
 def test_a_prepared_bench_ephemeral_key_serves_one_connection_only():
