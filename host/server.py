@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import time
-import types
 import weakref
 
 from shared import codec, protocol
@@ -198,16 +197,6 @@ class RealmServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
-
-    def run_now(self, coro):
-        """Run a coroutine at once, up to its first wait; the rest, if it waits, as a task
-        (spawn). Python 3.12's eager tasks: a reconnect's login waits for nothing, and a
-        task for it cost a loop turn and its bookkeeping."""
-        try:
-            waiting = coro.send(None)
-        except StopIteration:
-            return None
-        return self.spawn(_resumed(coro, waiting))
 
     def open_link(self, transport, address, framer, source=None, admitted=False):
         """`address` names the link in the logs; `source` is what the rate limit counts
@@ -427,32 +416,6 @@ class RealmServer:
             task.cancel()
 
 
-@types.coroutine
-def _wait_for(waiting):
-    """Hand what a coroutine yielded (a future, or None: one loop turn) to the running
-    task, as that coroutine's own await would have; what the task sends or throws back
-    is returned or raised."""
-    return (yield waiting)
-
-
-async def _resumed(coro, waiting):
-    """The rest of `coro`, which yielded `waiting` when it was run until it waited
-    (RealmServer.run_now). A cancellation of the task is passed into `coro`."""
-    while True:
-        try:
-            await _wait_for(waiting)
-        except BaseException as error:  # CancelledError too: `coro` meets it where it waits
-            try:
-                waiting = coro.throw(error)
-            except StopIteration:
-                return
-            continue
-        try:
-            waiting = coro.send(None)
-        except StopIteration:
-            return
-
-
 class Link:
     """One transport link and the RealmConnection on it.
 
@@ -596,7 +559,7 @@ class Link:
         elif isinstance(event, PeerKeyRequestPacket):
             conn.send_peer_key(event.peer, self.realm.store.bound_key(id_text(event.peer)))
         elif isinstance(event, LoginRequest):
-            self.realm.run_now(self._login(event))
+            self.realm.spawn(self._login(event))
         elif isinstance(event, DeviceReportPacket):
             self.realm.device_reported(self, event.report)
         # Closed: flush() sees conn.closed and ends the link.
