@@ -5,6 +5,7 @@ import gc
 import sys
 
 from firmware.updating import KEPT_OFFER  # folded by the build: nothing is loaded
+from shared.update import OFFER  # (the same)
 
 speaker = "device"  # the config's name once it is read: each line says which device speaks
 
@@ -76,7 +77,7 @@ class Updates:
             unload(name)
 
     def service_packet(self, peer, data):
-        offer = data[:1] == b"\x01"  # shared/update.py's OFFER
+        offer = len(data) > 0 and data[0] == OFFER
         if offer:
             from shared.codec import uuid_to_str
             if uuid_to_str(peer) not in self.runtime.config["updaters"]:
