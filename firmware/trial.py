@@ -78,7 +78,7 @@ def _confirm(runtime, trial, what):
     if trial:  # the bootloader keeps this image from now on
         runtime.board.ota().mark_app_valid_cancel_rollback()
         write_json(runtime.boot["slots"] + "/image.json",
-               {"version": trial["version"], "id": trial["id"]})
+                   {"version": trial["version"], "id": trial["id"]})
         version = what
     else:
         version = runtime.app_version
