@@ -9,6 +9,7 @@ from shared.errors import ProtocolError, KEY_MISMATCH
 from host import cli
 from host.registry import RegistryError, label
 
+
 def add_parser(sub, add):
     send = add(sub, "send", cmd_send, "send one message as a device")
     cli.device_options(send)
