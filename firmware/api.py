@@ -177,8 +177,7 @@ class Device:
                 left = end - runtime.now_ms()
                 if left <= 0:
                     return None
-                try:
-                    await runtime.wait_for_ms(self._changed.wait(), left)
-                except asyncio.TimeoutError:
-                    pass
+                timer = runtime.timer(left, self._changed.set)
+                await self._changed.wait()
+                timer.cancel()
             self._changed.clear()

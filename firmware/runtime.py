@@ -33,10 +33,18 @@ def _why(error):
     return str(error)
 
 
-# The event loop as the runtime sees it: milliseconds since boot, sleep_ms, wait_for_ms, a
-# TCP connection, a stream over a serial port, and the free heap. These are MicroPython's
+async def _after(ms, call):
+    await asyncio.sleep_ms(ms)
+    call()
+
+
+# The event loop as the runtime sees it: milliseconds since boot, sleep_ms, timers, a TCP
+# connection, a stream over a serial port, and the free heap. These are MicroPython's
 # asyncio, time and gc extras; the runtime takes them as one object, so a test can run it
 # under CPython with a fake clock and fake links (tests/test_firmware_runtime.py).
+# A wait with a timeout is a timer beside a plain wait, not asyncio.wait_for_ms: its
+# module (asyncio.funcs, 0.9 KB for good) and its wrapping cost a device 1.2 KB at its
+# handshake's peak, where the pump waits, which its smallest heap needs.
 class Loop:
     def __init__(self):
         self._last = time.ticks_ms()
@@ -52,13 +60,23 @@ class Loop:
     async def sleep_ms(self, ms):
         await asyncio.sleep_ms(ms)
 
-    async def wait_for_ms(self, awaitable, ms):
-        """awaitable's result; asyncio.TimeoutError after ms."""
-        return await asyncio.wait_for_ms(awaitable, ms)
+    def timer(self, ms, call):
+        """call() once ms have passed, unless the timer is cancelled first: a task, whose
+        cancel() is True if it had not rung yet."""
+        return asyncio.create_task(_after(ms, call))
 
-    async def open_tcp(self, host, port):
-        """A stream (readinto, write, drain, close, wait_closed) to host:port."""
-        _reader, writer = await asyncio.open_connection(host, port)
+    async def open_tcp(self, host, port, timeout_ms):
+        """A stream (readinto, write, drain, close, wait_closed) to host:port;
+        asyncio.TimeoutError if it is not connected within timeout_ms."""
+        timer = self.timer(timeout_ms, asyncio.current_task().cancel)
+        try:
+            _reader, writer = await asyncio.open_connection(host, port)
+        except asyncio.CancelledError:
+            if timer.done():  # cancelled by the timer, not by the task's owner
+                raise asyncio.TimeoutError
+            raise
+        finally:
+            timer.cancel()
         return writer
 
     def open_stream(self, port):
@@ -148,8 +166,9 @@ class Runtime:
         """Milliseconds since boot (never wraps)."""
         return self.loop.now()
 
-    async def wait_for_ms(self, awaitable, ms):
-        return await self.loop.wait_for_ms(awaitable, ms)
+    def timer(self, ms, call):
+        """call() after ms unless cancelled first (Loop.timer)."""
+        return self.loop.timer(ms, call)
 
     def stats(self):
         stats = dict(self._stats)
@@ -306,8 +325,7 @@ class Runtime:
         if c["wifi"] is not None:
             await self.board.join_network(c["wifi"], self.log)
         try:
-            stream = await self.loop.wait_for_ms(self.loop.open_tcp(c["host"], c["port"]),
-                                                 _CONNECT_TIMEOUT_MS)
+            stream = await self.loop.open_tcp(c["host"], c["port"], _CONNECT_TIMEOUT_MS)
         except asyncio.TimeoutError:
             raise OSError("no TCP connection in %d s" % (_CONNECT_TIMEOUT_MS // 1000))
         return stream, StreamFramer(in_place=self._buf)
@@ -349,13 +367,12 @@ class Runtime:
             if self._ephemeral is None and conn.established:
                 wait = min(wait, _IDLE_MS)
             if wait > 0:
-                try:
-                    await self.loop.wait_for_ms(self._wake.wait(), wait)
-                except asyncio.TimeoutError:
-                    if self._ephemeral is None and conn.established:
-                        # Idle: make the next attempt's key now, off its critical path.
-                        self._ephemeral = crypto.generate_keypair()
-                        gc.collect()
+                timer = self.loop.timer(wait, self._wake.set)
+                await self._wake.wait()
+                if not timer.cancel() and self._ephemeral is None and conn.established:
+                    # Idle: make the next attempt's key now, off its critical path.
+                    self._ephemeral = crypto.generate_keypair()
+                    gc.collect()
                 self._wake.clear()
             self._handle(conn.tick(self.loop.now()))
 

@@ -285,3 +285,73 @@ def test_a_simulated_device_writes_relative_paths_beside_its_config(tmp_path):
         os.remove(in_repository)
         pytest.fail("the device wrote into the repository, its working folder")
     assert (tmp_path / "stray.txt").exists()
+
+
+# -- the event loop's timeouts (MicroPython) ------------------------------------------
+LOOP_SCRIPT = r"""
+import sys
+sys.path[:0] = [%(root)r, %(root)r + "/boards/unix"]
+import asyncio
+import time
+from firmware.runtime import Loop
+
+async def main():
+    loop = Loop()
+    rung = []
+    t = time.ticks_ms()
+    timer = loop.timer(100, lambda: rung.append(time.ticks_diff(time.ticks_ms(), t)))
+    early = loop.timer(100, lambda: rung.append("cancelled timer rang"))
+    await asyncio.sleep_ms(50)
+    print("cancelled before it rang", early.cancel())
+    await asyncio.sleep_ms(100)
+    print("rang", rung, timer.cancel())
+    first = await loop.open_tcp("127.0.0.1", %(port)d, 2000)  # the listener's one slot
+    print("connected", first is not None)
+    t = time.ticks_ms()
+    try:
+        await loop.open_tcp("127.0.0.1", %(port)d, 300)
+    except asyncio.TimeoutError:
+        print("timeout", time.ticks_diff(time.ticks_ms(), t))
+    # Cancelled by its owner, the connection is cancelled: no timeout is claimed.
+    task = asyncio.create_task(loop.open_tcp("127.0.0.1", %(port)d, 300))
+    await asyncio.sleep_ms(50)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        print("cancelled")
+    except asyncio.TimeoutError:
+        print("wrongly timed out")
+    await asyncio.sleep_ms(400)  # its timer must not cancel this task later
+
+asyncio.run(main())
+print("asyncio.funcs loaded:", "asyncio.funcs" in sys.modules)
+"""
+
+
+def test_the_device_loop_has_timers_and_a_connect_timeout_without_asyncio_funcs(tmp_path):
+    # asyncio.wait_for_ms cost a device 1.2 KB at its handshake's peak (its module, and its
+    # wrapping of the pump's wait): the loop's timers do the same job.
+    import re
+    import socket
+    import subprocess
+    from tools.harness import micropython
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)  # one connection waits to be accepted; later ones get no answer
+    script = tmp_path / "loop.py"
+    script.write_text(LOOP_SCRIPT % {"root": ROOT, "port": listener.getsockname()[1]})
+    try:
+        proc = subprocess.run([micropython(), str(script)], capture_output=True, text=True,
+                              timeout=60)
+    finally:
+        listener.close()
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "cancelled before it rang True" in out, out
+    rang = re.search(r"^rang \[(\d+)\] False$", out, re.M)  # once; too late to cancel
+    assert rang and 100 <= int(rang.group(1)) < 1000, out
+    timeout = re.search(r"^timeout (\d+)$", out, re.M)
+    assert timeout and 300 <= int(timeout.group(1)) < 1500, out
+    assert "connected True" in out and "\ncancelled\n" in out, out
+    assert "asyncio.funcs loaded: False" in out, out
