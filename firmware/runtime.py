@@ -22,6 +22,10 @@ from shared.events import Welcomed, PeerPinned, PeerKeyChanged
 
 _CONNECT_TIMEOUT_MS = const(10000)
 _IDLE_MS = const(200)  # quiet this long after Welcome: time to make the next ephemeral key
+# Until Welcome the heap is collected after every _CHURN_BYTES allocated (see run()), or
+# after more when the free heap is large: after all of it but _WHOLE_BYTES.
+_CHURN_BYTES = const(2048)
+_WHOLE_BYTES = const(8192)
 _REPORT_TEXT = const(64)  # characters kept of a text in the DeviceReport: it must fit 512 bytes
 
 
@@ -64,6 +68,11 @@ class Loop:
         """call() once ms have passed, unless the timer is cancelled first: a task, whose
         cancel() is True if it had not rung yet."""
         return asyncio.create_task(_after(ms, call))
+
+    def collect_every(self, allocated):
+        """A garbage collection after every `allocated` bytes allocated from now on, not only
+        when the heap is full (None: only then again)."""
+        gc.threshold(-1 if allocated is None else allocated)
 
     async def open_tcp(self, host, port, timeout_ms):
         """A stream (readinto, write, drain, close, wait_closed) to host:port;
@@ -217,6 +226,12 @@ class Runtime:
             # X25519 leaves much garbage: collect it before the connection's long-lived
             # objects are made, so they pack together instead of scattering the free heap.
             gc.collect()
+            # The handshake makes ~300 KB of garbage (the X25519 ladders). Collected only
+            # once the heap is full, it spreads over the whole free heap, and the objects
+            # made meanwhile land anywhere in it and cut it up: a 96 KB heap then had 2 KB
+            # free in no piece big enough for a 320-byte AES context. A collection after
+            # every few KB keeps the churn at the bottom of the free heap, the rest whole.
+            self.loop.collect_every(max(_CHURN_BYTES, self.loop.free_heap() - _WHOLE_BYTES))
             self._set_status("connecting", self._link_name())
             error = None
             try:
@@ -244,6 +259,8 @@ class Runtime:
                     why, error = self._device_key_refused(), None
                 if conn.established:
                     self.reconnect.connected()
+            finally:
+                self.loop.collect_every(None)  # (if no Welcome came)
             delay = self.reconnect.next_delay_ms(error)
             self._set_status("error" if is_refusal(error) else "offline",
                              "%s; retrying in %d ms" % (why, delay))
@@ -393,6 +410,7 @@ class Runtime:
                 self._set_status("online", "realm %r at %s in %d ms (%s)" % (
                     event.realm_name, self._link_name(), took,
                     "known realm" if event.pinned_path else "first contact"))
+                self.loop.collect_every(None)  # only when the heap is full again
                 gc.collect()  # the handshake's garbage, before the session's traffic
 
     def _app_event(self, event):

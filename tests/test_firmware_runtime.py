@@ -124,6 +124,9 @@ class FakeLoop:
             call()
         return asyncio.ensure_future(ring())
 
+    def collect_every(self, allocated):
+        pass
+
     async def open_tcp(self, host, port, timeout_ms):
         return self.realm.connect()
 

@@ -305,6 +305,11 @@ async def main():
     print("cancelled before it rang", early.cancel())
     await asyncio.sleep_ms(100)
     print("rang", rung, timer.cancel())
+    import gc
+    loop.collect_every(2048)
+    print("collecting every", gc.threshold())
+    loop.collect_every(None)
+    print("collecting when full", gc.threshold())
     first = await loop.open_tcp("127.0.0.1", %(port)d, 2000)  # the listener's one slot
     print("connected", first is not None)
     t = time.ticks_ms()
@@ -329,9 +334,9 @@ print("asyncio.funcs loaded:", "asyncio.funcs" in sys.modules)
 """
 
 
-def test_the_device_loop_has_timers_and_a_connect_timeout_without_asyncio_funcs(tmp_path):
+def test_the_device_loop_has_timers_a_connect_timeout_and_a_collection_pace(tmp_path):
     # asyncio.wait_for_ms cost a device 1.2 KB at its handshake's peak (its module, and its
-    # wrapping of the pump's wait): the loop's timers do the same job.
+    # wrapping of the pump's wait): the loop's timers do the same job, and never load it.
     import re
     import socket
     import subprocess
@@ -354,4 +359,5 @@ def test_the_device_loop_has_timers_and_a_connect_timeout_without_asyncio_funcs(
     timeout = re.search(r"^timeout (\d+)$", out, re.M)
     assert timeout and 300 <= int(timeout.group(1)) < 1500, out
     assert "connected True" in out and "\ncancelled\n" in out, out
+    assert "collecting every 2048\ncollecting when full -1\n" in out, out
     assert "asyncio.funcs loaded: False" in out, out
