@@ -117,20 +117,27 @@ def ctr_from_ecb(ecb, iv, data, out=None):
 
 
 def _ctr(key):
-    """A function (iv, data, out=None) -> AES-256-CTR(key, iv, data), on the fastest
-    backend: new bytes, or written into out (which may be data: in place)."""
+    """The key as _crypt() takes it: the fastest backend's CTR object (compat.aes256_ctr),
+    or the key itself (the ECB context is made per call, from the key: kept, it would cost
+    a device 0.4 KB of heap per direction of its session for good, and a function keeping
+    the key 0.2 KB; its key expansion takes microseconds)."""
     if len(key) != 32:
         raise ValueError("AES-256 takes a 32-byte key")
-    if compat.aes256_ctr:
-        return compat.aes256_ctr(key)
-    # The ECB context is made per call, from the key: kept, it would cost a device 0.4 KB
-    # of heap per direction of its session for good; its key expansion takes microseconds.
-    ecb = compat.aes256_ecb
-    return lambda iv, data, out=None: ctr_from_ecb(ecb(key), iv, data, out)
+    return compat.aes256_ctr(key) if compat.aes256_ctr else key
+
+
+if compat.aes256_ctr:
+    def _crypt(ctr, iv, data, out=None):
+        """AES-256-CTR(iv, data) with a key _ctr() made: new bytes, or written into out
+        (which may be data: in place)."""
+        return ctr(iv, data, out)
+else:
+    def _crypt(key, iv, data, out=None):
+        return ctr_from_ecb(compat.aes256_ecb(key), iv, data, out)
 
 
 def aes256_ctr(key, iv, data):
-    return _ctr(key)(iv, data)
+    return _crypt(_ctr(key), iv, data)
 
 
 def _ct_equal(a, b):
@@ -202,7 +209,7 @@ class Sealer(_Keys):
         struct.pack_into(">Q", view, 0, self.n)
         nonce = view[:8]
         ct = view[8:end]
-        self.ctr(bytes(nonce) + _ZERO8, ct, ct)
+        _crypt(self.ctr, bytes(nonce) + _ZERO8, ct, ct)
         self.n += 1
         view[end:] = _hmac(self.pads, ad, nonce, ct)[:_TAG_SIZE]
         return body
@@ -235,7 +242,7 @@ class Opener(_Keys):
         if not ct_equal(_hmac(self.pads, ad, nonce, ct)[:_TAG_SIZE], body[end:]):
             raise ProtocolError(MALFORMED, "bad tag")
         self.last = n
-        return self.ctr(bytes(nonce) + _ZERO8, ct, ct if in_place else None)
+        return _crypt(self.ctr, bytes(nonce) + _ZERO8, ct, ct if in_place else None)
 
 
 def open_packet(opener, packet):
