@@ -28,15 +28,16 @@ class Identity:
         self.token = token  # None: method NONE (open enrolment)
         self.realm_public = None  # pinned after the first Welcome
         self.dh2 = None
-        self.ephemeral = None  # a key pair made ahead for the next connection (prepare)
+        self.ephemerals = []  # key pairs made ahead for the next connections (prepare)
 
-    def prepare(self):
-        """Make the ephemeral key pair of the next connection now. The fleet phase does so
-        for every device before the restart it times: one host simulates 10,000 devices
-        that would each make their own on their own CPU, and here the bench's key
-        generation (~45 us a device) would take CPU from the realm on a shared core. Used
-        once: the connection after it makes its own again."""
-        self.ephemeral = crypto.generate_keypair()
+    def prepare(self, connections=1):
+        """Make the ephemeral key pairs of the next `connections` connections now, one
+        each. The timed phases that connect many devices (the pinned reconnects, the fleet
+        restart) do so before they start: one host simulates devices that would each make
+        their own on their own CPU, and here the bench's key generation (~45 us a
+        connection) would take CPU from the realm on a shared core. Each pair serves one
+        connection; once they are used up, a connection makes its own again."""
+        self.ephemerals.extend(crypto.generate_keypair() for _ in range(connections))
 
 
 class BenchDevice:
@@ -72,7 +73,7 @@ class BenchDevice:
         """Begin the handshake on a connected transport (TcpTransport's interface)."""
         self.transport = transport
         i = self.identity
-        ephemeral, i.ephemeral = i.ephemeral, None
+        ephemeral = i.ephemerals.pop() if i.ephemerals else None
         self.conn = DeviceConnection(i.device_id, i.private, i.public, i.token, StreamFramer(),
                                      now_ms(), realm_public=i.realm_public, dh2=i.dh2,
                                      ephemeral=ephemeral)

@@ -36,8 +36,9 @@ def test_login_profile_runs_on_the_in_process_realm():
 
 
 def test_a_prepared_bench_ephemeral_key_serves_one_connection_only():
-    """The fleet phase prepares each bench device's next ephemeral key pair before the
-    restart: the next connection's Hello carries it, the one after a fresh one."""
+    """The timed phases prepare each bench device's next ephemeral key pairs before they
+    start: each of the next connections' Hello carries one of them, the one after those
+    a fresh one."""
     from bench.realm_clients import BenchDevice, Identity
     from shared import codec
     from shared.framing import StreamFramer
@@ -59,8 +60,8 @@ def test_a_prepared_bench_ephemeral_key_serves_one_connection_only():
 
     async def main():
         identity = Identity()
-        identity.prepare()
-        prepared = identity.ephemeral[1]
-        first, second = await hello_ephemeral(identity), await hello_ephemeral(identity)
-        assert first == prepared and second != prepared
+        identity.prepare(2)
+        prepared = {public for _, public in identity.ephemerals}
+        sent = [await hello_ephemeral(identity) for _ in range(3)]
+        assert set(sent[:2]) == prepared and len(prepared) == 2 and sent[2] not in prepared
     asyncio.run(main())
