@@ -26,7 +26,8 @@ from shared.realm import (RESTARTED, DeviceReportPacket, LoginRequest, PeerKeyRe
                           RealmConnection)
 from shared.events import Closed, ProxyPassPacket
 from host import logs, realmdir
-from host.listener import BACKLOG, Listener, address_group, error_frame, refuse
+from host.listener import (BACKLOG, NODELAY_INHERITED, Listener, address_group, error_frame,
+                           refuse)
 from host.login import Decision, LoginDecider
 from host.ratelimit import LoginLimiter
 from host.registry import id_text, label
@@ -310,7 +311,7 @@ class RealmServer:
         if not self.admit(source):
             refuse(sock, _OVER_SHARE_FRAME)
             return
-        transport = TcpTransport(self.loop, sock)
+        transport = TcpTransport(self.loop, sock, nodelay=not NODELAY_INHERITED)
         named = ("[%s]:%d" if ":" in address[0] else "%s:%d") % (address[0], address[1])
         transport.start(self.open_link(transport, named, StreamFramer(), source=source,
                                        admitted=True))

@@ -12,9 +12,7 @@ resume_reading and acked; the transport calls link.data_received(data) and, when
 peer closes or the socket fails, link.transport_lost(why) once. close() and abort()
 come from a link that has ended: they call nothing back.
 """
-import socket
-
-from host.listener import tcp_acked
+from host.listener import set_nodelay, tcp_acked
 
 READ_SIZE = 256 * 1024  # asyncio's: a burst of small packets is one read
 _read_buffer = bytearray(READ_SIZE)
@@ -26,8 +24,10 @@ class TcpTransport:
     __slots__ = ("_loop", "_sock", "_fd", "_link", "_pending", "_closing", "_closed",
                  "__weakref__")  # the hardening tests watch transports end
 
-    def __init__(self, loop, sock):
-        """`sock`: connected and non-blocking. Reading starts with start(link)."""
+    def __init__(self, loop, sock, nodelay=True):
+        """`sock`: connected and non-blocking. Reading starts with start(link).
+        `nodelay`: set TCP_NODELAY (as asyncio does: a small packet leaves now, not after
+        the last one's ACK); False where the socket has it already (host/listener.py's)."""
         self._loop = loop
         self._sock = sock
         self._fd = sock.fileno()
@@ -35,10 +35,8 @@ class TcpTransport:
         self._pending = None  # bytearray of what the kernel did not take yet, else None
         self._closing = False  # close() called while bytes were pending
         self._closed = False
-        try:  # as asyncio does: a small packet leaves now, not after the last one's ACK
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+        if nodelay:
+            set_nodelay(sock)
 
     def start(self, link):
         self._link = link

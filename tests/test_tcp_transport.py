@@ -131,3 +131,31 @@ def test_a_reset_is_reported_with_its_error():
         await settle()
         assert len(link.lost) == 1
     run(test)
+
+
+def test_the_realms_accepted_connections_send_small_packets_at_once():
+    """TCP_NODELAY on every link the realm accepts (set once on its listening socket where
+    accepted sockets inherit it): a Welcome must not wait for the device's last ACK."""
+    from host.inprocess import InProcessRealm
+    from host.listener import Listener
+
+    async def main():
+        async with InProcessRealm() as realm:
+            server = realm.server
+            listener = Listener(server.loop, "127.0.0.1", 0, server.adopt_tcp,
+                                lambda: len(server.links))
+            device = socket.create_connection(listener.sockets[0].getsockname())
+            try:
+                for _ in range(100):
+                    if server.links:
+                        break
+                    await asyncio.sleep(0.01)
+                (link,) = server.links
+                sock = link.transport._sock
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            finally:
+                device.close()
+                listener.close()
+                for link in list(server.links):
+                    link.transport.abort()
+    asyncio.run(main())
