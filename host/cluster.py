@@ -83,6 +83,10 @@ class Cluster:
         self.nc = None
         self.js = None
         self.devices = {}   # mirror of P-devices (nodes only): id -> record dict
+        # id -> revision of the latest change to its P-devices entry this node knows
+        # (a removal's too): what this node wrote itself goes into the mirror at once,
+        # unless the watch has brought a newer change already.
+        self._device_revisions = {}
         self.sessions = {}  # mirror of P-sessions (nodes only): id -> (node, revision)
         self.on_device_removed = None    # callbacks the router sets (nodes only)
         self.on_session_claimed = None
@@ -231,12 +235,22 @@ class Cluster:
                 pass
 
     def _device_changed(self, entry, mirror):
+        if entry.revision < self._device_revisions.get(entry.key, 0):
+            return  # this node wrote a newer one itself (_wrote_device)
+        self._device_revisions[entry.key] = entry.revision
         if entry.operation in ("DEL", "PURGE"):
             if mirror.pop(entry.key, None) is not None and mirror is self.devices \
                     and self.on_device_removed:
                 self.on_device_removed(entry.key)
         else:
             mirror[entry.key] = json.loads(entry.value)
+
+    def _wrote_device(self, device_id, record, revision):
+        """This node wrote `record` at `revision`: its own answers (a PeerKey for a key
+        just bound at a login here) see it now, not once the watch brings it back."""
+        if revision > self._device_revisions.get(device_id, 0):
+            self._device_revisions[device_id] = revision
+            self.devices[device_id] = record
 
     def _session_changed(self, entry, mirror):
         if entry.operation in ("DEL", "PURGE"):
@@ -366,10 +380,10 @@ class Cluster:
         self._require()
         record = {"name": "", "token_hash": None, "key": bytes(key).hex(), "created": now}
         try:
-            await self.kv_devices.create(device_id, json.dumps(record).encode())
+            revision = await self.kv_devices.create(device_id, json.dumps(record).encode())
         except KeyWrongLastSequenceError:
             return False
-        self.devices[device_id] = record
+        self._wrote_device(device_id, record, revision)
         return True
 
     async def bind_key(self, device_id, key):
@@ -578,10 +592,12 @@ class Cluster:
             if change(record) is False:
                 return record
             try:
-                await self.kv_devices.update(device_id, json.dumps(record).encode(),
-                                             last=entry.revision)
+                revision = await self.kv_devices.update(device_id, json.dumps(record).encode(),
+                                                        last=entry.revision)
             except KeyWrongLastSequenceError:
                 continue
+            if self.node is not None:
+                self._wrote_device(device_id, record, revision)
             return record
 
     async def list_devices(self):

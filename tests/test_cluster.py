@@ -470,3 +470,43 @@ def test_update_push_and_status_take_names_and_all_from_the_cluster(tmp_path, cl
         assert code == 1 and err.count("\n") == 1 and "cannot reach NATS at %s" % dead in err
     finally:
         fleet.stop()
+
+
+def test_a_key_bound_at_a_login_on_a_node_is_in_that_nodes_answers_at_once(nats):
+    """A node answers PeerKey from its mirror of the devices bucket. The key a login on
+    this node has just bound is in it at once, not only once the bucket's watch brings
+    the change back (a peer asking right after the Welcome was told UNKNOWN_TARGET). The
+    watch's later changes still win, and none older than what the node wrote."""
+    from host.cluster import Cluster
+    from shared import crypto
+
+    async def main():
+        node = Cluster(nats.url, crypto.generate_keypair()[1], node="n1")
+        await node.connect()
+        apply, late = node._device_changed, []
+
+        def held_back(entry, mirror):  # the watch, once started, is slow
+            if mirror is node.devices:
+                late.append(entry)
+            else:
+                apply(entry, mirror)
+        node._device_changed = held_back
+        try:
+            await node.join()
+            device, key = str(uuid.uuid4()), b"\x02" * 32
+            unbound = {"name": "", "token_hash": "h", "key": None, "created": 0.0}
+            await node.kv_devices.put(device, json.dumps(unbound).encode())  # an admin
+            assert await node.bind_key(device, key) == key  # a first login here
+            assert node.bound_key(device) == key  # before the watch said anything
+            reset = await node.kv_devices.put(device, json.dumps(unbound).encode())
+            while not late or late[-1].revision < reset:
+                await asyncio.sleep(0.01)
+            for entry in late:  # the admin's add, the binding, then the reset
+                apply(entry, node.devices)
+                assert node.bound_key(device) == (key if entry.revision < reset else None)
+            node._wrote_device(device, dict(unbound, key=key.hex()), reset - 1)  # too late
+            assert node.bound_key(device) is None
+        finally:
+            await node.leave()
+            await node.close()
+    asyncio.run(main())
