@@ -94,9 +94,11 @@ class LoginDecider:
         """The answer to a LoginRequest event from `address` (text: who is on the link).
         `device`: its registry record as read at the Hello, if the caller has it (a
         reconnect then costs no registry round trip); None: read now."""
-        device_id = id_text(request.device_id)
         if device is None:
+            device_id = id_text(request.device_id)
             device = await self.store.device(device_id)
+        else:
+            device_id = device.id
         # The handshake proved the device holds request.device_public: if that is the
         # key bound to it, the device is who it says, whatever its address did before.
         proven = device is not None and device.bound_key is not None and \

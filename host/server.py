@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import time
+import types
 import weakref
 
 from shared import codec, protocol
@@ -199,6 +200,16 @@ class RealmServer:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def run_now(self, coro):
+        """Run a coroutine at once, up to its first wait; the rest, if it waits, as a task
+        (spawn). Python 3.12's eager tasks: a reconnect's login waits for nothing, and a
+        task for it cost a loop turn and its bookkeeping."""
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            return None
+        return self.spawn(_resumed(coro, waiting))
+
     def open_link(self, transport, address, framer, source=None, admitted=False):
         """`address` names the link in the logs; `source` is what the rate limit counts
         per address (the IP address for TCP), `address` itself if None. `admitted`: the
@@ -329,7 +340,7 @@ class RealmServer:
             link.flush()
 
     async def start_session(self, link, decision):
-        link.device = id_text(link.conn.device_id)
+        link.device = link.claimed
         link.since = self.wall_clock()
         self.handshake_ended(link)
         self.stats.logins["pinned" if link.conn.pinned_path else "first_contact"] += 1
@@ -417,6 +428,32 @@ class RealmServer:
             task.cancel()
 
 
+@types.coroutine
+def _wait_for(waiting):
+    """Hand what a coroutine yielded (a future, or None: one loop turn) to the running
+    task, as that coroutine's own await would have; what the task sends or throws back
+    is returned or raised."""
+    return (yield waiting)
+
+
+async def _resumed(coro, waiting):
+    """The rest of `coro`, which yielded `waiting` when it was run until it waited
+    (RealmServer.run_now). A cancellation of the task is passed into `coro`."""
+    while True:
+        try:
+            await _wait_for(waiting)
+        except BaseException as error:  # CancelledError too: `coro` meets it where it waits
+            try:
+                waiting = coro.throw(error)
+            except StopIteration:
+                return
+            continue
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            return
+
+
 class Link:
     """One transport link and the RealmConnection on it.
 
@@ -424,8 +461,8 @@ class Link:
     """
 
     # Slots: a link per session, and a dict per link cost 0.3 KiB more.
-    __slots__ = ("realm", "transport", "address", "source", "framer", "device", "name",
-                 "since", "ended", "_timer", "_timer_at", "conn", "unlogged", "written",
+    __slots__ = ("realm", "transport", "address", "source", "framer", "claimed", "device",
+                 "name", "since", "ended", "_timer", "_timer_at", "conn", "unlogged", "written",
                  "_left_host", "_heard_after", "_receipts", "_receipt_timer", "log",
                  "record", "held", "_opened", "__weakref__")
 
@@ -435,6 +472,7 @@ class Link:
         self.address = address
         self.source = source
         self.framer = framer
+        self.claimed = None  # the device id text its Hello gave (proven at its login)
         self.device = None  # its id text once logged in
         self.name = None  # its name in the registry ("" for none), for the logs, once known
         self.record = None  # its registry record, read once at its Hello
@@ -472,12 +510,13 @@ class Link:
         read then also serves the login decision and the log lines."""
         if self.unlogged and self not in self.realm.handshaking:
             self.realm.hello_received(self)
-            self.record = self.realm.store.device_now(id_text(device_id))
+            self.claimed = id_text(device_id)
+            self.record = self.realm.store.device_now(self.claimed)
             if self.record is not None:
                 self.name = self.record.name
         if self.record is not None:
             return self.record.bound_key
-        return self.realm.store.bound_key(id_text(device_id))  # a store without records
+        return self.realm.store.bound_key(self.claimed)  # a store without records
 
     def data_received(self, data):
         if self.ended:
@@ -560,7 +599,7 @@ class Link:
         elif isinstance(event, PeerKeyRequestPacket):
             conn.send_peer_key(event.peer, self.realm.store.bound_key(id_text(event.peer)))
         elif isinstance(event, LoginRequest):
-            self.realm.spawn(self._login(event))
+            self.realm.run_now(self._login(event))
         elif isinstance(event, DeviceReportPacket):
             self.realm.device_reported(self, event.report)
         # Closed: flush() sees conn.closed and ends the link.
@@ -694,13 +733,13 @@ class Link:
         """How the logs name the device: its id, and its name beside it once known."""
         if self.conn.device_id is None:
             return "-"
-        return label(id_text(self.conn.device_id), self.name)
+        return label(self.claimed, self.name)
 
     async def _fetch_name(self):
         if self.name is not None:
             return
         try:
-            record = await self.realm.store.device(id_text(self.conn.device_id))
+            record = await self.realm.store.device(self.claimed)
         except Exception as e:  # only the log lines lose the name
             log.warning("registry read failed: %s", e)
             record = None
@@ -731,7 +770,7 @@ class Link:
                 # The realm holds another key for the device: the operator's fix.
                 hint = " (its key pair is new: flash erased, or its config moved or copied; " \
                        "if so: realm device reset-key %s)" % (
-                           self.name or id_text(self.conn.device_id))
+                           self.name or self.claimed)
             self.log.last("%s %s device %s: %s %s%s", "refused" if refused else "disconnect",
                           self.address, who, error.name, error.message, hint)
 

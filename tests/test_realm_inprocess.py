@@ -4,13 +4,15 @@ few of the same on a real `realm serve` over sockets."""
 import asyncio
 import io
 
+import pytest
+
 from shared import codec, crypto
 from shared.device import DeviceConnection
 from shared.errors import SESSION_REPLACED
 from shared.events import Closed, Welcomed
 from shared.framing import StreamFramer
 from host import logs, server
-from host.inprocess import MemoryTransport, run_in_realm
+from host.inprocess import MemoryDevice, MemoryTransport, run_in_realm
 from host.registry import id_text
 
 A, B, C = bytes([1]) * 16, bytes([2]) * 16, bytes([3]) * 16
@@ -128,6 +130,68 @@ def test_a_session_is_two_lines_at_info_that_name_its_device_and_address():
     assert session_log_lines(True) == [["DEBUG", "connect %s" % address], login, end]
 
 
+def test_a_coroutine_run_now_runs_at_once_and_its_rest_after_a_wait_in_a_task():
+    """RealmServer.run_now: what a coroutine does before its first wait is done by the
+    call; after it, the task goes on as the coroutine's own task would: the awaited
+    result or error comes back in, a loop turn (sleep 0) passes, a cancel reaches it."""
+    async def test(realm):
+        loop, done = asyncio.get_running_loop(), []
+
+        async def steps(future):
+            done.append("before")
+            try:
+                done.append(await future)
+                await asyncio.sleep(0)
+                done.append(await loop.create_future())  # cancelled while it waits
+            except asyncio.CancelledError:
+                done.append("cancelled")
+                raise
+            except KeyError as e:
+                done.append("error %s" % e)
+
+        async def quick():  # awaits only what is done already: never waits
+            done.append(await _done(loop, "quick"))
+
+        assert realm.server.run_now(quick()) is None and done == ["quick"]  # no task
+        del done[:]
+        future = loop.create_future()
+        task = realm.server.run_now(steps(future))
+        assert done == ["before"] and task in realm.server._tasks
+        future.set_result("result")
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert done == ["before", "result"] and not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert done == ["before", "result", "cancelled"]
+        del done[:]
+        failing = loop.create_future()
+        task = realm.server.run_now(steps(failing))
+        failing.set_exception(KeyError("k"))
+        await task
+        assert done == ["before", "error 'k'"]
+    run_in_realm(test)
+
+
+def _done(loop, value):
+    future = loop.create_future()
+    future.set_result(value)
+    return future
+
+
+def test_a_login_that_waits_for_nothing_is_answered_within_the_read_that_brought_it():
+    """A login whose token is in the fast form and whose registry answers at once, no
+    packets stored (a reconnect, most of a fleet after a restart): its Welcome is written
+    before the loop turns (run_now, not a task)."""
+    async def test(realm):
+        realm.store.add_device(A, b"t" * 32)
+        device = MemoryDevice(realm.server, A, b"t" * 32)
+        device.pump()
+        assert any(isinstance(e, Welcomed) for e in device.events)
+    run_in_realm(test)
+
+
 def test_every_connection_gets_a_fresh_realm_ephemeral_key():
     """Forward secrecy per connection: the e_R of every KeyCheck differs, reconnects of
     one device on the pinned path included."""
@@ -142,7 +206,6 @@ def test_every_connection_gets_a_fresh_realm_ephemeral_key():
             link = realm.server.open_link(transport, "memory", StreamFramer())
             welcomed = []
             while not welcomed:
-                await asyncio.sleep(0)  # the realm's login task runs
                 link.data_received(conn.data_to_send())
                 back, transport.data = bytes(transport.data), bytearray()
                 seen += [p[2:34] for p in StreamFramer().feed(back) if p[1] == codec.KEY_CHECK]
