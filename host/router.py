@@ -13,6 +13,8 @@ cluster's router on NATS (`host/cluster_router.py`) answer them the same way:
     relay(origin, peer, msg_id, inner) deliver or store a ProxyPass from the link `origin`;
                                        `origin.delivered(msg_id, status)` is called once
                                        with its Delivery status, possibly later
+    relay_body(origin, body)           the same for a ProxyPass body as the core opened it
+                                       (LocalRouter's serves both routers)
     links()                            the local session links
     len(router)                        how many local sessions
 
@@ -29,6 +31,8 @@ from host.registry import id_text
 from host.store import Unavailable
 
 log = logs.get()
+
+_NO_REPORT = bytes(4)  # msg_id 0
 
 
 class LocalRouter:
@@ -123,6 +127,21 @@ class LocalRouter:
         else:
             origin.delivered(msg_id, self._send(link, sender, msg_id, inner))
             self.realm.flush_soon(link)
+
+    def relay_body(self, origin, body):
+        """relay() of a ProxyPass as RealmConnection.receive_relay() opened it (peer:16 |
+        msg_id:u32 | inner): the relay's hot path. A target with a session here gets it
+        sealed at once; anything else goes the way of relay()."""
+        link = None if self._held else self.sessions.get(body[:16])
+        if link is None:
+            self.relay(origin, body[:16], int.from_bytes(body[16:20], "big"), body[20:])
+            return
+        status = link.conn.relay_body(origin.conn.device_id, body)
+        if body[16:20] == _NO_REPORT:  # msg_id 0: counted, no Delivery asked for
+            self.realm.stats.relayed[status] += 1
+        else:
+            origin.delivered(int.from_bytes(body[16:20], "big"), status)
+        self.realm.flush_soon(link)
 
     def _send(self, link, sender, msg_id, inner):
         if len(inner) > link.conn.max_inner:

@@ -531,8 +531,8 @@ class Link:
                 self._wait_for_slot(data)
                 return
             self._handle(self.conn.receive_data(data, self.realm.now_ms()))
-        else:  # a session: its ProxyPass packets go straight to the router
-            self._handle(self.conn.receive_relay(data, self.realm.now_ms(), self._relay))
+        else:  # a session: its ProxyPass packets come opened, for the router (_handle)
+            self._handle(self.conn.receive_relay(data, self.realm.now_ms()))
         self.flush()
 
     def _wait_for_slot(self, data):
@@ -549,14 +549,6 @@ class Link:
         if resume is not None:
             resume()
         self.data_received(bytes(data))
-
-    def _relay(self, peer, msg_id, inner):
-        try:
-            self.realm.router.relay(self, peer, msg_id, inner)
-        except Exception:  # as in _handle: a realm bug or a registry failure
-            self.log.line(logging.ERROR, "internal error on the link from %s", self.address,
-                          exc_info=True)
-            self.conn.close(INTERNAL, "internal error")
 
     def transport_lost(self, why):
         if not self.ended:
@@ -582,11 +574,15 @@ class Link:
         self.flush()
 
     def _handle(self, events):
+        relay_body = self.realm.router.relay_body
         for event in events:
             if self.conn.closed and not isinstance(event, Closed):
                 continue
             try:
-                self._dispatch(event)
+                if type(event) is bytes:  # a ProxyPass the core opened (receive_relay)
+                    relay_body(self, event)
+                else:
+                    self._dispatch(event)
             except Exception:  # a realm bug or a registry failure, never the peer's doing
                 self.log.line(logging.ERROR, "internal error on the link from %s",
                               self.address, exc_info=True)

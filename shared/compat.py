@@ -47,11 +47,15 @@ else:
 #     or None and shared/crypto.py builds CTR on ECB (the ESP32's cryptolib has no CTR)
 #   crc16_ccitt_false(data), or None (shared/serial_framing.py's table)
 #   compare_digest(a, b), constant time, or None (shared/crypto.py's loop)
+# and on CPython only (the realm's; absent on MicroPython: getattr(compat, NAME, None)):
+#   hmac_sha256_key(key) -> OpenSSL's HMAC-SHA256 with its key set up once: copy() it
+#     per message, update() the copy and finalize() it (shared/realm.py's relay path)
+# Imported by *, which names nothing here: a name a board never uses would still cost
+# its heap (about 0.1 KB each, interned when this module loads).
 try:
     from cryptolib import aes as _cryptolib_aes
 except ImportError:  # CPython
-    from shared.compat_cpython import (  # noqa: F401
-        x25519, x25519_keypair, aes256_ecb, aes256_ctr, crc16_ccitt_false, compare_digest)
+    from shared.compat_cpython import *  # noqa: F401,F403  (its __all__: the names above)
 else:
     from shared.x25519 import x25519  # noqa: F401
 

@@ -2,12 +2,16 @@
 # `cryptography`, binascii, hmac). Only CPython imports it; boards never get it
 # (tools/build.py), so its names cost a device nothing.
 from binascii import crc_hqx
-from hmac import compare_digest  # noqa: F401  (constant time, in C)
+from hmac import compare_digest  # constant time, in C
 
+from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from shared import x25519 as _pure
+
+__all__ = ("x25519", "x25519_keypair", "aes256_ecb", "aes256_ctr", "crc16_ccitt_false",
+           "compare_digest", "hmac_sha256_key")
 
 # Loading a private key costs OpenSSL more than an exchange (it derives the public key),
 # and a realm pays three per handshake. So a key pair made here reaches its one exchange
@@ -75,6 +79,15 @@ def aes256_ctr(key):
         out[:] = context.update(data)  # one copy: cheap on CPython, which has the heap
         return out
     return ctr
+
+
+_SHA256 = hashes.SHA256()
+
+
+def hmac_sha256_key(key):
+    """OpenSSL's HMAC-SHA256 with `key` set up once: per message, copy() it, update() the
+    copy and finalize() it (half the cost of two hashlib copies and digests)."""
+    return hmac.HMAC(key, _SHA256)
 
 
 def crc16_ccitt_false(data):

@@ -4,7 +4,7 @@
 import hashlib
 import json
 
-from shared import codec, crypto
+from shared import codec, compat, crypto
 from shared.compat import const, urandom
 from shared.connection import Connection, session_keys
 from shared.errors import NAMES, ProtocolError, KEY_MISMATCH, KEY_CHECK_FAILED, MALFORMED, \
@@ -28,6 +28,9 @@ NAMES[RESTARTED] = "RESTARTED"
 
 _PROXY_HEADER = bytes((codec.PROTO_REALM, codec.PROXY_PASS))
 _PROXY_FIXED = const(20)  # ProxyPass: peer:uuid, msg_id:u32, then inner
+_SEALED = const(26)  # a sealed packet beyond its plaintext: header 2, n:u64, tag 16
+_TAG_SIZE = const(16)
+_ZERO8 = const(b"\x00\x00\x00\x00\x00\x00\x00\x00")
 
 # What a device may send in each state (PROTOCOL.md sections 5 to 7); Error is allowed in
 # every state. Connection checks it once, where packets arrive: the handlers below never
@@ -79,6 +82,71 @@ def parse_report(text):
     return report
 
 
+# The realm's keys also open and seal whole packets (bytes in, new bytes out), for the
+# relay: built by joins, which cost CPython less than the memoryview slicing with which a
+# device seals and opens where the bytes lie, to spare its heap; and tagged by OpenSSL's
+# HMAC with its key set up once (compat.hmac_sha256_key: `mac`), where a device continues
+# two SHA-256 states (`pads`, which the inherited methods use). The same bytes and errors
+# as crypto.Sealer.seal and crypto.Opener.open (tests/core/test_relay_path.py).
+_HMAC_KEY = getattr(compat, "hmac_sha256_key", None)  # CPython only
+
+
+def _prepare_keys(keys, enc, mac):
+    crypto._Keys._prepare(keys, enc, mac)
+    keys.mac = None if _HMAC_KEY is None else _HMAC_KEY(mac)
+
+
+def _release_keys(keys):
+    crypto._Keys.release(keys)
+    keys.mac = None
+
+
+def _tag(keys, data):
+    if keys.mac is None:  # MicroPython (tests)
+        return crypto._hmac(keys.pads, data, b"", b"")[:_TAG_SIZE]
+    mac = keys.mac.copy()
+    mac.update(data)
+    return mac.finalize()[:_TAG_SIZE]
+
+
+class _RelaySealer(crypto.Sealer):
+    __slots__ = ("mac",)
+    _prepare = _prepare_keys
+    release = _release_keys
+
+    def seal_packet(self, header, plain):
+        """header | seal(header, plain)."""
+        if self.ctr is None:
+            self._prepare_again()
+        nonce = self.n.to_bytes(8, "big")
+        self.n += 1
+        signed = header + nonce + self.ctr(nonce + _ZERO8, plain)
+        return signed + _tag(self, signed)
+
+
+class _RelayOpener(crypto.Opener):
+    __slots__ = ("mac",)
+    _prepare = _prepare_keys
+    release = _release_keys
+
+    def open_packet(self, packet):
+        """The plaintext of a sealed packet (bytes: header | body, the header its
+        associated data), as open(header, body)."""
+        if len(packet) < _SEALED:
+            raise ProtocolError(MALFORMED, "sealed body under 24 bytes")
+        nonce = packet[2:10]
+        n = int.from_bytes(nonce, "big")
+        if self.last is not None and n <= self.last:
+            raise ProtocolError(MALFORMED, "nonce %d not above %d" % (n, self.last))
+        if self.ctr is None:
+            self._prepare_again()
+        end = len(packet) - _TAG_SIZE
+        if not crypto.ct_equal(_tag(self, packet[:end]), packet[end:]):
+            raise ProtocolError(MALFORMED, "bad tag")
+        self.last = n
+        return self.ctr(nonce + _ZERO8, packet[10:end])
+
+
 # The realm's own connection events (shared/events.py has those both sides make): here,
 # not there, since no device loads them.
 class LoginRequest(Event):
@@ -118,7 +186,7 @@ class RealmConnection(Connection):
     _allowed = _ALLOWED
     __slots__ = ("_handshake_deadline", "_private", "_public", "_bound_key", "_ephemeral",
                  "_challenge", "_th", "_device_eph", "device_id", "device_public",
-                 "pinned_path", "_forward", "_dh2_cache", "trailing_data", "__weakref__")
+                 "pinned_path", "_relaying", "_dh2_cache", "trailing_data", "__weakref__")
 
     def __init__(self, private, public, framer, now, bound_key,
                  handshake_timeout_ms=HANDSHAKE_TIMEOUT_MS, ephemeral=None, challenge=None,
@@ -141,7 +209,7 @@ class RealmConnection(Connection):
         self.device_id = None
         self.device_public = None
         self.pinned_path = False  # the device's pin matched: no SendKey exchanged
-        self._forward = None  # receive_relay's `forward`, during that call
+        self._relaying = False  # in receive_relay()
         self.trailing_data = None  # the next connection's bytes, once the device restarted
 
     # -- the shell's answers ----------------------------------------------------
@@ -160,23 +228,37 @@ class RealmConnection(Connection):
         self.close(code, message)
 
     def send_proxy(self, peer, msg_id, inner):
-        """Relay a ProxyPass to this device. Built here rather than by codec.encode: it is
-        the realm's hot path, and `peer` and `msg_id` come from a packet the realm opened."""
+        """Relay a ProxyPass to this device (a stored packet, one from another node)."""
         self._require_established()
         if len(peer) != 16 or not 0 <= msg_id <= 0xFFFFFFFF:
             raise ProtocolError(MALFORMED, "ProxyPass peer or msg_id out of range")
-        self._send_sealed(_PROXY_HEADER, b"".join((peer, msg_id.to_bytes(4, "big"), inner)))
+        self._out += self._framer.frame(self._sealer.seal_packet(
+            _PROXY_HEADER, peer + msg_id.to_bytes(4, "big") + inner))
+        self._last_sent = self._now
 
-    def receive_relay(self, data, now, forward):
-        """receive_data for the realm's relay path: in an established session, each
-        ProxyPass is handed to `forward(peer, msg_id, inner)` as soon as it is opened
-        instead of becoming an event (unless an event came before it in `data`, so the
-        order stays the one they came in). The same checks and errors as receive_data."""
-        self._forward = forward
+    def relay_body(self, sender, body):
+        """Relay to this device a ProxyPass body that receive_relay() opened on another
+        link (peer:16 | msg_id:u32 | inner), with `sender` in its peer's place. ->
+        codec.DELIVERED, or codec.STATUS_TOO_LARGE (nothing sent) if it is over this
+        link's max_packet."""
+        self._require_established()
+        if len(body) + _SEALED > self._framer.max_packet:
+            return codec.STATUS_TOO_LARGE
+        self._out += self._framer.frame(self._sealer.seal_packet(_PROXY_HEADER,
+                                                                 sender + body[16:]))
+        self._last_sent = self._now
+        return codec.DELIVERED
+
+    def receive_relay(self, data, now):
+        """receive_data for the realm's relay path: in an established session each
+        ProxyPass is opened and comes as its plaintext body (peer:16 | msg_id:u32 | inner,
+        at least 20 bytes; bytes on CPython; for relay_body()) in the list of events, in
+        its place among them, instead of as a ProxyPassPacket. The same checks and errors."""
+        self._relaying = True
         try:
             return self.receive_data(data, now)
         finally:
-            self._forward = None
+            self._relaying = False
 
     def release_keys(self):
         """Drop the session's prepared keys (about 4 KiB on CPython) until its next packet
@@ -205,16 +287,14 @@ class RealmConnection(Connection):
                 self._framer.continuous and packet[0] == codec.PROTO_REALM:
             self._restarted(packet, events)
             return
-        if self._forward is None or events or packet[1] != codec.PROXY_PASS or \
+        if not self._relaying or packet[1] != codec.PROXY_PASS or \
                 packet[0] != codec.PROTO_REALM or self._state != _ESTABLISHED or self.closed:
             Connection._receive_packet(self, packet, events)
             return
-        header = packet[:2]
-        plain = self._opener.open(header, packet[2:])  # MALFORMED if it does not open
-        if len(plain) < _PROXY_FIXED:
+        body = self._opener.open_packet(packet)  # MALFORMED unless it opens
+        if len(body) < _PROXY_FIXED:
             raise ProtocolError(MALFORMED, "short body")  # what codec.decode says
-        self._forward(plain[:16], int.from_bytes(plain[16:_PROXY_FIXED], "big"),
-                      plain[_PROXY_FIXED:])
+        events.append(body)
 
     def _restarted(self, hello, events):
         codec.decode(hello)  # MALFORMED, as before, unless it is a whole, valid Hello
@@ -280,8 +360,8 @@ class RealmConnection(Connection):
         self._device_eph = None
         dh2 = self._dh2(bound)
         d2r_enc, d2r_mac, r2d_enc, r2d_mac = session_keys(th, dh1, dh2)
-        self._sealer = crypto.Sealer(r2d_enc, r2d_mac, True)  # releasable: release_keys()
-        self._opener = crypto.Opener(d2r_enc, d2r_mac, True)
+        self._sealer = _RelaySealer(r2d_enc, r2d_mac, True)  # releasable: release_keys()
+        self._opener = _RelayOpener(d2r_enc, d2r_mac, True)
         challenge = self._challenge or urandom(32)
         self._challenge = challenge
         # KeyCheck is sealed after its clear e_R, although the realm is still in clear mode.

@@ -28,6 +28,7 @@ def test_a_packet_to_an_online_device_is_relayed_and_delivered():
         assert b.received() == [(1, b"hello"), (0, b"no report wanted")]
         assert [e.peer for e in b.events if hasattr(e, "inner")] == [A, A]  # the sender
         assert a.deliveries() == [(1, codec.DELIVERED)]
+        assert realm.server.stats.relayed[codec.DELIVERED] == 2  # msg_id 0 counts too
     run_in_realm(test)
 
 

@@ -1,9 +1,11 @@
-# The realm's relay path (RealmConnection.receive_relay) against the general path
-# (receive_data): the same bytes into two realm connections in the same state give the
-# same packets, the same errors and the same bytes back. Runs on CPython and MicroPython.
-from shared import codec
-from shared.errors import MALFORMED, TOO_LARGE
+# The realm's relay path (RealmConnection.receive_relay, relay_body) against the general
+# path (receive_data, send_proxy, crypto's Sealer and Opener): the same bytes into two realm
+# connections in the same state give the same packets, the same errors and the same bytes
+# back. Runs on CPython (OpenSSL's HMAC) and MicroPython (crypto's HMAC).
+from shared import codec, crypto
+from shared.errors import MALFORMED, TOO_LARGE, ProtocolError
 from shared.events import Closed, ProxyPassPacket
+from shared.realm import _RelayOpener, _RelaySealer
 from tests.core.linked import Link, device_id
 from tests.core.support import eq, check
 
@@ -11,41 +13,44 @@ MP_HEAP = "160k"
 PEER = device_id(9)
 
 
-def _pair():
+def _pair(max_packet=4096):
     """Two realm connections in the same session state, and a device to write for both
     (same seeds: the same keys, the same nonces)."""
-    a, b = Link().pump(), Link().pump()
+    a, b = Link(max_packet=max_packet).pump(), Link(max_packet=max_packet).pump()
     check(a.realm.established and b.realm.established, "established")
     return a.device, a.realm, b.realm
 
 
-def _outcome(events, forwarded):
+def _outcome(events):
     """What a shell sees: the ProxyPass packets as (peer, msg_id, inner) in order, the
-    other events by type, and the error that closed the link."""
+    other events by type, and the error that closed the link. On the relay path a
+    ProxyPass comes as its opened body (bytes; a bytearray on MicroPython)."""
     seen, error = [], None
     for event in events:
-        if isinstance(event, ProxyPassPacket):
+        if isinstance(event, (bytes, bytearray)):
+            seen.append(("proxy", bytes(event[:16]), int.from_bytes(event[16:20], "big"),
+                         bytes(event[20:])))
+        elif isinstance(event, ProxyPassPacket):
             seen.append(("proxy", bytes(event.peer), event.msg_id, bytes(event.inner)))
         elif isinstance(event, Closed):
             error = (event.error.code, event.error.message)
         else:
             seen.append((type(event).__name__,))
-    return [("proxy", bytes(p), m, bytes(i)) for p, m, i in forwarded] + seen, error
+    return seen, error
 
 
 def _both(data):
     """`data` into the general path and the relay path; then a tick, which reports a
-    fault kept back behind earlier events. Returns both outcomes and the bytes sent."""
+    fault kept back behind earlier events. Returns both outcomes and the relay path's
+    events."""
     device, general, relay = _pair()
     raw = data(device)
-    forwarded = []
     events_g = general.receive_data(raw, 0) + general.tick(0)
-    events_r = relay.receive_relay(raw, 0, lambda *f: forwarded.append(f)) + relay.tick(0)
-    g = _outcome(events_g, [])
-    r = _outcome(events_r, forwarded)
-    eq(r, g, "the relay path's packets and error")
+    events_r = relay.receive_relay(raw, 0) + relay.tick(0)
+    g = _outcome(events_g)
+    eq(_outcome(events_r), g, "the relay path's packets and error")
     eq(relay.data_to_send(), general.data_to_send(), "the bytes the realm sends back")
-    return g, forwarded
+    return g, events_r
 
 
 def _proxies(count):
@@ -56,20 +61,24 @@ def _proxies(count):
     return make
 
 
-def test_proxy_packets_are_forwarded_with_their_fields():
-    (seen, error), forwarded = _both(_proxies(3))
+def test_proxy_packets_come_opened_with_their_fields():
+    (seen, error), events = _both(_proxies(3))
     eq(error, None, "no error")
-    eq(len(forwarded), 3, "forwarded, not events")
+    eq([isinstance(e, ProxyPassPacket) for e in events], [False] * 3,
+       "bodies, not ProxyPassPacket events")
     eq(seen[2], ("proxy", PEER, 2, b"inner 2"), "fields")
 
 
 def test_a_packet_after_an_event_keeps_its_place():
     def make(device):
         device.request_peer_key(PEER)
-        return _proxies(2)(device)
-    (seen, _), forwarded = _both(make)
-    eq(forwarded, [], "after an event, the rest are events too")
-    eq([s[0] for s in seen], ["PeerKeyRequestPacket", "proxy", "proxy"], "order")
+        raw = _proxies(1)(device)
+        device.request_peer_key(PEER)
+        return raw + _proxies(2)(device)
+    (seen, _), events = _both(make)
+    eq([s[0] for s in seen], ["PeerKeyRequestPacket", "proxy", "PeerKeyRequestPacket",
+                              "proxy", "proxy"], "order")
+    check(not isinstance(events[1], ProxyPassPacket), "opened for the relay after an event too")
 
 
 def _flipped(device):
@@ -115,15 +124,71 @@ def test_an_oversized_frame_is_refused_before_its_body():
     eq(len(seen), 1, "the packet before it was relayed")
 
 
-def test_send_proxy_sends_what_the_codec_encodes():
+def test_send_proxy_and_relay_body_send_what_the_codec_encodes():
     device, general, relay = _pair()
-    general._send(codec.encode(codec.PROTO_REALM, codec.PROXY_PASS, PEER, 7, b"inner"))
-    relay.send_proxy(PEER, 7, b"inner")
-    raw = relay.data_to_send()
-    eq(raw, general.data_to_send(), "same bytes")
-    events = device.receive_data(raw, 0)
-    eq([(bytes(e.peer), e.msg_id, bytes(e.inner)) for e in events], [(PEER, 7, b"inner")],
-       "the device reads it")
+    body = device_id(5) + (7).to_bytes(4, "big") + b"inner"  # the peer in it is the target
+    for send in (lambda: relay.send_proxy(PEER, 7, b"inner"),
+                 lambda: eq(relay.relay_body(PEER, body), codec.DELIVERED, "status")):
+        general._send(codec.encode(codec.PROTO_REALM, codec.PROXY_PASS, PEER, 7, b"inner"))
+        send()
+        raw = relay.data_to_send()
+        eq(raw, general.data_to_send(), "same bytes")
+        events = device.receive_data(raw, 0)
+        eq([(bytes(e.peer), e.msg_id, bytes(e.inner)) for e in events],
+           [(PEER, 7, b"inner")], "the device reads it, from the sender")
+
+
+def test_relay_body_over_max_packet_sends_nothing():
+    device, _general, relay = _pair(max_packet=300)
+    fits = bytes(20 + relay.max_inner)
+    eq(relay.relay_body(PEER, fits + b"x"), codec.STATUS_TOO_LARGE, "one byte over")
+    eq(relay.data_to_send(), b"", "nothing sent")
+    eq(relay.relay_body(PEER, fits), codec.DELIVERED, "at the limit")
+    eq(len(device.receive_data(relay.data_to_send(), 0)), 1, "sent")
+
+
+def _keys():
+    return bytes(range(32)), bytes(range(32, 64))
+
+
+def test_relay_keys_seal_as_the_sealer():
+    for releasable in (False, True):
+        sealer, relay = crypto.Sealer(*_keys()), _RelaySealer(*_keys(), releasable)
+        for plain in (b"", b"x", bytes(range(100))):
+            header = bytes((codec.PROTO_REALM, codec.PROXY_PASS))
+            eq(relay.seal_packet(header, plain), header + sealer.seal(header, plain),
+               "nonce, ciphertext, tag")
+            if releasable:
+                relay.release()
+        eq(relay.seal(b"ad", b"plain"), sealer.seal(b"ad", b"plain"), "the inherited seal")
+
+
+def _refusal(opener, packet):
+    try:
+        opener(packet)
+    except ProtocolError as e:
+        return e.code, e.message
+    return None
+
+
+def test_relay_keys_open_as_the_opener():
+    enc, mac = _keys()
+    sealer = crypto.Sealer(enc, mac)
+    header = bytes((codec.PROTO_REALM, codec.PROXY_PASS))
+    packets = [header + sealer.seal(header, b"packet %d" % i) for i in range(3)]
+    late = header + sealer.seal(header, bytes(300))
+    flipped = bytearray(late)
+    flipped[12] ^= 1
+    opener, relay = crypto.Opener(enc, mac), _RelayOpener(enc, mac, True)
+
+    def general(packet):
+        return bytes(opener.open(packet[:2], packet[2:]))
+    for packet in (packets[1], packets[0], packets[1], bytes(flipped), late[:25], late[:26],
+                   header + late[3:], packets[2], late):  # a replay, a bad tag, short...
+        eq(_refusal(relay.open_packet, packet), _refusal(general, packet), "same refusal")
+        relay.release()
+    eq(relay.open_packet(packets[0][:2] + sealer.seal(header, b"next")), b"next", "opens")
+    eq(relay.last, opener.last + 1, "the nonce rule's state")
 
 
 def test_released_keys_give_the_same_packets_and_bytes():
@@ -136,13 +201,12 @@ def test_released_keys_give_the_same_packets_and_bytes():
         raws.append(device.data_to_send())
     for raw in raws:
         released.release_keys()
-        got, want = [], []
-        eq(_outcome(released.receive_relay(raw, 0, lambda *f: got.append(f)), got),
-           _outcome(kept.receive_relay(raw, 0, lambda *f: want.append(f)), want), "opened")
+        eq(_outcome(released.receive_relay(raw, 0)), _outcome(kept.receive_relay(raw, 0)),
+           "opened")
         released.release_keys()
         released.send_proxy(PEER, 5, b"back")
         kept.send_proxy(PEER, 5, b"back")
         eq(released.data_to_send(), kept.data_to_send(), "sealed")
     released.release_keys()
-    events = released.receive_relay(raws[0], 0, lambda *f: None)
+    events = released.receive_relay(raws[0], 0)
     eq(events[0].error.code, MALFORMED, "a replay is still refused")
