@@ -48,8 +48,10 @@ else:
 #   crc16_ccitt_false(data), or None (shared/serial_framing.py's table)
 #   compare_digest(a, b), constant time, or None (shared/crypto.py's loop)
 # and on CPython only (the realm's; absent on MicroPython: getattr(compat, NAME, None)):
+#   aes256_ctr_context(key) -> OpenSSL's AES-256-CTR with its key set up once:
+#     reset_nonce(iv), then update(data), per message (shared/realm.py's session keys)
 #   hmac_sha256_key(key) -> OpenSSL's HMAC-SHA256 with its key set up once: copy() it
-#     per message, update() the copy and finalize() it (shared/realm.py's relay path)
+#     per message, update() the copy and finalize() it (the same)
 # Imported by *, which names nothing here: a name a board never uses would still cost
 # its heap (about 0.1 KB each, interned when this module loads).
 try:

@@ -82,37 +82,36 @@ def parse_report(text):
     return report
 
 
-# The realm's keys also open and seal whole packets (bytes in, new bytes out), for the
-# relay: built by joins, which cost CPython less than the memoryview slicing with which a
-# device seals and opens where the bytes lie, to spare its heap; and tagged by OpenSSL's
-# HMAC with its key set up once (compat.hmac_sha256_key: `mac`), where a device continues
-# two SHA-256 states (`pads`, which the inherited methods use). The same bytes and errors
-# as crypto.Sealer.seal and crypto.Opener.open (tests/core/test_relay_path.py).
-_HMAC_KEY = getattr(compat, "hmac_sha256_key", None)  # CPython only
+# The realm's session keys open and seal whole packets (bytes in, new bytes out), built
+# by joins, which cost CPython less than the memoryview slicing with which a device seals
+# and opens where the bytes lie, to spare its heap. On CPython the prepared keys are
+# OpenSSL's own objects, each set up once per direction: the AES-CTR context (`ctr`, its
+# nonce reset per packet) and the HMAC (`pads`, copied per packet), called directly, with
+# no function of ours between (compat's names for them are CPython's only). The same
+# bytes and errors as crypto.Sealer and crypto.Opener (tests/core/test_relay_path.py).
+_AES_CTR = getattr(compat, "aes256_ctr_context", None)
+_HMAC_KEY = getattr(compat, "hmac_sha256_key", None)
 
 
 def _prepare_keys(keys, enc, mac):
-    crypto._Keys._prepare(keys, enc, mac)
-    keys.mac = None if _HMAC_KEY is None else _HMAC_KEY(mac)
-
-
-def _release_keys(keys):
-    crypto._Keys.release(keys)
-    keys.mac = None
-
-
-def _tag(keys, data):
-    if keys.mac is None:  # MicroPython (tests)
-        return crypto._hmac(keys.pads, data, b"", b"")[:_TAG_SIZE]
-    mac = keys.mac.copy()
-    mac.update(data)
-    return mac.finalize()[:_TAG_SIZE]
+    if _HMAC_KEY is None:  # MicroPython (tests): crypto's
+        crypto._Keys._prepare(keys, enc, mac)
+    else:
+        keys.ctr = _AES_CTR(enc)
+        keys.pads = _HMAC_KEY(mac)
 
 
 class _RelaySealer(crypto.Sealer):
-    __slots__ = ("mac",)
+    __slots__ = ()
     _prepare = _prepare_keys
-    release = _release_keys
+
+    def seal(self, ad, plaintext):
+        return self.seal_packet(ad, plaintext)[len(ad):]
+
+    def seal_in_place(self, ad, body):
+        view = memoryview(body)
+        view[:] = self.seal(ad, bytes(view[8:len(view) - _TAG_SIZE]))
+        return body
 
     def seal_packet(self, header, plain):
         """header | seal(header, plain)."""
@@ -120,14 +119,28 @@ class _RelaySealer(crypto.Sealer):
             self._prepare_again()
         nonce = self.n.to_bytes(8, "big")
         self.n += 1
-        signed = header + nonce + self.ctr(nonce + _ZERO8, plain)
-        return signed + _tag(self, signed)
+        if _HMAC_KEY is None:
+            signed = header + nonce + crypto._crypt(self.ctr, nonce + _ZERO8, plain)
+            return signed + crypto._hmac(self.pads, signed, b"", b"")[:_TAG_SIZE]
+        ctr = self.ctr
+        ctr.reset_nonce(nonce + _ZERO8)
+        signed = header + nonce + ctr.update(plain)
+        mac = self.pads.copy()
+        mac.update(signed)
+        return signed + mac.finalize()[:_TAG_SIZE]
 
 
 class _RelayOpener(crypto.Opener):
-    __slots__ = ("mac",)
+    __slots__ = ()
     _prepare = _prepare_keys
-    release = _release_keys
+
+    def open(self, ad, body, in_place=False):
+        plain = self.open_packet(bytes(ad) + bytes(body))
+        if not in_place:
+            return plain
+        body = memoryview(body)
+        body[8:8 + len(plain)] = plain
+        return body[8:8 + len(plain)]
 
     def open_packet(self, packet):
         """The plaintext of a sealed packet (bytes: header | body, the header its
@@ -141,10 +154,20 @@ class _RelayOpener(crypto.Opener):
         if self.ctr is None:
             self._prepare_again()
         end = len(packet) - _TAG_SIZE
-        if not crypto.ct_equal(_tag(self, packet[:end]), packet[end:]):
+        if _HMAC_KEY is None:
+            tag = crypto._hmac(self.pads, packet[:end], b"", b"")
+        else:
+            mac = self.pads.copy()
+            mac.update(packet[:end])
+            tag = mac.finalize()
+        if not crypto.ct_equal(tag[:_TAG_SIZE], packet[end:]):
             raise ProtocolError(MALFORMED, "bad tag")
         self.last = n
-        return self.ctr(nonce + _ZERO8, packet[10:end])
+        if _HMAC_KEY is None:
+            return crypto._crypt(self.ctr, nonce + _ZERO8, packet[10:end])
+        ctr = self.ctr
+        ctr.reset_nonce(nonce + _ZERO8)
+        return ctr.update(packet[10:end])
 
 
 # The realm's own connection events (shared/events.py has those both sides make): here,

@@ -160,7 +160,10 @@ def test_relay_keys_seal_as_the_sealer():
                "nonce, ciphertext, tag")
             if releasable:
                 relay.release()
-        eq(relay.seal(b"ad", b"plain"), sealer.seal(b"ad", b"plain"), "the inherited seal")
+        eq(bytes(relay.seal(b"ad", b"plain")), bytes(sealer.seal(b"ad", b"plain")), "seal")
+        bodies = [bytearray(8) + b"in place" + bytearray(16) for _ in range(2)]
+        eq(relay.seal_in_place(b"ad", bodies[0]), sealer.seal_in_place(b"ad", bodies[1]),
+           "seal_in_place")
 
 
 def _refusal(opener, packet):
@@ -189,6 +192,13 @@ def test_relay_keys_open_as_the_opener():
         relay.release()
     eq(relay.open_packet(packets[0][:2] + sealer.seal(header, b"next")), b"next", "opens")
     eq(relay.last, opener.last + 1, "the nonce rule's state")
+    opener.last = relay.last
+    body = sealer.seal(header, b"in place")
+    buffers = [bytearray(body), bytearray(body)]
+    views = [o.open(header, memoryview(b), True) for o, b in zip((opener, relay), buffers)]
+    eq(bytes(views[1]), bytes(views[0]), "open in place")
+    eq(buffers[1], buffers[0], "the buffer it opened in")
+    eq(bytes(relay.open(header, sealer.seal(header, b"not"))), b"not", "open")
 
 
 def test_released_keys_give_the_same_packets_and_bytes():
