@@ -5,6 +5,9 @@ driven by the realm's own lean transport (host/tcp_transport.py), not asyncio's:
 clients share the machine's cores with the realm they measure."""
 import asyncio
 import collections
+import errno
+import functools
+import os
 import random
 import socket
 import time
@@ -52,20 +55,29 @@ class BenchDevice:
         self.conn = None
 
     @classmethod
-    async def connect(cls, port, identity, on_proxy=None, source=None):
-        """`source`: the loopback address to connect from (another machine, as it were)."""
-        loop = asyncio.get_running_loop()
+    def open(cls, port, identity, on_proxy=None, source=None):
+        """A device connecting now, its Hello written as soon as the connection is up;
+        `welcomed` says how it went (the connection's own failure is an OSError).
+        `source`: the loopback address to connect from (another machine, as it were)."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
             if source:
                 sock.bind((source, 0))
-            await loop.sock_connect(sock, ("127.0.0.1", port))
+            error = sock.connect_ex(("127.0.0.1", port))
+            if error not in (0, errno.EINPROGRESS):
+                raise OSError(error, os.strerror(error))
         except BaseException:
             sock.close()
             raise
         device = cls(identity, on_proxy)
-        device.start(TcpTransport(loop, sock))
+        device.start(TcpTransport(asyncio.get_running_loop(), sock))
+        return device
+
+    @classmethod
+    async def connect(cls, port, identity, on_proxy=None, source=None):
+        """The device once welcomed (see open)."""
+        device = cls.open(port, identity, on_proxy, source)
         await device.welcomed
         return device
 
@@ -85,6 +97,8 @@ class BenchDevice:
         self.flush()
 
     def transport_lost(self, why):
+        if why is not None and not self.welcomed.done():  # refused, reset...
+            self.welcomed.set_exception(why)
         self._handle(self.conn.connection_lost("realm closed the connection"))
         self.lost.set_result(None)
 
@@ -112,19 +126,42 @@ class BenchDevice:
 
 async def connect_many(port, identities, concurrency, keep=True):
     """Connect every identity (at most `concurrency` handshakes at once); returns the
-    devices (closed again at once unless `keep`)."""
-    gate = asyncio.Semaphore(concurrency)
+    devices (closed again at once unless `keep`). Each Welcome starts the next connection
+    from its callback: no task per device (the clients share the cores with the realm)."""
+    loop = asyncio.get_running_loop()
+    finished = loop.create_future()
+    waiting = iter(identities)
     devices = []
+    left = len(identities)
 
-    async def one(identity):
-        async with gate:
-            device = await BenchDevice.connect(port, identity)
-            if keep:
-                devices.append(device)
-            else:
-                device.close()
-    await asyncio.gather(*(one(i) for i in identities))
-    return devices
+    def start_next():
+        identity = next(waiting, None)
+        if identity is not None:
+            device = BenchDevice.open(port, identity)
+            device.welcomed.add_done_callback(functools.partial(welcomed, device))
+
+    def welcomed(device, welcome):
+        nonlocal left
+        if finished.done():
+            return
+        if welcome.exception() is not None:
+            finished.set_exception(welcome.exception())
+            return
+        if keep:
+            devices.append(device)
+        else:
+            device.close()
+        left -= 1
+        if left:
+            start_next()
+        else:
+            finished.set_result(devices)
+
+    if not identities:
+        return devices
+    for _ in range(concurrency):
+        start_next()
+    return await finished
 
 
 STARTS_PER_TURN = 100  # Fleet's connections started between two turns of the bench's loop

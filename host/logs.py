@@ -36,13 +36,17 @@ def quote(text, limit=PEER_TEXT_MAX):
     return '"%s"... (%d more characters)' % (text[:limit].translate(_QUOTED), len(text) - limit)
 
 
+_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+_LINE = "%s %s %s"  # _FORMAT by position: asctime, levelname, message
+
+
 class _Formatter(logging.Formatter):
     """`%(asctime)s %(levelname)s %(message)s`, the message escaped, at a realm's pace: a
     reconnect writes two lines, and logging.Formatter's own took 8 us each (its time
     stamp alone, made afresh for every line, 2 us)."""
 
     def __init__(self):
-        super().__init__("%(asctime)s %(levelname)s %(message)s")
+        super().__init__(_FORMAT)
         self._second = None  # the whole second whose stamp is _stamp
         self._stamp = ""
 
@@ -54,6 +58,15 @@ class _Formatter(logging.Formatter):
             self._stamp = time.strftime(self.default_time_format, time.localtime(second))
             self._second = second
         return self.default_msec_format % (self._stamp, record.msecs)
+
+    def format(self, record):
+        """logging.Formatter.format's line, with the message escaped; a line with no
+        traceback is made here, without the generic steps (a third of its cost)."""
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        message = record.getMessage()
+        record.message = message if message.isprintable() else escape(message)
+        return _LINE % (self.formatTime(record), record.levelname, record.message)
 
     def formatMessage(self, record):
         if not record.message.isprintable():  # printable: nothing to escape (fast, in C)

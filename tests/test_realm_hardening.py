@@ -9,6 +9,7 @@ import resource
 import select
 import socket
 import struct
+import sys
 import time
 import weakref
 
@@ -137,6 +138,13 @@ def test_log_lines_are_stamped_as_logging_does_and_escaped():
             line = ours.format(logging.makeLogRecord(fields))
             assert line == logs.escape(plain.format(logging.makeLogRecord(fields)))
             assert "\n" not in line and "\x1b" not in line
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        fields = {"created": start, "msecs": 0.0, "levelname": "ERROR", "msg": "failed %s",
+                  "args": ("x",), "exc_info": sys.exc_info()}
+    line = ours.format(logging.makeLogRecord(fields))  # a traceback: logging's own way
+    assert line == plain.format(logging.makeLogRecord(fields)) and "ValueError: boom" in line
     logs.setup()
 
 
