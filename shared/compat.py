@@ -36,7 +36,8 @@ else:
     sha256_prefix = hashlib.sha256
 
 
-# Where CPython has the C versions (OpenSSL through `cryptography`, binascii, hmac),
+# Where CPython has the C versions (OpenSSL through `cryptography`, libsodium through
+# PyNaCl where installed, binascii, hmac),
 # shared/compat_cpython.py binds them. MicroPython never loads that module: the names
 # of code it would not run still cost a board's heap (every name in a loaded module is
 # interned for good, and crossing a qstr pool's size costs 5-7 KB at once).

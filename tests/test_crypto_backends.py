@@ -13,20 +13,44 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given, settings, strategies as st
 
-from shared import compat, crypto
+from shared import compat, compat_cpython, crypto
 from shared import x25519 as pure
 
 BASE_POINT = b"\x09" + bytes(31)
+# u-coordinates of small order (RFC 7748 section 6.1's check): X25519 gives all zeros.
+LOW_ORDER = (bytes(32), b"\x01" + bytes(31),
+             bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"))
 key32 = st.binary(min_size=32, max_size=32)
 # Counter starts near the 2^64 and 2^128 carries as often as anywhere else.
 half = st.one_of(st.integers(0, 2**64 - 1), st.integers(2**64 - 70, 2**64 - 1))
 ivs = st.builds(lambda hi, lo: struct.pack(">QQ", hi, lo), half, half)
 
 
-def test_cpython_uses_openssl_backends():
-    assert compat.x25519 is not pure.x25519
+def test_cpython_uses_native_backends():
+    """libsodium's X25519 where PyNaCl is installed (requirements.txt has it), OpenSSL's
+    AES and HMAC comparison."""
+    assert compat.x25519 is compat_cpython.sodium_x25519
+    assert compat.x25519_keypair is compat_cpython.sodium_x25519_keypair
     assert compat.aes256_ctr is not None
     assert crypto.ct_equal is hmac.compare_digest
+
+
+@settings(max_examples=100, deadline=None)
+@given(scalar=key32, u=st.one_of(key32, st.sampled_from(LOW_ORDER)))
+def test_libsodium_and_openssl_x25519_agree(scalar, u):
+    """The two CPython backends give the same bytes, the all-zero result of a low-order u
+    too (each library refuses it; the pure ladder answers then)."""
+    result = compat_cpython.sodium_x25519(scalar, u)
+    assert result == compat_cpython.openssl_x25519(scalar, u)
+    assert (result == bytes(32)) == (u in LOW_ORDER)
+
+
+def test_both_backends_key_pairs_are_fresh_and_consistent():
+    for make in (compat_cpython.sodium_x25519_keypair, compat_cpython.openssl_x25519_keypair):
+        pairs = [make() for _ in range(3)]
+        assert len({private for private, _ in pairs}) == 3
+        for private, public in pairs:
+            assert pure.x25519(private, BASE_POINT) == public
 
 
 @settings(max_examples=200, deadline=None)
