@@ -1,7 +1,8 @@
 # The update slots' small JSON files (slots/boot.json, update.json, image.json, a slot's
-# release.json), for the update service and firmware/trial.py, which load this only while
-# they work. (The first stage, firmware/main.py, reads them with its own few lines: it is
-# never updated and imports nothing of the runtime.)
+# release.json) and what the board's OTA partitions say of an image on trial, for the
+# update service and firmware/trial.py, which load this only while they work. (The first
+# stage, firmware/main.py, reads the files with its own few lines: it is never updated and
+# imports nothing of the runtime.)
 import json
 import os
 
@@ -20,3 +21,23 @@ def write_json(path, value):
     with open(path + ".tmp", "w") as f:
         json.dump(value, f)
     os.rename(path + ".tmp", path)
+
+
+def ota_partitions(board):
+    """esp32.Partition (or the unix board's stand-in) when the board was built with two
+    OTA partitions, else None: it takes no firmware image."""
+    return board.ota() if hasattr(board, "ota") else None
+
+
+def image_runs(trial, board):
+    """True when the bootloader runs the image on trial (slots/image.json's "trial"), else
+    it went back to the previous image."""
+    ota = ota_partitions(board)
+    return ota is not None and ota(ota.RUNNING).info()[4] == trial["label"]
+
+
+def trial_name(image, app_version):
+    """What a version on trial is, in the log's and the updater's words: the image on trial
+    (image: slots/image.json's value), else the app's update."""
+    trial = image.get("trial")
+    return "image " + trial["version"] if trial else "update %s" % app_version

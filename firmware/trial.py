@@ -11,7 +11,8 @@ from binascii import unhexlify
 from shared import RELEASE, update
 from shared.codec import SERVICE_UPDATE, uuid_from_str
 from shared.compat import const
-from firmware.slotfiles import read_json, write_json
+from firmware.slotfiles import image_runs, read_json, trial_name, write_json
+from firmware.updating import IMAGE_STATE  # folded by the build: nothing is loaded
 
 _WATCHDOG_MS = const(30000)
 _TICK_MS = const(500)
@@ -31,11 +32,10 @@ async def guard(runtime):
     dog = board.watchdog(_WATCHDOG_MS) if state.get("trial") == boot["slot"] and hasattr(
         board, "watchdog") else None
     times = runtime.config["update"]
-    image = read_json(boot["slots"] + "/image.json") or {}
+    image = read_json(boot["slots"] + IMAGE_STATE) or {}
     trial = image.get("trial")
-    what = "image " + trial["version"] if trial else "update %s" % runtime.app_version
-    ota = board.ota() if trial else None
-    if trial and ota(ota.RUNNING).info()[4] != trial["label"]:
+    what = trial_name(image, runtime.app_version)
+    if trial and not image_runs(trial, board):
         await _online(runtime)  # the bootloader went back to the previous image
         _image_rolled_back(runtime, image, trial)
     elif state.get("failed"):  # the first stage went back to the previous slot
@@ -77,7 +77,7 @@ def _confirm(runtime, trial, what):
     bootloader too), and tell the updater."""
     if trial:  # the bootloader keeps this image from now on
         runtime.board.ota().mark_app_valid_cancel_rollback()
-        write_json(runtime.boot["slots"] + "/image.json",
+        write_json(runtime.boot["slots"] + IMAGE_STATE,
                    {"version": trial["version"], "id": trial["id"]})
         version = what
     else:
@@ -106,7 +106,7 @@ def _image_rolled_back(runtime, image, trial):
     """The image on trial was reset before its confirmation: the bootloader went back to
     the previous one. Forget the trial, report it, never try it again."""
     image.pop("trial")
-    write_json(runtime.boot["slots"] + "/image.json", image)
+    write_json(runtime.boot["slots"] + IMAGE_STATE, image)
     fw = "image " + image["version"] if "version" in image else None
     _boot_state(runtime, fw)
     runtime.firmware = RELEASE + " " + fw if fw else RELEASE

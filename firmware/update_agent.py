@@ -7,7 +7,8 @@ from binascii import hexlify
 from shared import update
 from shared.codec import uuid_to_str
 from shared.update import UpdateError
-from firmware.updating import UpdateService, read_json, IMAGE_STATE, KEPT_OFFER, _remove
+from firmware.slotfiles import read_json, trial_name
+from firmware.updating import UpdateService, IMAGE_STATE, KEPT_OFFER, _remove
 
 
 class Agent(UpdateService):
@@ -30,10 +31,6 @@ class Agent(UpdateService):
         self._recorded_offer()
         self._start_task()
 
-    def _trying(self):
-        trial = self.image.get("trial")
-        return "image " + trial["version"] if trial else "update %s" % self.rt.app_version
-
     def _offer(self, peer, uid, size, header_size, version):
         who = uuid_to_str(peer)  # an updater: firmware/launch.py turned strangers away
         hexid = hexlify(uid).decode()
@@ -51,7 +48,7 @@ class Agent(UpdateService):
                                                         else mine.get("version")))
         elif on_trial:
             raise UpdateError(update.BUSY, "%s is on trial: it must be confirmed before the "
-                              "next update" % self._trying())
+                              "next update" % trial_name(self.image, self.rt.app_version))
         else:
             # Fetched after a restart without the app, so the transfer has the whole heap;
             # a bundle fetched in part before goes on from there.

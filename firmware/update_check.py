@@ -8,8 +8,8 @@ from binascii import unhexlify
 
 from shared import update
 from shared.update import UpdateError
-from firmware.updating import (HEADER_FIXED, IMAGE_STATE, INDEX_PATH, ota_partitions,
-                               read_json, refusal, write_json)
+from firmware.slotfiles import ota_partitions, read_json, write_json
+from firmware.updating import HEADER_FIXED, IMAGE_STATE, INDEX_PATH, refusal
 
 
 def check(boot, config, board):

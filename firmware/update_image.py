@@ -20,7 +20,8 @@ from shared import update
 from shared.compat import const
 from shared.update import UpdateError
 from firmware.update_fetch import Fetcher
-from firmware.updating import IMAGE_STATE, ota_partitions, read_json, write_json
+from firmware.slotfiles import ota_partitions, read_json, write_json
+from firmware.updating import IMAGE_STATE
 
 BLOCK = const(4096)  # the partitions' block size (esp32.Partition: ioctl 5)
 _PIECE = const(8)  # blocks (32 KB) between two progress records on flash

@@ -16,7 +16,7 @@ import struct
 from shared import codec, update
 from shared.compat import const
 from shared.update import UpdateError
-from firmware.slotfiles import read_json, write_json
+from firmware.slotfiles import image_runs, read_json, write_json
 from firmware.store import makedirs
 
 TICK_MS = const(500)
@@ -159,18 +159,6 @@ def image_version(slots, board):
     if trial and image_runs(trial, board):
         return trial["version"]
     return image.get("version")
-
-
-def image_runs(trial, board):
-    """True when the bootloader runs the image on trial (else it went back)."""
-    ota = ota_partitions(board)
-    return ota is not None and ota(ota.RUNNING).info()[4] == trial["label"]
-
-
-def ota_partitions(board):
-    """esp32.Partition (or the unix board's stand-in) when the board was built with two
-    OTA partitions, else None: it takes no firmware image."""
-    return board.ota() if hasattr(board, "ota") else None
 
 
 def index_entry(record):

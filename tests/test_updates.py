@@ -196,3 +196,18 @@ def test_an_offer_that_finds_no_room_beside_the_app_is_answered_after_a_restart(
     dev.wait(r"answering an update offer: the app starts again after it")
     dev.wait(r"^app 2\.0\.0$")
     assert not dev.matches(r"out of memory|MemoryError"), dev.output()
+
+
+def test_an_offer_to_a_version_on_trial_is_refused_until_it_is_confirmed(fleet, bundle):
+    # The refusal names what is on trial in the words of the trial's own log lines.
+    dev = fleet.add("loft", update={"confirm_ms": 120000, "trial_ms": 300000})
+    online(dev)
+    first = fleet.push(bundle("2.0.0"), "loft", wait=120)
+    dev.wait(r"update 2\.0\.0 on trial: confirmed after 120 s online", 60)
+    first.kill()  # its updater gone, the version stays on trial
+    first.communicate()
+    code, rows, err = fleet.run_push(bundle("3.0.0"), "loft")
+    row = rows["loft"]
+    assert code == 1 and (row["state"], row["reason"]) == ("refused", "BUSY"), (rows, err)
+    assert "update 2.0.0 is on trial: it must be confirmed before the next update" \
+        in row["detail"], row
