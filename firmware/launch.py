@@ -5,7 +5,7 @@ import gc
 import sys
 
 from firmware.updating import KEPT_OFFER  # folded by the build: nothing is loaded
-from shared.update import OFFER  # (the same)
+from shared.update import OFFER, QUERY  # (the same)
 
 speaker = "device"  # the config's name once it is read: each line says which device speaks
 
@@ -47,15 +47,15 @@ def start(config_path="config.json", state_dir=None, app=None, repin=False, boot
 # What the update service's halves load (shared/update.py too), unloaded when they are done.
 _UPDATE_MODULES = ("firmware.update_agent", "firmware.update_fetch", "firmware.update_image",
                    "firmware.updating", "firmware.slotfiles", "firmware.update_offer",
-                   "shared.update")
+                   "firmware.update_query", "shared.update")
 
 
 class Updates:
     """The update service as the runtime's first listener (docs/UPDATES.md): a stand-in
-    that loads the half that does the work (firmware/update_agent.py, which answers offers
-    and queries, or firmware/update_fetch.py without the app) only when a Service packet
-    for it arrives or a start without the app has work for it; the half unloads itself
-    when done."""
+    that loads the half that does the work (firmware/update_agent.py, which answers offers,
+    or firmware/update_fetch.py without the app) only when a Service packet for it arrives
+    or a start without the app has work for it; the half unloads itself when done. A
+    Query needs no half: firmware/update_query.py answers it."""
 
     def __init__(self, runtime):
         self.runtime = runtime
@@ -87,6 +87,14 @@ class Updates:
                 except MemoryError:
                     self.done()  # no room even for that: dropped, as a malformed one
                 return
+        elif self.working is None and len(data) == 1 and data[0] == QUERY:
+            try:  # beside the app, the half may find no room; this does
+                from firmware.update_query import answer
+                answer(self.runtime, peer)
+            except MemoryError:
+                pass  # no room even for that: unanswered, the updater says so
+            self.done()
+            return
         try:
             self.load().handle(peer, data)
             return

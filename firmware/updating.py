@@ -2,21 +2,21 @@
 # The runtime loads a half only when there is work for it, and it unloads itself when
 # idle again, so an idle device pays nothing for updates:
 #   firmware/update_agent.py  answers offers (an accepted one restarts the device to fetch
-#                             it) and queries: beside the app, or after a restart without
-#                             it when the app left it no room (the offer kept on flash);
+#                             it): beside the app, or after a restart without it when the
+#                             app left it no room (the offer kept on flash);
 #   firmware/update_fetch.py  after that restart, without the app, so the transfer has
 #                             the heap: pulls the bundle into the other slot, installs it.
-# (firmware/trial.py, beside the app, confirms a version on trial or reports a rollback.)
+# (firmware/trial.py, beside the app, confirms a version on trial or reports a rollback;
+# firmware/update_query.py answers a Query, loaded alone by the stand-in when no half is.)
 import asyncio
 import hashlib
-import json
 import os
 import struct
 
 from shared import codec, update
 from shared.compat import const
 from shared.update import UpdateError
-from firmware.slotfiles import image_runs, read_json, write_json
+from firmware.slotfiles import read_json, write_json
 from firmware.store import makedirs
 
 TICK_MS = const(500)
@@ -57,7 +57,8 @@ class UpdateService:
                 elif kind == update.CHUNK:
                     self._chunk(*fields)
                 elif kind == update.QUERY:
-                    self._send(peer, update.info(json.dumps(self._info())))
+                    from firmware.update_query import answer
+                    answer(self.rt, peer)
             except Exception as e:  # a refusal, a flash error, no memory: the app runs on
                 if isinstance(e, MemoryError) and not self.rt.boot["alone"]:
                     raise  # beside the app: firmware/launch.py has it answered without it
@@ -112,13 +113,6 @@ class UpdateService:
         self.listener.done()
 
     # -- answers ----------------------------------------------------------------------
-    def _info(self):
-        p = self.pending or {}
-        return {"app": self.rt.app_version, "image": image_version(self.slots, self.rt.board),
-                "slot": self.slot, "board": self.rt.board.NAME,
-                "trial": self.rt.boot["state"].get("trial") == self.slot,
-                "failed": p.get("version") if p.get("phase") == "failed" else None}
-
     def _refuse(self, peer, uid, version, error):
         error = refusal(error)
         self.rt.log("update %s refused: %s" % (version, error))
@@ -149,16 +143,6 @@ class UpdateService:
         if getattr(self, "file", None) is not None:
             self.file.close()
         self.file = None
-
-
-def image_version(slots, board):
-    """The version of the firmware image that runs, if an image update installed it
-    (slots/image.json, firmware/update_image.py); None: the flashed image."""
-    image = read_json(slots + IMAGE_STATE) or {}
-    trial = image.get("trial")
-    if trial and image_runs(trial, board):
-        return trial["version"]
-    return image.get("version")
 
 
 def index_entry(record):
