@@ -111,6 +111,9 @@ class DeviceConnection(Connection):
         d2r_enc, d2r_mac, r2d_enc, r2d_mac = session_keys(th, dh1, self._dh2)
         self._sealer = crypto.Sealer(d2r_enc, d2r_mac)
         self._opener = crypto.Opener(r2d_enc, r2d_mac)
+        # The key material is let go before the ciphers' first use, the handshake's peak
+        # of heap on a device: there, with a few KB free, each block freed counts.
+        del th, realm_eph, dh1, d2r_enc, d2r_mac, r2d_enc, r2d_mac
         try:
             challenge = self._opener.open(clear, packet[34:])
         except ProtocolError:
@@ -124,6 +127,7 @@ class DeviceConnection(Connection):
             login = codec.encode(codec.PROTO_REALM, codec.DEVICE_LOGIN, codec.LOGIN_TOKEN,
                                  self._token)
         self._send(login)
+        self._token = None  # sent once: not kept for the session
         self._state = _LOGGING_IN
 
     # -- session ----------------------------------------------------------------
