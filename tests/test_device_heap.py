@@ -14,13 +14,12 @@ from tests.fw_helpers import realm, unix_build  # noqa: F401  (fixtures)
 from tools.simproc import ROOT, SimDevice, write_config
 
 HEAP_APP = os.path.join(ROOT, "bench", "heap_app.py")
-IDLE_HEAP_IN_USE = 96 * 1024  # measured 92.8-93.6 KB at 256k (make bench-device: "heap in use")
+IDLE_HEAP_IN_USE = 96 * 1024  # measured 92,576 B at 256k (make bench-device: "heap in use")
 # A -X heapsize in which a device comes online at its first attempt and idles: boot, the
 # handshake's peak (two X25519 on first contact, the session keys, the first report) and
-# the heap's fragmentation all have to fit. 2 KB over the smallest that passes every run:
-# 98k passed 4 runs of 5 (96k 1 of 5; issue 12's target, which 16 runs of 16 passed
-# before the update stand-in grew by 1.3 KB).
-IDLE_FITS_IN = "100k"
+# the heap's fragmentation all have to fit. 1 KB over issue 12's target, 96k, which passed
+# 48 runs of 48 (95k 10 of 16; this 16 of 16, and 7 of 10 before the cuts of devheap).
+IDLE_FITS_IN = "97k"
 UPDATE_SUPPORT = 2 * 1024  # issue 9: what update support may add to an idle device
 
 
