@@ -56,8 +56,12 @@ class Device:
     def send(self, peer, data):
         """Send bytes to a peer; returns the msg_id that delivery() reports on.
         Raises SendQueueFull when too many sends wait (offline, or a key being fetched),
-        ValueError when data is over the realm's size limit."""
-        return self._runtime.send(self.peer_id(peer), bytes(data))
+        ValueError when data is over the realm's size limit. data is sealed from where it
+        lies when it can go at once, and copied only if it must wait: a buffer the app
+        reuses for large messages costs no block of their size per send."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            data = bytes(data)
+        return self._runtime.send(self.peer_id(peer), data)
 
     def delivery_status(self, msg_id):
         """The Delivery status name of msg_id, or None while it is not known yet."""

@@ -18,8 +18,8 @@ from shared.protocol import (DEFAULT_PORT, HANDSHAKE_TIMEOUT_MS, MAX_TOKEN_BYTES
 _DEFAULT_UPDATE = const((("confirm_ms", 30000), ("trial_ms", 300000), ("reuse", True)))
 _MAX_RELEASE_KEYS = const(2)  # the current release key and the next one, while it is rotated
 _KNOWN = const(("device_id", "token", "name", "realm", "realm_key", "private_key", "peers",
-                "wifi", "reconnect", "handshake_ms", "receive_buffer", "app", "updaters",
-                "release_keys", "update"))
+                "wifi", "reconnect", "handshake_ms", "receive_buffer", "send_buffer", "app",
+                "updaters", "release_keys", "update"))
 _SERIAL_KEYS = const(("uart", "tx", "rx", "baud", "path"))
 
 
@@ -80,6 +80,9 @@ def validate(raw, has_wifi):
     # Bytes the receive buffer starts with (docs/FIRMWARE.md, "Message size at 128k"):
     # 4120 takes a packet of 4096 without asking a fragmented heap for a block its size.
     c["receive_buffer"] = _int(raw.get("receive_buffer", 512), "receive_buffer", 64, 65535 + 24)
+    # Bytes of the buffer frames are built in, made at the same moment (0: none, each
+    # frame a block of its own): 4120 sends a packet of 4096 without asking for a block.
+    c["send_buffer"] = _int(raw.get("send_buffer", 0), "send_buffer", 0, 65535 + 24)
     c["app"] = raw.get("app") or {}
     _updates(raw, c)
     return c

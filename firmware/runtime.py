@@ -327,8 +327,12 @@ class Runtime:
             # The link's bytes land here and its packets are opened where they lie, session
             # after session: made once, just after a collection, while the heap is least
             # fragmented (config "receive_buffer": 4120 takes the largest packet; the
-            # default grows when a packet needs it, if the heap has the room then).
-            self._buf = bytearray(self.config["receive_buffer"])
+            # default grows when a packet needs it, if the heap has the room then). The
+            # send buffer likewise, if the config asks for one ("send_buffer").
+            self._buf = bytearray(c["receive_buffer"])
+            if c["send_buffer"]:  # large messages are built in it (shared/sending.py)
+                from shared import sending
+                sending.buffer = bytearray(c["send_buffer"])
         if c["serial"] is not None:
             if self._serial is None:
                 try:

@@ -143,9 +143,12 @@ class Connection:
                    self._last_received + SILENCE_FACTOR * self._heartbeat_ms)
 
     def data_to_send(self):
+        """The bytes queued, not copied: a bytearray the connection no longer touches, or
+        a view of shared/sending.py's send buffer, valid until the connection's next call
+        (the shell writes it at once: a stream copies what it cannot send now)."""
         out = self._out
         self._out = bytearray()
-        return bytes(out)
+        return out
 
     def close(self, code, message=""):
         """End the connection with an Error the peer can read (e.g. SESSION_REPLACED)."""
@@ -193,11 +196,16 @@ class Connection:
         if self._sealed:
             self._send_sealed(packet[:clear_len], packet[clear_len:])
         else:
-            self._out += self._framer.frame(packet)
-            self._last_sent = self._now
+            self._queue(self._framer.frame(packet))
 
     def _send_sealed(self, header, plain):
-        self._out += self._framer.frame(header + self._sealer.seal(header, plain))
+        self._queue(self._framer.frame(header + self._sealer.seal(header, plain)))
+
+    def _queue(self, frame):
+        """Queue a frame after what is queued."""
+        if type(self._out) is not bytearray:  # a view of the send buffer: copied, freeing it
+            self._out = bytearray(self._out)
+        self._out += frame
         self._last_sent = self._now
 
     def _start_session(self, heartbeat_s, max_packet):

@@ -51,16 +51,21 @@ class E2E:
         self._peers.pop(peer_id, None)
 
     def seal(self, peer_id, dpacket_id, *fields):
+        keys, n = self.take_nonce(peer_id)
+        header = codec.encode(codec.PROTO_DEVICE, dpacket_id, *fields)
+        return header[:2] + crypto.seal(keys[0], keys[1], n, header[:2], header[2:])
+
+    def take_nonce(self, peer_id):
+        """(the peer's keys, the nonce of the next inner packet sent to it): for seal(),
+        and for shared/sending.py, which seals a large one where it is sent from."""
         keys = self._peers[peer_id]
         if self.counter > _MAX_COUNTER:
             self.boot += 1
             self.counter = 0
             if self._on_new_boot is not None:
                 self._on_new_boot(self.boot)
-        n = (self.boot << 32) | self.counter
         self.counter += 1
-        header = codec.encode(codec.PROTO_DEVICE, dpacket_id, *fields)
-        return header[:2] + crypto.seal(keys[0], keys[1], n, header[:2], header[2:])
+        return keys, (self.boot << 32) | (self.counter - 1)
 
     def open(self, peer_id, inner):
         """(dpacket_id, fields) of an inner packet from peer_id; ProtocolError if refused.

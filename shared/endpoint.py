@@ -18,6 +18,7 @@ from shared.protocol import DEFAULT_MAX_PACKET, MAX_PEERS
 _DEFAULT_MAX_QUEUE = const(16)
 _MAX_MSG_ID = const(0xFFFFFFFF)
 _E2E_OVERHEAD = const(26)  # inner header 2 + n 8 + tag 16
+_IN_PLACE = const(256)  # larger messages are sent by shared/sending.py (loaded for them)
 
 
 class SendQueueFull(Exception):
@@ -50,7 +51,7 @@ class Endpoint:
             self._pin(peer, key)
         self._max_queue = max_queue
         self._conn = None
-        self._outbox = []  # [peer, msg_id, dpacket_id, body] waiting for a link or a key
+        self._outbox = []  # [peer, msg_id, dpacket_id, fields] waiting for a link or a key
         self._inbox = []  # [peer, inner] from peers whose key is on its way
         self._asked = []  # peers whose key was requested on this connection
         self._events = []
@@ -72,16 +73,16 @@ class Endpoint:
     # -- application ------------------------------------------------------------
     def send(self, peer, data):
         """Queue Data for a peer; returns its msg_id, reported later by a Delivery event."""
-        return self._queue(peer, codec.DATA, data)
+        return self._queue(peer, codec.DATA, (data,))
 
     def ping(self, peer, data=b""):
         if len(data) > codec.MAX_PING:
             raise ValueError("a Ping carries at most %d bytes" % codec.MAX_PING)
-        return self._queue(peer, codec.PING, data)
+        return self._queue(peer, codec.PING, (data,))
 
     def send_service(self, peer, service, data):
         """Queue a Service packet (a system service such as codec.SERVICE_UPDATE)."""
-        return self._queue(peer, codec.SERVICE, (service, data), len(data) + 1)
+        return self._queue(peer, codec.SERVICE, (service, data))
 
     def forget_peer(self, peer):
         """Unpin a peer, so that its next key is trusted: the user's explicit re-pin."""
@@ -119,17 +120,24 @@ class Endpoint:
         return self.take_events()
 
     # -- internals --------------------------------------------------------------
-    def _queue(self, peer, dpacket_id, body, size=None):
-        """body: the packet's one field, or a tuple of its fields (then size is given)."""
-        size = len(body) if size is None else size
+    def _queue(self, peer, dpacket_id, fields):
+        """fields: the packet's, the last one its data (a rest field), each before it a u8."""
+        size = len(fields) - 1 + len(fields[-1])
         if size + _E2E_OVERHEAD > self.max_inner:
             raise ValueError("message of %d bytes is over this realm's limit of %d" % (
                 size, self.max_inner - _E2E_OVERHEAD))
         if len(self._outbox) >= self._max_queue:
             raise SendQueueFull("send queue full (%d messages)" % self._max_queue)
         self._last_id = self._last_id % _MAX_MSG_ID + 1
-        self._outbox.append([peer, self._last_id, dpacket_id, body])
-        self._flush()
+        item = [peer, self._last_id, dpacket_id, fields]
+        self._outbox.append(item)
+        self._flush()  # sent at once, it was sealed from the caller's data
+        if self._outbox and self._outbox[-1] is item:  # waiting: a copy of its own
+            try:
+                item[3] = fields[:-1] + (bytes(fields[-1]),)
+            except MemoryError:  # not queued: the caller may try again later
+                self._outbox.pop()
+                raise
         return self._last_id
 
     def _ready(self, peer):
@@ -154,15 +162,15 @@ class Endpoint:
         for item in list(self._outbox):
             peer = item[0]
             if (only is None or peer == only) and self._ready(peer):
-                body = item[3]
-                if type(body) is tuple:
-                    inner = self._e2e.seal(peer, item[2], *body)
-                else:
-                    inner = self._e2e.seal(peer, item[2], body)
                 # Off the queue before it goes: if sending fails (MemoryError, say), the
                 # message is not sent twice at the next flush.
                 self._outbox.remove(item)
-                self._conn.send_proxy(peer, item[1], inner)
+                fields = item[3]
+                if len(fields[-1]) > _IN_PLACE:  # built where it is sent from: no copy per layer
+                    from shared import sending
+                    sending.send(self._conn, self._e2e, peer, item[1], item[2], fields)
+                else:
+                    self._conn.send_proxy(peer, item[1], self._e2e.seal(peer, item[2], *fields))
 
     def _receive(self, peer, inner, may_wait):
         if not self._ready(peer):

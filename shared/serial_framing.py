@@ -39,29 +39,54 @@ crc16_ccitt_false = compat.crc16_ccitt_false or _crc16_by_table
 
 def cobs_encode(data):
     """COBS in its minimal form: a final 254-byte block is not followed by an empty one."""
-    if not isinstance(data, bytes):
-        data = bytes(data)
-    view = memoryview(data)
-    end = len(data)
-    out = bytearray()
-    pos = 0
+    start = len(data) // 254 + 1
+    buf = bytearray(start + len(data))
+    buf[start:] = data
+    return bytes(memoryview(buf)[:_cobs_encode_in_place(buf, start, len(buf))])
+
+
+def _cobs_encode_in_place(buf, pos, end):
+    """COBS of buf[pos:end], written from buf[0] -> its length. pos must be at least the
+    code bytes COBS adds, (end - pos) // 254 + 1: the data only moves left, so one buffer
+    holds the packet and then its frame (a second, a device's heap may not have)."""
+    view = memoryview(buf)
+    out = 0
     while True:
-        zero = data.find(b"\x00", pos)
+        zero = buf.find(b"\x00", pos, end)
         stop = end if zero < 0 else zero
         start = pos
         while stop - pos >= 254:  # full blocks carry no implied zero
-            out.append(0xFF)
-            out += view[pos:pos + 254]
+            buf[out] = 0xFF
+            view[out + 1:out + 255] = view[pos:pos + 254]
+            out += 255
             pos += 254
+        if zero < 0 and pos == stop and pos != start:
+            return out  # full blocks ended the data exactly: no last block
+        n = stop - pos
+        buf[out] = n + 1
+        view[out + 1:out + 1 + n] = view[pos:stop]
+        out += n + 1
         if zero < 0:
-            # The last block; skipped only when full blocks ended the data exactly.
-            if pos < stop or pos == start:
-                out.append(stop - pos + 1)
-                out += view[pos:stop]
-            return bytes(out)
-        out.append(stop - pos + 1)
-        out += view[pos:stop]
+            return out
         pos = zero + 1
+
+
+def cobs_room(size):
+    """The bytes end_frame() needs free before a packet of `size` bytes: COBS's code
+    bytes for it and its CRC."""
+    return (size + 2) // 254 + 1
+
+
+def end_frame(frame, start, end):
+    """The frame of the packet frame[start:end], made where it lies (its CRC after it, COBS
+    over both, the 0x00), from frame[0]: cobs_room() bytes free before the packet and 3
+    after it. -> the frame's length. A large packet is framed in its own buffer so."""
+    crc = crc16_ccitt_false(memoryview(frame)[start:end])
+    frame[end] = crc >> 8
+    frame[end + 1] = crc & 0xFF
+    n = _cobs_encode_in_place(frame, start, end + 2)
+    frame[n] = 0
+    return n + 1
 
 
 def cobs_decode(data):

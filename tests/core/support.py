@@ -105,14 +105,16 @@ class Chunks:
 IS_MICROPYTHON = sys.implementation.name == "micropython"
 
 
-def squeezed(call, holes, hole):
+def squeezed(call, holes, hole, room=0):
     """call() on MicroPython with its heap full but for `holes` free blocks of `hole`
-    bytes: a device's heap after a while, fragmented, and what a path must fit in. A
-    MemoryError says it asked for more blocks of that size at once. CPython has no heap
-    to squeeze: there call() just runs, and the caller still checks what it returns."""
+    bytes (and one of `room` bytes if given): a device's heap after a while, fragmented,
+    and what a path must fit in. A MemoryError says it asked for more blocks of that size
+    at once. CPython has no heap to squeeze: there call() just runs, and the caller still
+    checks what it returns."""
     if not IS_MICROPYTHON:
         return call()
     gc.collect()
+    spare = bytearray(room) if room else None  # first, so that no block splits it later
     blocks = []
     crumbs = None
     try:
@@ -127,6 +129,7 @@ def squeezed(call, holes, hole):
         pass
     for i in range(holes):
         blocks[2 * i + 1] = None  # not side by side: each a hole of its own
+    spare = None
     gc.collect()
     try:
         return call()

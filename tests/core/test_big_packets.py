@@ -1,29 +1,33 @@
 # A packet of max_packet (4096) bytes on a device's heap: received into the one receive
 # buffer and opened there, hop and end to end, with no other block of its size asked
-# for. On MicroPython the heap is squeezed (tests/core/support.squeezed): full but for a
-# few holes smaller than the packet, as a device's fragmented heap is once online.
+# for; sent from one buffer the frame's size, sealed there end to end and for the hop.
+# On MicroPython the heap is squeezed (tests/core/support.squeezed): full but for a few
+# holes smaller than the packet (and, to send, one the frame's size), as a device's
+# fragmented heap is once online.
 import hashlib
 
-from shared import codec
+from shared import codec, sending  # loaded before any squeeze, as after a first large send
 from shared.e2e import E2E
 from shared.endpoint import Endpoint
-from shared.events import Message
-from shared.framing import RECEIVE_BUFFER
+from shared.events import Message, ProxyPassPacket
+from shared.framing import RECEIVE_BUFFER, StreamFramer
+from shared.serial_framing import SerialFramer
 from tests.core.linked import Link, device_id, keypair
 from tests.core.support import check, eq, squeezed
 
-MP_HEAP = "256k"  # compiling both sides from source (linked.py), and 4 KB packets
+MP_HEAP = "320k"  # compiling both sides and both framers from source (linked.py), 4 KB packets
 
 _PEER = device_id(9)
 _HOLES = 16  # free blocks of _HOLE bytes each: room for the small objects, none for a packet
 _HOLE = 512
 _READ = 512  # bytes a read takes, as the runtime's
+_LARGEST = 4096 - 46 - 26  # the largest Data: max_packet less hop and e2e
 
 
-def _online():
+def _online(framer=StreamFramer):
     """A device (in place, its buffer made) with its Endpoint, online, and the peer whose
     messages it takes (keys derived: the X25519 is not what is measured)."""
-    link = Link(in_place=bytearray(RECEIVE_BUFFER)).pump()
+    link = Link(in_place=bytearray(RECEIVE_BUFFER), framer=framer).pump()
     device_private = keypair(2)[0]
     endpoint = Endpoint(device_id(1), device_private, 1, pins=[(_PEER, keypair(9)[1])])
     endpoint.attach(link.device)
@@ -59,7 +63,7 @@ def _deliver(link, endpoint, peer, data):
 def test_a_device_opens_a_max_size_packet_in_its_receive_buffer():
     link, endpoint, peer = _online()
     _deliver(link, endpoint, peer, b"warm")[1]()  # the per-packet objects' first use
-    for size in (600, 4096 - 46 - 26):  # the largest Data: max_packet less hop and e2e
+    for size in (600, _LARGEST):
         data = bytes([size % 251]) * size
         frame, read_all = _deliver(link, endpoint, peer, data)
         eq(len(frame), 2 + 46 + 26 + size, "a frame of max_packet")
@@ -77,3 +81,66 @@ def test_received_views_are_valid_until_the_next_read():
                 for e in endpoint.handle(event) if isinstance(e, Message)]
     eq([bytes(m.data) for m in messages], [b"first", b"second"], "two packets in one read")
     check(type(messages[0].data) is memoryview, "a view, not a copy")
+
+
+def _sent(link, peer, frame, data):
+    """Checks that `frame` (what the device queued) carries one ProxyPass of `data`."""
+    events = [e for e in link.realm.receive_data(frame, 0) if isinstance(e, ProxyPassPacket)]
+    eq(len(events), 1, "one ProxyPass")
+    eq(peer.open(device_id(1), events[0].inner), (codec.DATA, (data,)), "%d bytes" % len(data))
+
+
+def test_a_device_sends_a_max_size_packet_from_one_buffer():
+    link, endpoint, peer = _online()
+    endpoint.send(_PEER, b"warm")
+    link.device.data_to_send()
+    for size in (2048, _LARGEST):
+        data = bytes([size % 251]) * size  # the app's own, made before the squeeze
+
+        def send():
+            endpoint.send(_PEER, data)
+            return link.device.data_to_send()  # the frame's buffer itself, not a copy
+        # Room for the frame and for small objects (the first free blocks are taken first),
+        # not for a second block of the packet's size.
+        frame = squeezed(send, _HOLES, _HOLE, room=size + 46 + 26 + 2 + 1024)
+        eq(len(frame), 2 + 46 + 26 + size, "a frame of max_packet")
+        _sent(link, peer, frame, data)
+
+
+def test_with_a_send_buffer_a_device_sends_a_max_size_packet_in_a_squeezed_heap():
+    # The send buffer (config "send_buffer") made while the heap was whole: the frame is
+    # built there, so sending asks for no block over _HOLE bytes at all, on either link.
+    sending.buffer = bytearray(RECEIVE_BUFFER)
+    try:
+        for framer in (StreamFramer, SerialFramer):
+            link, endpoint, peer = _online(framer)
+            endpoint.send(_PEER, b"warm")
+            link.realm.receive_data(link.device.data_to_send(), 0)
+            data = bytes([7]) * _LARGEST  # with a block of zeros: COBS's work is not trivial
+            data = data[:100] + bytes(300) + data[400:]
+
+            def send():
+                endpoint.send(_PEER, data)
+                return link.device.data_to_send()
+            _sent(link, peer, squeezed(send, _HOLES, _HOLE), data)
+    finally:
+        sending.buffer = None
+
+
+def test_frames_queued_before_the_shell_takes_them_are_kept_whole():
+    # The send buffer holds the first frame until the shell takes it: the next one is
+    # built in a block of its own and both are queued, in order, with a small one between
+    # them; once taken, the buffer is used again.
+    sending.buffer = bytearray(RECEIVE_BUFFER)
+    try:
+        link, endpoint, peer = _online()
+        first, second, third = b"1" * 1000, b"2" * 2000, b"3" * 3000
+        for data in (first, b"small", second):
+            endpoint.send(_PEER, data)
+        events = [e for e in link.realm.receive_data(link.device.data_to_send(), 0)
+                  if isinstance(e, ProxyPassPacket)]
+        eq([peer.open(device_id(1), e.inner)[1][0] for e in events], [first, b"small", second])
+        endpoint.send(_PEER, third)
+        _sent(link, peer, link.device.data_to_send(), third)
+    finally:
+        sending.buffer = None

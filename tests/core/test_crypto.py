@@ -136,7 +136,14 @@ def test_seal_vectors():
     for v in vectors("crypto")["seal"]:
         enc, mac = keys(v)
         ad, plaintext, body = unhex(v["ad"]), unhex(v["plaintext"]), unhex(v["body"])
-        eq(crypto.seal(enc, mac, v["n"], ad, plaintext), body, v["case"])
+        sealer = crypto.Sealer(enc, mac)
+        sealer.n = v["n"]
+        eq(sealer.seal(ad, plaintext), body, v["case"])
+        in_place = bytearray(len(body))  # n | plaintext | tag, sealed where it lies
+        in_place[8:len(body) - 16] = plaintext
+        sealer.n = v["n"]
+        eq(sealer.seal_in_place(ad, memoryview(in_place)), in_place, "in place")
+        eq(in_place, body, v["case"] + " in place")
         eq(crypto.open_body(enc, mac, ad, body), (v["n"], plaintext), v["case"])
         eq(crypto.open_body(enc, mac, ad, bytearray(body)), (v["n"], plaintext), "bytearray")
         eq(crypto.open_body(enc, mac, ad, memoryview(body)), (v["n"], plaintext), "memoryview")
