@@ -51,13 +51,16 @@ class _Formatter(logging.Formatter):
         self._stamp = ""
 
     def formatTime(self, record, datefmt=None):
+        return self._time(record.created, record.msecs)
+
+    def _time(self, created, msecs):
         """logging's default stamp (local time, then milliseconds), its seconds part
         made once a second."""
-        second = int(record.created)
+        second = int(created)
         if second != self._second:
             self._stamp = time.strftime(self.default_time_format, time.localtime(second))
             self._second = second
-        return self.default_msec_format % (self._stamp, record.msecs)
+        return self.default_msec_format % (self._stamp, msecs)
 
     def format(self, record):
         """logging.Formatter.format's line, with the message escaped; a line with no
@@ -67,6 +70,38 @@ class _Formatter(logging.Formatter):
         message = record.getMessage()
         record.message = message if message.isprintable() else escape(message)
         return _LINE % (self.formatTime(record), record.levelname, record.message)
+
+    def line(self, levelno, message, created):
+        """What format() makes of a record of this level, message (its arguments applied)
+        and creation time (msecs as LogRecord computes them)."""
+        if not message.isprintable():
+            message = escape(message)
+        return _LINE % (self._time(created, int((created - int(created)) * 1000)),
+                        logging.getLevelName(levelno), message)
+
+
+class _StreamLines(logging.StreamHandler):
+    """logging's StreamHandler (stderr, or the stream `realm serve` was given), which a
+    link's lines reach without a LogRecord (LinkLog): about a third of what a line cost
+    through logging, and a session writes two."""
+
+    def write_line(self, levelno, message, created):
+        text = self.formatter.line(levelno, message, created) + self.terminator
+        with self.lock:
+            self.stream.write(text)
+            self.stream.flush()
+
+
+def _line_writer(logger, level):
+    """The logger's one handler if it writes lines itself and would be all that sees a
+    record of `level` (no filters, no other handler, nothing propagated); else None."""
+    handlers = logger.handlers
+    if len(handlers) != 1 or logger.filters or logger.propagate:
+        return None
+    handler = handlers[0]
+    if type(handler) is not _StreamLines or handler.filters or level < handler.level:
+        return None
+    return handler
 
     def formatMessage(self, record):
         if not record.message.isprintable():  # printable: nothing to escape (fast, in C)
@@ -80,7 +115,7 @@ def setup(verbose=False, stream=None, log_file=None):
         handler = logging.handlers.RotatingFileHandler(log_file, maxBytes=FILE_BYTES,
                                                        backupCount=FILE_KEEP)
     else:
-        handler = logging.StreamHandler(stream or sys.stderr)
+        handler = _StreamLines(stream or sys.stderr)
     handler.setFormatter(_Formatter())
     root = logging.getLogger(LOGGER)
     root.handlers[:] = [handler]
@@ -119,7 +154,7 @@ class LinkLog:
             return
         if self.written < self.limit:
             self.written += 1
-            self.logger.log(level, message, *args, exc_info=exc_info)
+            self._write(level, message, args, exc_info)
         else:
             self.suppressed += 1
 
@@ -127,4 +162,14 @@ class LinkLog:
         if self.suppressed:
             message += " (%d more lines of this link suppressed)"
             args += (self.suppressed,)
-        self.logger.info(message, *args)
+        self._write(logging.INFO, message, args)
+
+    def _write(self, level, message, args, exc_info=False):
+        writer = None if exc_info else _line_writer(self.logger, level)
+        if writer is not None:
+            try:
+                writer.write_line(level, message % args if args else message, time.time())
+                return
+            except Exception:  # a stream that fails: logging's way reports it (below)
+                pass
+        self.logger.log(level, message, *args, exc_info=exc_info)

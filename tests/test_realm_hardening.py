@@ -125,6 +125,35 @@ def test_log_text_is_escaped_and_a_link_has_a_line_budget():
         "line 0", "line 1", "line 2", "end (7 more lines of this link suppressed)"]
 
 
+def test_a_links_lines_written_directly_are_the_lines_logging_writes(monkeypatch):
+    """A link's lines reach the realm's own stream handler without a LogRecord: byte for
+    byte what logging writes for them, escaped alike. With another handler on the
+    logger they go through logging, so that one sees them too."""
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_000.5)
+    monkeypatch.setattr(time, "time_ns", lambda: 1_800_000_000_500_000_000)
+    stream = io.StringIO()
+    logger = logs.setup(stream=stream)
+    seen = []
+    try:
+        link = logs.LinkLog(logger)
+        for message, args in (("login %s from %s", ("a (b)", "[::1]:5")), ("x\x1b %%", ())):
+            link.line(logging.INFO, message, *args)
+            logger.info(message, *args)
+        link.last("end %s", "line\nforged")
+        logger.info("end %s", "line\nforged")
+        extra = logging.Handler()
+        extra.emit = seen.append
+        logger.addHandler(extra)
+        link.line(logging.WARNING, "warned %d", 1)
+    finally:
+        logs.setup()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 7 and lines[0:6:2] == lines[1:6:2], lines
+    assert lines[1].endswith(" INFO login a (b) from [::1]:5") and "\x1b" not in lines[3]
+    assert lines[6].endswith(" WARNING warned 1") and [r.getMessage() for r in seen] == [
+        "warned 1"]
+
+
 def test_log_lines_are_stamped_as_logging_does_and_escaped():
     """The realm's formatter makes a stamp's seconds once a second and skips the escape of
     printable text: its lines are still exactly logging's own, escaped."""
