@@ -156,6 +156,26 @@ def test_endpoint_queues_while_offline_and_flushes():
     eq(a.queued(), 0, "flushed")
 
 
+def test_a_message_that_waits_is_a_copy_of_the_callers_buffer():
+    # A message sent at once is sealed from the caller's buffer; one that waits (offline,
+    # or for the peer's key) is copied, since the caller may reuse its buffer meanwhile.
+    realm = _Realm()
+    realm.join(2, 3)
+    a = Endpoint(device_id(1), keypair(2)[0], 1)
+    small, large = bytearray(b"small"), bytearray(b"L" * 1000)  # large: shared/sending.py's
+    a.send(device_id(2), small)
+    a.send(device_id(2), memoryview(large)[:600])
+    small[0] = large[0] = ord("X")
+    realm.endpoints[1] = a
+    realm.join(1, 2)
+    eq([bytes(m.data) for m in _of(realm.app_events[2], Message)], [b"small", b"L" * 600],
+       "as they were when sent")
+    a.send(device_id(2), large)  # online, the key known: sent at once, from the buffer
+    large[:] = b"Y" * 1000
+    realm.run()
+    eq(bytes(_of(realm.app_events[2], Message)[-1].data), b"X" + b"L" * 999, "sent at once")
+
+
 def test_endpoint_unknown_peer_reports_unknown_target():
     realm = _Realm()
     a = realm.join(1, 2)
