@@ -7,6 +7,7 @@ import json
 from shared import codec, compat, crypto
 from shared.compat import const, urandom
 from shared.connection import Connection, session_keys
+from shared.crypto import ct_equal
 from shared.errors import NAMES, ProtocolError, KEY_MISMATCH, KEY_CHECK_FAILED, MALFORMED, \
     UNEXPECTED
 from shared.events import Closed, Event, ProxyPassPacket
@@ -124,7 +125,7 @@ class _RelaySealer(crypto.Sealer):
             return signed + crypto._hmac(self.pads, signed, b"", b"")[:_TAG_SIZE]
         ctr = self.ctr
         ctr.reset_nonce(nonce + _ZERO8)
-        signed = header + nonce + ctr.update(plain)
+        signed = b"".join((header, nonce, ctr.update(plain)))
         mac = self.pads.copy()
         mac.update(signed)
         return signed + mac.finalize()[:_TAG_SIZE]
@@ -160,7 +161,7 @@ class _RelayOpener(crypto.Opener):
             mac = self.pads.copy()
             mac.update(packet[:end])
             tag = mac.finalize()
-        if not crypto.ct_equal(tag[:_TAG_SIZE], packet[end:]):
+        if not ct_equal(tag[:_TAG_SIZE], packet[end:]):
             raise ProtocolError(MALFORMED, "bad tag")
         self.last = n
         if _HMAC_KEY is None:
@@ -264,11 +265,12 @@ class RealmConnection(Connection):
         link (peer:16 | msg_id:u32 | inner), with `sender` in its peer's place. ->
         codec.DELIVERED, or codec.STATUS_TOO_LARGE (nothing sent) if it is over this
         link's max_packet."""
-        self._require_established()
-        if len(body) + _SEALED > self._framer.max_packet:
+        if self.closed or not self.established:
+            self._require_established()
+        framer = self._framer
+        if len(body) + _SEALED > framer.max_packet:
             return codec.STATUS_TOO_LARGE
-        self._out += self._framer.frame(self._sealer.seal_packet(_PROXY_HEADER,
-                                                                 sender + body[16:]))
+        self._out += framer.frame(self._sealer.seal_packet(_PROXY_HEADER, sender + body[16:]))
         self._last_sent = self._now
         return codec.DELIVERED
 
@@ -303,21 +305,20 @@ class RealmConnection(Connection):
         self._send(codec.encode(codec.PROTO_REALM, codec.PEER_KEY, peer, key))
 
     def _receive_packet(self, packet, events):
-        if self.trailing_data is not None:  # after a restart: the next connection's
+        if packet[1] == codec.PROXY_PASS and self._relaying and packet[0] == codec.PROTO_REALM \
+                and self._state == _ESTABLISHED and self.trailing_data is None and \
+                not self.closed:  # the relay's: first, and alone (a ProxyPass is no Hello)
+            body = self._opener.open_packet(packet)  # MALFORMED unless it opens
+            if len(body) < _PROXY_FIXED:
+                raise ProtocolError(MALFORMED, "short body")  # what codec.decode says
+            events.append(body)
+        elif self.trailing_data is not None:  # after a restart: the next connection's
             self.trailing_data += self._framer.frame(packet)
-            return
-        if packet[1] == codec.HELLO and self._state != _AWAIT_HELLO and \
+        elif packet[1] == codec.HELLO and self._state != _AWAIT_HELLO and \
                 self._framer.continuous and packet[0] == codec.PROTO_REALM:
             self._restarted(packet, events)
-            return
-        if not self._relaying or packet[1] != codec.PROXY_PASS or \
-                packet[0] != codec.PROTO_REALM or self._state != _ESTABLISHED or self.closed:
+        else:
             Connection._receive_packet(self, packet, events)
-            return
-        body = self._opener.open_packet(packet)  # MALFORMED unless it opens
-        if len(body) < _PROXY_FIXED:
-            raise ProtocolError(MALFORMED, "short body")  # what codec.decode says
-        events.append(body)
 
     def _restarted(self, hello, events):
         codec.decode(hello)  # MALFORMED, as before, unless it is a whole, valid Hello
@@ -401,7 +402,7 @@ class RealmConnection(Connection):
                                                   "device does not hold its key")
         self._sealed = True
         _packet_id, fields = codec.decode(header + plain)
-        if not crypto.ct_equal(fields[0], self._challenge):
+        if not ct_equal(fields[0], self._challenge):
             raise ProtocolError(KEY_CHECK_FAILED, "wrong challenge")
         self._challenge = None
         self._state = _AWAIT_LOGIN

@@ -3,7 +3,7 @@
 # connections in the same state give the same packets, the same errors and the same bytes
 # back. Runs on CPython (OpenSSL's HMAC) and MicroPython (crypto's HMAC).
 from shared import codec, crypto
-from shared.errors import MALFORMED, TOO_LARGE, ProtocolError
+from shared.errors import MALFORMED, TOO_LARGE, UNEXPECTED, ProtocolError
 from shared.events import Closed, ProxyPassPacket
 from shared.realm import _RelayOpener, _RelaySealer
 from tests.core.linked import Link, device_id
@@ -145,6 +145,16 @@ def test_relay_body_over_max_packet_sends_nothing():
     eq(relay.data_to_send(), b"", "nothing sent")
     eq(relay.relay_body(PEER, fits), codec.DELIVERED, "at the limit")
     eq(len(device.receive_data(relay.data_to_send(), 0)), 1, "sent")
+
+
+def test_relay_body_and_send_proxy_refuse_a_closed_connection():
+    for send in (lambda conn: conn.relay_body(PEER, bytes(24)),
+                 lambda conn: conn.send_proxy(PEER, 0, b"x")):
+        _device, _general, relay = _pair()
+        relay.close(MALFORMED)
+        relay.data_to_send()
+        eq(_refusal(send, relay), (UNEXPECTED, "connection not established"), "refused")
+        eq(relay.data_to_send(), b"", "nothing sent")
 
 
 def _keys():
