@@ -1,12 +1,15 @@
 # Full firmware images (kind "image", docs/UPDATES.md) on boards built with two OTA
 # partitions (board.ota(): esp32.Partition, or its file-backed stand-in on the unix
 # board). The transfer is the app's (firmware/update_fetch.py), but the bundle's one file
-# goes into the partition the bootloader does not run, block by block through one
-# preallocated buffer. Then its SHA-256 is read back from flash, the bootloader is told to
-# boot it (set_boot), and after the restart the new image is on trial: it is marked valid
+# goes into the partition the bootloader does not run, through one small preallocated
+# buffer: each block is erased when the image reaches it, then written a piece at a time
+# (esp32.Partition's extended block protocol: ioctl 6, writeblocks with an offset). A
+# block-sized buffer would be 4 KB more in the heap of the transfer, which has the least
+# to spare. Then its SHA-256 is read back from flash, the bootloader is told to boot it
+# (set_boot), and after the restart the new image is on trial: it is marked valid
 # (mark_app_valid_cancel_rollback) after the same confirmation as an app
-# (firmware/update_agent.py); a reset before that makes the bootloader go back to the
-# previous image, and the device reports the rollback.
+# (firmware/trial.py); a reset before that makes the bootloader go back to the previous
+# image, and the device reports the rollback.
 #
 # slots/image.json: {"version", "id"} of the image an update installed (absent: the
 # flashed one), and "trial": {"version", "id", "label"} while a new one awaits
@@ -25,6 +28,10 @@ from firmware.updating import IMAGE_STATE
 
 BLOCK = const(4096)  # the partitions' block size (esp32.Partition: ioctl 5)
 _PIECE = const(8)  # blocks (32 KB) between two progress records on flash
+# Bytes written (and read back) at once: a multiple of 16, as writes to an encrypted
+# flash must be, and a divisor of BLOCK, so a write never crosses a block.
+_WRITE = const(256)
+_ERASE = const(6)  # ioctl: erase one block
 
 
 def partition(board):
@@ -53,10 +60,10 @@ class ImageFetcher(Fetcher):
             raise UpdateError(update.NO_SPACE, "an image of %d bytes; OTA partition %s holds %d"
                               % (size, self.part.info()[4], self.part.ioctl(4, 0) * BLOCK))
         self.image_size = size
-        self.buf = bytearray(BLOCK)  # the one buffer every block goes through
+        self.buf = bytearray(_WRITE)  # the one buffer every byte of the image goes through
         self.view = memoryview(self.buf)
         have = min(self._held(), size)  # the last piece recorded may end in padding
-        self.block, self.fill = have // BLOCK, 0
+        self.at, self.fill = have, 0  # bytes in the partition; bytes in buf
         self.pos = self.asked = self.hsize + offset + have
         self.end = self.hsize + offset + size
         if self.pos < self.end:
@@ -85,8 +92,8 @@ class ImageFetcher(Fetcher):
         link = b""
         for k in range(pieces):
             h = hashlib.sha256(link)
-            for block in range(k * _PIECE, (k + 1) * _PIECE):
-                self.part.readblocks(block, self.buf)
+            for at in range(k * _PIECE * BLOCK, (k + 1) * _PIECE * BLOCK, _WRITE):
+                self.part.readblocks(at // BLOCK, self.buf, at % BLOCK)
                 h.update(self.buf)
             link = h.digest()
         return link
@@ -94,24 +101,27 @@ class ImageFetcher(Fetcher):
     def _write(self, data):
         i, n = 0, len(data)
         while i < n:
-            k = min(BLOCK - self.fill, n - i)
+            k = min(_WRITE - self.fill, n - i)
             self.view[self.fill:self.fill + k] = data[i:i + k]
             self.fill += k
             i += k
-            if self.fill == BLOCK:
+            if self.fill == _WRITE:
                 self._flush()
 
     def _flush(self):
-        for i in range(self.fill, BLOCK):
-            self.buf[i] = 0xFF  # the end of the last block: as erased flash
-        self.part.writeblocks(self.block, self.buf)
+        for i in range(self.fill, _WRITE):
+            self.buf[i] = 0xFF  # past the image's end: as erased flash
+        block, offset = self.at // BLOCK, self.at % BLOCK
+        if offset == 0:  # flash is written only where it was erased
+            self.part.ioctl(_ERASE, block)
+        self.part.writeblocks(block, self.buf, offset)
         self.piece.update(self.buf)
-        self.block += 1
+        self.at += _WRITE
         self.fill = 0
-        if self.block % _PIECE == 0:  # a progress record: resume from here after a cut
+        if self.at % (_PIECE * BLOCK) == 0:  # a progress record: resume from here after a cut
             link = self.piece.digest()
             p = self.pending
-            p["written"] = self.block * BLOCK
+            p["written"] = self.at
             p["chain"] = hexlify(link).decode()
             self._set_pending(p)
             self.piece = hashlib.sha256(link)
@@ -123,14 +133,9 @@ class ImageFetcher(Fetcher):
     def _install(self):
         """Read the image back from flash and check its SHA-256; then boot it next."""
         h = hashlib.sha256()
-        left = self.image_size
-        block = 0
-        while left > 0:
-            self.part.readblocks(block, self.buf)
-            n = min(left, BLOCK)
-            h.update(self.view[:n])
-            left -= n
-            block += 1
+        for at in range(0, self.image_size, _WRITE):
+            self.part.readblocks(at // BLOCK, self.buf, at % BLOCK)
+            h.update(self.view[:min(_WRITE, self.image_size - at)])
         label = self.part.info()[4]
         if h.digest() != self.digest:
             raise UpdateError(update.BAD_HASH, "image: its SHA-256 read back from partition %s "

@@ -1,6 +1,6 @@
 """Full firmware images with real processes: a realm, the updater (`realm update push`) and
-simulated devices whose board has two OTA partitions (`tools/sim_ota.py`: file-backed
-stand-ins of esp32.Partition, and the bootloader's rollback at each start; see
+simulated devices at SIM_HEAP whose board has two OTA partitions (`tools/sim_ota.py`:
+file-backed stand-ins of esp32.Partition, and the bootloader's rollback at each start; see
 boards/unix/ota_partition.py). docs/UPDATES.md, "Firmware images"."""
 import json
 import os
@@ -17,10 +17,6 @@ from tests.update_helpers import Updatable, keygen, refused
 # partial block; the larger one passes a progress record (every 32 KB) for the resume.
 IMAGE_SIZE = 20000
 RESUME_SIZE = 45000
-# The simulated board with two OTA partitions (tools/sim_ota.py) also holds the partitions'
-# file-backed stand-in while it fetches: at SIM_HEAP (128k) that no longer fits beside the
-# transfer, so these devices get more (docs/UPDATES.md, "Memory").
-IMAGE_HEAP = "160k"
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +62,9 @@ def fleet(tmp_path, realm, keys, unix_build):
 def board(fleet, name, ota=True, **update):
     """A device on a simulated board with two OTA partitions (ota) or without."""
     if update:
-        dev = fleet.add(name, start=False, heap=IMAGE_HEAP, update=update)
+        dev = fleet.add(name, start=False, update=update)
     else:
-        dev = fleet.add(name, start=False, heap=IMAGE_HEAP)
+        dev = fleet.add(name, start=False)
     dev.ota = ota
     dev.start()
     online(dev)
@@ -115,6 +111,8 @@ def test_an_image_goes_into_the_other_partition_and_is_marked_valid_once_confirm
         fleet, images, realm):
     dev = board(fleet, "boiler")
     assert otadata(dev)["running"] == "ota_0"
+    with open(files(dev) + ".ota/ota_1.bin", "wb") as f:  # what an earlier image left there
+        f.write(os.urandom(IMAGE_SIZE + 5000))
     path, image = images("2.0.0")
     code, rows, err = fleet.run_push(path, "boiler")
     assert code == 0, (rows, err, dev.output())

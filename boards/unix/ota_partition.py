@@ -1,11 +1,15 @@
 # A file-backed stand-in for the OTA partitions of an ESP32 built with two of them
-# (esp32.Partition's API as the update service uses it), and for the bootloader's part:
-# `tools/sim_ota.py` runs boot() before the firmware, as the ESP-IDF bootloader runs
-# before MicroPython, and makes ota() the board's hook. The simulated board's flash is a
+# (esp32.Partition's calls as the update service makes them: the extended block protocol,
+# with flash's rule that a write only clears bits, so a block not erased first comes out
+# garbled), and for the bootloader's part: `tools/sim_ota.py` runs boot() before the
+# firmware, as the ESP-IDF bootloader runs before MicroPython, then forgets it, and makes
+# ota() the board's hook. On a board all this is C, outside the heap, so it is kept small:
+# the simulated device's heap holds it during an image update. The board's flash is a
 # folder:
 #   ota_0.bin, ota_1.bin   the two app partitions, BLOCKS blocks of BLOCK bytes each
 #   otadata.json           {"boot": label, "state": "new" | "pending" | "valid",
-#                           "previous": label}: which partition boots, and its state
+#                           "previous": label, "running": label}: which partition boots,
+#                           its state, and the one that runs
 # The states follow ESP-IDF's app rollback: set_boot() makes the other partition "new";
 # the next boot runs it as "pending"; mark_app_valid_cancel_rollback() makes it "valid";
 # a boot that finds it still "pending" (it was reset before being marked valid) goes back
@@ -16,27 +20,23 @@ import os
 BLOCK = 4096
 BLOCKS = 384  # 1.5 MB, the size of each app partition in MicroPython's 4 MB OTA layout
 LABELS = ("ota_0", "ota_1")
-_ESP_IMAGE_MAGIC = 0xE9  # the first byte of an ESP32 app image
 
 FOLDER = None  # set by boot()
 
 
-def _data_path():
-    return FOLDER + "/otadata.json"
-
-
-def _read_data():
-    try:
-        with open(_data_path()) as f:
-            return json.load(f)
-    except OSError:  # a new board: the first partition runs, as flashed
-        return {"boot": LABELS[0], "state": "valid", "previous": None}
-
-
-def _write_data(data):
-    with open(_data_path() + ".tmp", "w") as f:
-        json.dump(data, f)
-    os.rename(_data_path() + ".tmp", _data_path())
+def data(new=None):
+    """otadata.json's value (a new board: the first partition runs, as flashed); with
+    `new`, that is written instead."""
+    path = FOLDER + "/otadata.json"
+    if new is None:
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except OSError:
+            return {"boot": LABELS[0], "state": "valid", "previous": None}
+    with open(path + ".tmp", "w") as f:
+        json.dump(new, f)
+    os.rename(path + ".tmp", path)
 
 
 def boot(folder):
@@ -48,16 +48,16 @@ def boot(folder):
         os.mkdir(folder)
     except OSError:
         pass  # there already
-    data = _read_data()
-    if data["state"] == "pending":
+    state = data()
+    if state["state"] == "pending":
         print("bootloader: %s was not marked valid: rolling back to %s" % (
-            data["boot"], data["previous"]))
-        data = {"boot": data["previous"], "state": "valid", "previous": None}
-    elif data["state"] == "new":
-        data["state"] = "pending"
-    data["running"] = data["boot"]
-    _write_data(data)
-    return data["boot"]
+            state["boot"], state["previous"]))
+        state = {"boot": state["previous"], "state": "valid", "previous": None}
+    elif state["state"] == "new":
+        state["state"] = "pending"
+    state["running"] = state["boot"]
+    data(state)
+    return state["boot"]
 
 
 def ota():
@@ -67,17 +67,13 @@ def ota():
 
 class Partition:
     RUNNING = 1
-    BOOT = 2
 
-    def __init__(self, which):
-        if which == Partition.RUNNING:
-            which = _read_data().get("running", LABELS[0])
-        elif which == Partition.BOOT:
-            which = _read_data()["boot"]
-        if which not in LABELS:
+    def __init__(self, label):
+        if label == Partition.RUNNING:
+            label = data().get("running", LABELS[0])
+        if label not in LABELS:
             raise OSError(2)  # ENOENT, as esp32.Partition says for an unknown label
-        self.label = which
-        self.path = "%s/%s.bin" % (FOLDER, which)
+        self.label = label
 
     def info(self):
         """(type, subtype, address, size, label, encrypted), as esp32.Partition.info()."""
@@ -88,53 +84,58 @@ class Partition:
         return Partition(LABELS[1 - LABELS.index(self.label)])
 
     def ioctl(self, op, arg):
-        if op == 4:  # block count
-            return BLOCKS
-        if op == 5:  # block size
-            return BLOCK
-        return 0  # init, deinit, sync, erase: nothing to do for a file
+        if op == 6:  # erase block arg: its bytes become 0xFF
+            for at in range(arg * BLOCK, (arg + 1) * BLOCK, 256):
+                self.writeblocks(0, b"\xff" * 256, at, True)
+        return {4: BLOCKS, 5: BLOCK}.get(op, 0)  # block count, block size; else done
 
-    def readblocks(self, block, buf):
-        self._check(block, buf)
+    def readblocks(self, block, buf, offset=0):
+        """Bytes never written read as erased flash (0xFF)."""
+        n = 0
         try:
-            with open(self.path, "rb") as f:
-                f.seek(block * BLOCK)
-                n = f.readinto(buf)
+            with open(self._path(block, offset, buf), "rb") as f:
+                f.seek(block * BLOCK + offset)
+                n = f.readinto(buf) or 0
         except OSError:
-            n = 0
-        for i in range(n or 0, len(buf)):
-            buf[i] = 0xFF  # never written: erased flash
+            pass
+        for i in range(n, len(buf)):
+            buf[i] = 0xFF
 
-    def writeblocks(self, block, buf):
-        self._check(block, buf)
+    def writeblocks(self, block, buf, offset, erase=False):
+        """The extended protocol's write (no erase): each byte becomes old & new."""
+        path = self._path(block, offset, buf)
+        if not erase:
+            old = bytearray(len(buf))
+            self.readblocks(block, old, offset)
+            for i in range(len(buf)):
+                old[i] &= buf[i]
+            buf = old
         try:
-            f = open(self.path, "r+b")
+            f = open(path, "r+b")
         except OSError:
-            f = open(self.path, "wb")
+            f = open(path, "wb")
         with f:
-            f.seek(block * BLOCK)
+            f.seek(block * BLOCK + offset)
             f.write(buf)
 
-    def _check(self, block, buf):
-        if block < 0 or len(buf) % BLOCK or block * BLOCK + len(buf) > BLOCKS * BLOCK:
-            raise OSError(22)  # EINVAL: outside the partition, or not whole blocks
+    def _path(self, block, offset, buf):
+        if block < 0 or offset < 0 or block * BLOCK + offset + len(buf) > BLOCKS * BLOCK:
+            raise OSError(22)  # EINVAL: outside the partition
+        return "%s/%s.bin" % (FOLDER, self.label)
 
     def set_boot(self):
-        """Boot this partition next, as "new" (ESP-IDF checks the image header first)."""
-        try:
-            with open(self.path, "rb") as f:
-                first = f.read(1)
-        except OSError:
-            first = b""
-        if first != bytes((_ESP_IMAGE_MAGIC,)):
+        """Boot this partition next, as "new" (ESP-IDF checks the image header first:
+        an ESP32 app image starts with 0xE9)."""
+        head = bytearray(1)
+        self.readblocks(0, head)
+        if head[0] != 0xE9:
             raise OSError(22)  # esp_ota_set_boot_partition: ESP_ERR_OTA_VALIDATE_FAILED
-        data = _read_data()
-        _write_data({"boot": self.label, "state": "new", "previous": data.get("running"),
-                     "running": data.get("running")})
+        running = data().get("running")
+        data({"boot": self.label, "state": "new", "previous": running, "running": running})
 
     @staticmethod
     def mark_app_valid_cancel_rollback():
-        data = _read_data()
-        if data["state"] == "pending" and data.get("running") == data["boot"]:
-            data["state"] = "valid"
-            _write_data(data)
+        state = data()
+        if state["state"] == "pending" and state.get("running") == state["boot"]:
+            state["state"] = "valid"
+            data(state)
