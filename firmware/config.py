@@ -13,9 +13,11 @@ from shared.protocol import (DEFAULT_PORT, HANDSHAKE_TIMEOUT_MS, MAX_TOKEN_BYTES
 # Updates (docs/UPDATES.md): a new version is confirmed once it has been online this
 # long; one that is not confirmed this long after its start is restarted (a failed start).
 # reuse: copy the files the running version has already instead of fetching them (false
-# only to measure a whole transfer).
+# only to measure a whole transfer). offer_ms: how long a start without the app for an
+# offer kept on flash waits to reach the realm before it drops the offer.
 # Private module constants are const(): a device then keeps no name for them.
-_DEFAULT_UPDATE = const((("confirm_ms", 30000), ("trial_ms", 300000), ("reuse", True)))
+_DEFAULT_UPDATE = const((("confirm_ms", 30000), ("trial_ms", 300000), ("reuse", True),
+                         ("offer_ms", 60000)))
 _MAX_RELEASE_KEYS = const(2)  # the current release key and the next one, while it is rotated
 _KNOWN = const(("device_id", "token", "name", "realm", "realm_key", "private_key", "peers",
                 "wifi", "reconnect", "handshake_ms", "receive_buffer", "send_buffer", "app",
@@ -107,8 +109,8 @@ def _updates(raw, c):
     c["update"] = dict(_DEFAULT_UPDATE)
     for key in given:
         if key not in c["update"]:
-            raise ConfigError("update.%s: unknown field (known: confirm_ms, trial_ms, reuse)"
-                              % key)
+            raise ConfigError("update.%s: unknown field (known: confirm_ms, trial_ms, reuse, "
+                              "offer_ms)" % key)
         if key == "reuse":
             if not isinstance(given[key], bool):
                 raise ConfigError("update.reuse: must be true or false")

@@ -20,8 +20,9 @@ class Agent(UpdateService):
 
     async def _unanswered(self):
         """Without the app for an offer kept on flash: if the realm is not reached in
-        60 s, drop it and start the app again (the updater offers again when it can)."""
-        await asyncio.sleep_ms(60000)
+        update.offer_ms (60 s), drop it and start the app again (the updater offers again
+        when it can)."""
+        await asyncio.sleep_ms(self.rt.config["update"]["offer_ms"])
         _remove(self.slots + KEPT_OFFER)
         self.rt.log("the realm is out of reach: the offer is dropped, the app starts again")
         self.rt.board.restart()

@@ -211,3 +211,27 @@ def test_an_offer_to_a_version_on_trial_is_refused_until_it_is_confirmed(fleet, 
     assert code == 1 and (row["state"], row["reason"]) == ("refused", "BUSY"), (rows, err)
     assert "update 2.0.0 is on trial: it must be confirmed before the next update" \
         in row["detail"], row
+
+
+def test_an_offer_kept_on_flash_is_dropped_when_the_realm_is_out_of_reach(fleet, realm,
+                                                                          unix_build):
+    # An offer the app left no room for is kept on flash and answered after a restart
+    # without the app; if the realm cannot be reached then, within update.offer_ms (60 s;
+    # 1 s here), the offer is dropped and the app starts again.
+    dev = fleet.add("barn", start=False, update={"confirm_ms": 1500, "trial_ms": 60000,
+                                                 "offer_ms": 1000})
+    slots = dev.config_path[:-5] + ".slots"
+    os.makedirs(slots)
+    kept = os.path.join(slots, "offer.service")
+    with open(kept, "wb") as f:  # the updater's id, then the Offer (never read: no realm)
+        f.write(uuid.UUID(fleet.updater_id).bytes + b"\x01")
+    realm.stop()
+    try:
+        dev.start()
+        dev.wait(r"answering an update offer: the app starts again after it")
+        dev.wait(r"the realm is out of reach: the offer is dropped, the app starts again", 10)
+        dev.wait(r"^app 0\.1\.0$", 10)
+        assert not os.path.exists(kept)
+    finally:
+        realm.start()
+    online(dev)
