@@ -58,6 +58,42 @@ def test_a_device_at_its_smallest_heap_comes_online_at_once_and_idles(
     assert "out of memory" not in output[0], output[0]
 
 
+# Prints every name the interpreter interned (micropython.qstr_info(1): "Q(name)" lines).
+NAMES_APP = """
+import micropython
+
+
+async def main(device):
+    await device.wait_online()
+    micropython.qstr_info(1)
+    print("names end")
+"""
+
+
+def test_a_simulated_device_loads_its_firmware_by_short_paths_as_a_board(
+        tmp_path, realm, unix_build):
+    # Every loaded module's path is interned for good: loaded from the checkout's absolute
+    # path, the heap above (and the smallest heap of `make bench-device`) would depend on
+    # where the checkout is. Only the simulator's own script may carry that path.
+    app = tmp_path / "names_app.py"
+    app.write_text(NAMES_APP)
+    device_id, token = realm.add_device("names")
+    path = write_config(str(tmp_path / "names.json"), str(uuid.UUID(bytes=device_id)),
+                        token, "names", port=realm.port)
+    device = SimDevice(path, app=str(app)).start()
+    try:
+        device.wait(r"^names end$", 30)
+    finally:
+        device.kill()
+    names = [line[2:-1] for line in device.output().splitlines()
+             if line.startswith("Q(") and line.endswith(")")]
+    paths = [name for name in names if "/" in name]
+    assert "/flash/lib/firmware/runtime.mpy" in paths, paths  # a board: ./lib/...
+    tools = tuple(os.path.join(root, "tools") for root in (ROOT, os.path.realpath(ROOT)))
+    with_root = [name for name in paths if ROOT in name or tools[1] in name]
+    assert with_root and all(name.startswith(tools) for name in with_root), with_root
+
+
 def test_update_support_adds_at_most_2_kb_to_an_idle_device(tmp_path, realm, unix_build):
     # The smallest of three runs each: the collector scans the C stack conservatively, so a
     # stale pointer there can keep some garbage alive (up to ~0.5 KB); it only ever adds.

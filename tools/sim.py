@@ -3,8 +3,9 @@
 #        [--without-updates]
 # It boots like a board, through the first stage (firmware/main.py), whose factory slot
 # is build/unix/ (`python tools/build.py unix`, which `make sim` does first): the same
-# compiled modules a board gets. The device's state and its update slots live beside its
-# config: path/alice.json -> path/alice.state/ and path/alice.slots/
+# compiled modules a board gets, seen at /flash (tools/sim_args.py). The device's state
+# and its update slots live beside its config: path/alice.json -> path/alice.state/ and
+# path/alice.slots/
 # --without-updates: started as before updates existed (no first stage, no update
 # service), for tests/test_device_heap.py to weigh what update support costs.
 #
