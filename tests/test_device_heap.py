@@ -95,9 +95,11 @@ def test_a_simulated_device_loads_its_firmware_by_short_paths_as_a_board(
 
 
 def test_update_support_adds_at_most_2_kb_to_an_idle_device(tmp_path, realm, unix_build):
-    # The smallest of three runs each: the collector scans the C stack conservatively, so a
+    # The smallest of five runs each: the collector scans the C stack conservatively, so a
     # stale pointer there can keep some garbage alive (up to ~0.5 KB); it only ever adds.
-    with_updates = min(idle(tmp_path, realm, "first-stage-%d" % i)[0] for i in range(3))
+    # With three, all three runs with updates once came out 0.3 KB high (a clean clone's
+    # suite: 2,080 B, where single runs give 1.5 to 1.8 KB).
+    with_updates = min(idle(tmp_path, realm, "first-stage-%d" % i)[0] for i in range(5))
     without = min(idle(tmp_path, realm, "no-updates-%d" % i, extra=("--without-updates",))[0]
-                  for i in range(3))
+                  for i in range(5))
     assert with_updates - without <= UPDATE_SUPPORT, (with_updates, without)
