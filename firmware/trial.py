@@ -12,7 +12,7 @@ from shared import RELEASE, update
 from shared.codec import SERVICE_UPDATE, uuid_from_str
 from shared.compat import const
 from firmware.slotfiles import image_runs, read_json, trial_name, write_json
-from firmware.updating import IMAGE_STATE  # folded by the build: nothing is loaded
+from firmware.updating import IMAGE_STATE, UPDATE_STATE  # folded by the build: nothing is loaded
 
 _WATCHDOG_MS = const(30000)
 _TICK_MS = const(500)
@@ -89,7 +89,7 @@ def _confirm(runtime, trial, what):
 
 
 def _rolled_back(runtime, state):
-    p = read_json(runtime.boot["slots"] + "/update.json") or {}
+    p = read_json(runtime.boot["slots"] + UPDATE_STATE) or {}
     version = p.get("version")
     if state["failed"] == p.get("slot"):
         runtime.log("update %s did not start; back to %s" % (version, runtime.app_version))
@@ -127,7 +127,7 @@ def _boot_state(runtime, fw):
 def _report(runtime, outcome, reason, detail, keep):
     """Send the update's Result to its updater; keep: what
     slots/update.json holds afterwards (None: nothing)."""
-    pending = runtime.boot["slots"] + "/update.json"
+    pending = runtime.boot["slots"] + UPDATE_STATE
     p = read_json(pending) or {}
     if "updater" in p:
         runtime.endpoint.send_service(

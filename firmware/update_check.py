@@ -9,14 +9,14 @@ from binascii import unhexlify
 from shared import update
 from shared.update import UpdateError
 from firmware.slotfiles import ota_partitions, read_json, write_json
-from firmware.updating import HEADER_FIXED, IMAGE_STATE, INDEX_PATH, refusal
+from firmware.updating import HEADER_FIXED, IMAGE_STATE, INDEX_PATH, UPDATE_STATE, refusal
 
 
 def check(boot, config, board):
     """At boot, before anything else takes the heap: check the header fetched before the
     restart (signature, target, version, size, space). The pending update's phase becomes
     "transfer", or "refused" with the reason, which the service reports after Welcome."""
-    pending = boot["slots"] + "/update.json"
+    pending = boot["slots"] + UPDATE_STATE
     p = read_json(pending)
     header = p["slot"] + "/header"
     try:

@@ -12,9 +12,9 @@ from shared.codec import uuid_from_str, uuid_to_str
 from shared.compat import const
 from shared.update import UpdateError
 from firmware.store import makedirs
-from firmware.updating import (UpdateService, HEADER_FIXED, INDEX_RECORD, index_entry,
-                               read_json, write_json, TICK_MS, _copy_if_same, _digest, _remove,
-                               _rmtree, _size)
+from firmware.updating import (UpdateService, HEADER_FIXED, INDEX_RECORD, UPDATE_STATE,
+                               index_entry, read_json, write_json, TICK_MS, _copy_if_same,
+                               _digest, _remove, _rmtree, _size)
 
 _IN_FLIGHT = const(2)  # Gets outstanding at once
 _MAX_CHUNK = const(256)  # bytes asked for at once: each passes through a few buffers, and
@@ -28,7 +28,7 @@ def fetcher(listener):
     """The update service's half in update mode (listener: firmware/launch.py's Updates):
     a firmware image's (firmware/update_image.py) once the header checked at boot said the
     bundle is one."""
-    p = read_json(listener.runtime.boot["slots"] + "/update.json") or {}
+    p = read_json(listener.runtime.boot["slots"] + UPDATE_STATE) or {}
     if p.get("kind") == "image":
         from firmware.update_image import ImageFetcher
         return ImageFetcher(listener)

@@ -7,7 +7,7 @@ import json
 from shared import update
 from shared.codec import SERVICE_UPDATE
 from firmware.slotfiles import image_runs, read_json
-from firmware.updating import IMAGE_STATE  # folded by the build: nothing is loaded
+from firmware.updating import IMAGE_STATE, UPDATE_STATE  # folded by the build: nothing is loaded
 
 
 def answer(runtime, peer):
@@ -19,7 +19,7 @@ def info(runtime):
     """The Info's JSON text: the app's version, the image's (None: the flashed one), the
     running slot, the board, whether it is on trial, the version that failed its trial."""
     boot = runtime.boot
-    p = read_json(boot["slots"] + "/update.json") or {}
+    p = read_json(boot["slots"] + UPDATE_STATE) or {}
     return json.dumps({"app": runtime.app_version,
                        "image": image_version(boot["slots"], runtime.board),
                        "slot": boot["slot"], "board": runtime.board.NAME,

@@ -28,6 +28,9 @@ HEADER_FIXED = const(102)  # shared/bundle.py: the header before the manifest
 INDEX_PATH = const(88)
 INDEX_RECORD = const(128)
 IMAGE_STATE = const("/image.json")  # in the slots folder: firmware/update_image.py
+# in the slots folder: the update in progress, or its outcome to report (the first stage,
+# firmware/main.py, names it itself: it imports nothing of the runtime)
+UPDATE_STATE = const("/update.json")
 # in the slots folder: peer:16 | an Offer's Service data (firmware/update_offer.py)
 KEPT_OFFER = const("/offer.service")
 
@@ -39,7 +42,7 @@ class UpdateService:
         boot = runtime.boot
         self.slots = boot["slots"]
         self.slot = boot["slot"]  # the running slot
-        self.pending_path = self.slots + "/update.json"
+        self.pending_path = self.slots + UPDATE_STATE
         self.pending = read_json(self.pending_path)  # the update in progress, or to report
         self.id = None  # the update being fetched
         self.restarting = False
