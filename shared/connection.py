@@ -36,6 +36,10 @@ class Connection:
     A subclass keeps its state in `_state`, an index into its `_allowed` table: per state,
     the packet ids the peer may send then (Error is always allowed). Any other packet is
     UNEXPECTED, checked here once, so the handlers see only packets their state allows.
+
+    shared/sending.py is a device's code of this class for a large ProxyPass, kept in a
+    module of its own that only a device sending one loads (docs/CORE_API.md): it seals
+    and frames the packet where it lies with this connection's parts, then queue_frame().
     """
 
     _allowed = ()
@@ -191,22 +195,27 @@ class Connection:
         code, _ref, message = fields
         raise ProtocolError(code, message, True, self._sealed)
 
-    def _send(self, packet, clear_len=2):
+    def queue_frame(self, frame):
+        """Queue a framed packet after what is queued. A frame built where it is sent
+        from (shared/sending.py's: a bytearray, or a view of its send buffer) is queued as
+        it is when nothing is, not copied; the next frame queued copies it out, which
+        frees the send buffer. Other frames (bytes) are copied into the queue, which is
+        then a bytearray to add to."""
+        out = self._out
+        if not out and type(frame) is not bytes:
+            self._out = frame
+        else:
+            if type(out) is not bytearray:  # a frame queued as it is: copied out
+                out = self._out = bytearray(out)
+            out += frame
+        self._last_sent = self._now
+
+    def _send(self, packet):
         """Queue a plaintext packet, sealed when the clear/sealed rule says so."""
         if self._sealed:
-            self._send_sealed(packet[:clear_len], packet[clear_len:])
-        else:
-            self._queue(self._framer.frame(packet))
-
-    def _send_sealed(self, header, plain):
-        self._queue(self._framer.frame(header + self._sealer.seal(header, plain)))
-
-    def _queue(self, frame):
-        """Queue a frame after what is queued."""
-        if type(self._out) is not bytearray:  # a view of the send buffer: copied, freeing it
-            self._out = bytearray(self._out)
-        self._out += frame
-        self._last_sent = self._now
+            header = packet[:2]
+            packet = header + self._sealer.seal(header, packet[2:])
+        self.queue_frame(self._framer.frame(packet))
 
     def _start_session(self, heartbeat_s, max_packet):
         self.established = True

@@ -256,9 +256,8 @@ class RealmConnection(Connection):
         self._require_established()
         if len(peer) != 16 or not 0 <= msg_id <= 0xFFFFFFFF:
             raise ProtocolError(MALFORMED, "ProxyPass peer or msg_id out of range")
-        self._out += self._framer.frame(self._sealer.seal_packet(
-            _PROXY_HEADER, peer + msg_id.to_bytes(4, "big") + inner))
-        self._last_sent = self._now
+        self.queue_frame(self._framer.frame(self._sealer.seal_packet(
+            _PROXY_HEADER, peer + msg_id.to_bytes(4, "big") + inner)))
 
     def relay_body(self, sender, body):
         """Relay to this device a ProxyPass body that receive_relay() opened on another
@@ -270,6 +269,8 @@ class RealmConnection(Connection):
         framer = self._framer
         if len(body) + _SEALED > framer.max_packet:
             return codec.STATUS_TOO_LARGE
+        # queue_frame() inlined: the call cost the relay 1.4 % more instructions a packet
+        # (callgrind), and a realm's queue is always a bytearray (a device's may be a view).
         self._out += framer.frame(self._sealer.seal_packet(_PROXY_HEADER, sender + body[16:]))
         self._last_sent = self._now
         return codec.DELIVERED
@@ -389,8 +390,7 @@ class RealmConnection(Connection):
         challenge = self._challenge or urandom(32)
         self._challenge = challenge
         # KeyCheck is sealed after its clear e_R, although the realm is still in clear mode.
-        self._out += self._framer.frame(clear + self._sealer.seal(clear, challenge))
-        self._last_sent = self._now
+        self.queue_frame(self._framer.frame(clear + self._sealer.seal(clear, challenge)))
         self._state = _AWAIT_RESPONSE
 
     def _on_handshake_sealed(self, packet_id, packet, events):

@@ -7,7 +7,10 @@
 # Loaded by the Endpoint for the first message over 256 bytes, or at boot by a
 # firmware whose config asks for a send buffer, not before: the code stays out of the
 # heap of a device that sends only small messages (its smallest heap is its handshake's
-# peak, which every resident byte raises).
+# peak, which every resident byte raises). So this is the Connection's own code for such
+# a packet, kept apart: it reads the hop's parts (the framer's kind, the sealer, whether
+# anything is queued) as the class does, and queues the frame with conn.queue_frame(), as
+# every send does.
 from shared import codec, crypto
 from shared.compat import const
 
@@ -47,13 +50,9 @@ def send(conn, e2e, peer, msg_id, dpacket_id, fields):
         frame[1] = size & 0xFF
     else:
         end = end_frame(frame, start, start + size)
-    if end < len(frame):
-        frame = memoryview(frame)[:end]
-    if conn._out:
-        conn._queue(frame)
-    else:  # queued as it is: the shell writes it from there
-        conn._out = frame
-        conn._last_sent = conn._now
+    if frame is buffer or end < len(frame):  # the send buffer is queued as a view: a frame
+        frame = memoryview(frame)[:end]  # queued behind copies it out, never grows it
+    conn.queue_frame(frame)
 
 
 def _seal(sealer, n, packet, head, data):

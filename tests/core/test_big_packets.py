@@ -144,3 +144,23 @@ def test_frames_queued_before_the_shell_takes_them_are_kept_whole():
         _sent(link, peer, link.device.data_to_send(), third)
     finally:
         sending.buffer = None
+
+
+def test_a_frame_that_fills_the_send_buffer_is_copied_out_not_grown_into():
+    # A frame the send buffer's exact size is queued as a view of it all the same: the
+    # frame queued behind it copies it out, where adding to the buffer itself would grow
+    # it for good by that frame (a device's heap pays every byte of it).
+    data = b"4" * 1000
+    size = 2 + 46 + 26 + len(data)
+    sending.buffer = bytearray(size)
+    try:
+        link, endpoint, peer = _online()
+        endpoint.send(_PEER, data)
+        endpoint.send(_PEER, data[:500])
+        events = [e for e in link.realm.receive_data(link.device.data_to_send(), 0)
+                  if isinstance(e, ProxyPassPacket)]
+        eq([peer.open(device_id(1), e.inner)[1][0] for e in events], [data, data[:500]],
+           "both whole, in order")
+        eq(len(sending.buffer), size, "the send buffer's size")
+    finally:
+        sending.buffer = None

@@ -103,7 +103,7 @@ def test_a_replayed_packet_closes_as_malformed():
 
 def test_a_short_proxy_body_closes_as_malformed():
     def make(device):
-        device._send_sealed(bytes((codec.PROTO_REALM, codec.PROXY_PASS)), PEER[:10])
+        device._send(bytes((codec.PROTO_REALM, codec.PROXY_PASS)) + PEER[:10])
         return device.data_to_send()
     (_, error), _ = _both(make)
     eq(error, (MALFORMED, "short body"), "short body")
