@@ -83,92 +83,97 @@ def parse_report(text):
     return report
 
 
-# The realm's session keys open and seal whole packets (bytes in, new bytes out), built
-# by joins, which cost CPython less than the memoryview slicing with which a device seals
-# and opens where the bytes lie, to spare its heap. On CPython the prepared keys are
-# OpenSSL's own objects, each set up once per direction: the AES-CTR context (`ctr`, its
-# nonce reset per packet) and the HMAC (`pads`, copied per packet), called directly, with
-# no function of ours between (compat's names for them are CPython's only). The same
-# bytes and errors as crypto.Sealer and crypto.Opener (tests/core/test_relay_path.py).
+# The realm's session keys open and seal whole packets (bytes in, new bytes out): the
+# relay's seal_packet() and open_packet(). The implementation is picked here, once:
+# on CPython (every realm) they are built by joins, which cost CPython less than the
+# memoryview slicing with which a device seals and opens where the bytes lie, and the
+# prepared keys are OpenSSL's own objects, each set up once per direction: the AES-CTR
+# context (`ctr`, its nonce reset per packet) and the HMAC (`pads`, copied per packet),
+# called directly, with no function of ours between (compat's names for them are
+# CPython's only). On MicroPython (only the tests run a realm there) they are crypto's
+# Sealer and Opener with those two calls. The same bytes and errors as crypto's either
+# way (tests/core/test_relay_path.py).
 _AES_CTR = getattr(compat, "aes256_ctr_context", None)
-_HMAC_KEY = getattr(compat, "hmac_sha256_key", None)
 
+if _AES_CTR is None:  # MicroPython
+    class _RelaySealer(crypto.Sealer):
+        __slots__ = ()
 
-def _prepare_keys(keys, enc, mac):
-    if _HMAC_KEY is None:  # MicroPython (tests): crypto's
-        crypto._Keys._prepare(keys, enc, mac)
-    else:
+        def seal_packet(self, header, plain):
+            """header | seal(header, plain)."""
+            return header + self.seal(header, plain)
+
+    class _RelayOpener(crypto.Opener):
+        __slots__ = ()
+
+        def open_packet(self, packet):
+            """The plaintext of a sealed packet (bytes: header | body, the header its
+            associated data), as open(header, body)."""
+            return self.open(packet[:2], memoryview(packet)[2:])
+else:
+    _HMAC_KEY = compat.hmac_sha256_key
+
+    def _prepare_keys(keys, enc, mac):
         keys.ctr = _AES_CTR(enc)
         keys.pads = _HMAC_KEY(mac)
 
+    class _RelaySealer(crypto.Sealer):
+        __slots__ = ()
+        _prepare = _prepare_keys
 
-class _RelaySealer(crypto.Sealer):
-    __slots__ = ()
-    _prepare = _prepare_keys
+        def seal(self, ad, plaintext):
+            return self.seal_packet(ad, plaintext)[len(ad):]
 
-    def seal(self, ad, plaintext):
-        return self.seal_packet(ad, plaintext)[len(ad):]
+        def seal_in_place(self, ad, body):
+            view = memoryview(body)
+            view[:] = self.seal(ad, bytes(view[8:len(view) - _TAG_SIZE]))
+            return body
 
-    def seal_in_place(self, ad, body):
-        view = memoryview(body)
-        view[:] = self.seal(ad, bytes(view[8:len(view) - _TAG_SIZE]))
-        return body
+        def seal_packet(self, header, plain):
+            """header | seal(header, plain)."""
+            if self.ctr is None:
+                self._prepare_again()
+            nonce = self.n.to_bytes(8, "big")
+            self.n += 1
+            ctr = self.ctr
+            ctr.reset_nonce(nonce + _ZERO8)
+            signed = b"".join((header, nonce, ctr.update(plain)))
+            mac = self.pads.copy()
+            mac.update(signed)
+            return signed + mac.finalize()[:_TAG_SIZE]
 
-    def seal_packet(self, header, plain):
-        """header | seal(header, plain)."""
-        if self.ctr is None:
-            self._prepare_again()
-        nonce = self.n.to_bytes(8, "big")
-        self.n += 1
-        if _HMAC_KEY is None:
-            signed = header + nonce + crypto._crypt(self.ctr, nonce + _ZERO8, plain)
-            return signed + crypto._hmac(self.pads, signed, b"", b"")[:_TAG_SIZE]
-        ctr = self.ctr
-        ctr.reset_nonce(nonce + _ZERO8)
-        signed = b"".join((header, nonce, ctr.update(plain)))
-        mac = self.pads.copy()
-        mac.update(signed)
-        return signed + mac.finalize()[:_TAG_SIZE]
+    class _RelayOpener(crypto.Opener):
+        __slots__ = ()
+        _prepare = _prepare_keys
 
+        def open(self, ad, body, in_place=False):
+            plain = self.open_packet(bytes(ad) + bytes(body))
+            if not in_place:
+                return plain
+            body = memoryview(body)
+            body[8:8 + len(plain)] = plain
+            return body[8:8 + len(plain)]
 
-class _RelayOpener(crypto.Opener):
-    __slots__ = ()
-    _prepare = _prepare_keys
-
-    def open(self, ad, body, in_place=False):
-        plain = self.open_packet(bytes(ad) + bytes(body))
-        if not in_place:
-            return plain
-        body = memoryview(body)
-        body[8:8 + len(plain)] = plain
-        return body[8:8 + len(plain)]
-
-    def open_packet(self, packet):
-        """The plaintext of a sealed packet (bytes: header | body, the header its
-        associated data), as open(header, body)."""
-        if len(packet) < _SEALED:
-            raise ProtocolError(MALFORMED, "sealed body under 24 bytes")
-        nonce = packet[2:10]
-        n = int.from_bytes(nonce, "big")
-        if self.last is not None and n <= self.last:
-            raise ProtocolError(MALFORMED, "nonce %d not above %d" % (n, self.last))
-        if self.ctr is None:
-            self._prepare_again()
-        end = len(packet) - _TAG_SIZE
-        if _HMAC_KEY is None:
-            tag = crypto._hmac(self.pads, packet[:end], b"", b"")
-        else:
+        def open_packet(self, packet):
+            """The plaintext of a sealed packet (bytes: header | body, the header its
+            associated data), as open(header, body)."""
+            if len(packet) < _SEALED:
+                raise ProtocolError(MALFORMED, "sealed body under 24 bytes")
+            nonce = packet[2:10]
+            n = int.from_bytes(nonce, "big")
+            if self.last is not None and n <= self.last:
+                raise ProtocolError(MALFORMED, "nonce %d not above %d" % (n, self.last))
+            if self.ctr is None:
+                self._prepare_again()
+            end = len(packet) - _TAG_SIZE
             mac = self.pads.copy()
             mac.update(packet[:end])
-            tag = mac.finalize()
-        if not ct_equal(tag[:_TAG_SIZE], packet[end:]):
-            raise ProtocolError(MALFORMED, "bad tag")
-        self.last = n
-        if _HMAC_KEY is None:
-            return crypto._crypt(self.ctr, nonce + _ZERO8, packet[10:end])
-        ctr = self.ctr
-        ctr.reset_nonce(nonce + _ZERO8)
-        return ctr.update(packet[10:end])
+            if not ct_equal(mac.finalize()[:_TAG_SIZE], packet[end:]):
+                raise ProtocolError(MALFORMED, "bad tag")
+            self.last = n
+            ctr = self.ctr
+            ctr.reset_nonce(nonce + _ZERO8)
+            return ctr.update(packet[10:end])
 
 
 # The realm's own connection events (shared/events.py has those both sides make): here,
