@@ -5,11 +5,16 @@ import json
 import os
 import socket
 import threading
+import time
 import uuid
 
+import nats
 import pytest
+from nats.errors import NoRespondersError, TimeoutError as NatsTimeoutError
 
-from tests.realm_helpers import RealmProcess, run_cli
+from host.cli import realm_public
+from host.cluster import prefix_for
+from tests.realm_helpers import RealmProcess, run, run_cli
 from tools.harness import NatsServer, ToolMissing
 
 # Set by a developer who has no nats-server and asks to skip these tests; `make test`
@@ -56,9 +61,33 @@ class Node(ClusterAdmin, RealmProcess):
         RealmProcess.__init__(self, data_dir, "--cluster", url, "--node", name, *extra)
 
     def kill(self):
+        """kill -9, then wait until NATS has dropped the node's connection. Until then NATS
+        still delivers to the dead node's subscriptions: a packet another node forwards
+        to it in that moment is lost there, and its sender hears UNAVAILABLE after 3 s;
+        from then on NATS answers "no responders" and the packet is stored (QUEUED).
+        docs/CLUSTER.md, "A node stopped or killed"."""
         self.proc.kill()
         self.proc.wait()
         self._log.close()
+        subject = "%s.node.%s" % (prefix_for(realm_public(self.data_dir)), self.name)
+        run(_no_responders(self.url, subject))
+
+
+async def _no_responders(url, subject, timeout=10):
+    """Once a request to `subject` is answered "no responders" by NATS."""
+    nc = await nats.connect(url)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await nc.request(subject, b"", timeout=0.2)  # a node ignores an empty one
+            except NoRespondersError:
+                return
+            except NatsTimeoutError:  # taken by a subscription NATS still holds
+                pass
+            assert time.monotonic() < deadline, "NATS still delivers %s" % subject
+    finally:
+        await nc.close()
 
 
 class ClusterRealm(ClusterAdmin):
