@@ -290,13 +290,16 @@ def test_a_simulated_board_reconnects_to_the_other_node(cluster, tmp_path, unix_
         board, peer = boards
         online(board)
         online(peer)
-        assert send(peer, board, "before") == "DELIVERED"
+        # Its session is in NATS before its Welcome: n2 forwards to n1, which hands it over.
+        status = send(peer, board, "before")
+        assert status == "DELIVERED", (status, n1.log(), n2.log())  # seen QUEUED once
         received(board, peer, "before")
         mark = board.mark()
         n1.kill()  # the board was on n1: the balancer sends it to n2 now
         cluster.nodes.remove(n1)
         online(board, since=mark, timeout=30)
-        assert send(peer, board, "after") == "DELIVERED"
+        status = send(peer, board, "after")  # both on n2 now
+        assert status == "DELIVERED", (status, n2.log(), board.output())
         received(board, peer, "after", since=mark)
     finally:
         for board in boards:
