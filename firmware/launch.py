@@ -120,7 +120,8 @@ class Updates:
             self.load().welcomed()
 
     def event(self, event):
-        pass
+        if self.working is not None:  # its answer's Delivery: firmware/updating.py
+            self.working.event(event)
 
 
 async def _main(runtime, device, app, boot):

@@ -251,6 +251,27 @@ class Fetcher(UpdateService):
         self.id = None
         self.restarting = True
 
+    def _result(self, peer, uid, outcome, reason, version, detail):
+        """A final answer, a restart after it: with the transfer's garbage collected first.
+        If even then it finds no room to be sealed, a refusal is kept on flash and said
+        after the restart, from a fresh heap (welcomed()); an install is said by its trial."""
+        gc.collect()
+        try:
+            UpdateService._result(self, peer, uid, outcome, reason, version, detail)
+            return
+        except MemoryError:
+            pass  # handled below, once the error and what it holds are let go
+        self.answer = None
+        again = outcome == update.REFUSED and self.rt.boot["phase"] != "refused" and \
+            getattr(self, "new", None) is not None
+        self.rt.log("update %s: no memory left to answer; %s" % (
+            version, "the answer follows the restart" if again else "not answered"))
+        if again:
+            self._set_pending({"updater": uuid_to_str(peer), "id": hexlify(uid).decode(),
+                               "version": version, "slot": self.new, "phase": "refused",
+                               "reason": reason, "detail": detail})
+            self.restarting = True
+
     def _pause(self):
         """The updater stopped answering: back to the app; the next offer of this bundle
         goes on from what is on flash."""

@@ -15,12 +15,16 @@ import struct
 
 from shared import codec, update
 from shared.compat import const
+from shared.events import Delivery
 from shared.update import UpdateError
 from firmware.slotfiles import read_json, write_json
 from firmware.store import makedirs
 
 TICK_MS = const(500)
-_SEND_MS = const(200)  # before a restart: the last result on its way out
+# Before a restart: the last answer goes out and the realm has it (its Delivery), for this
+# long at most. The reset of a board drops what its link had not sent yet.
+_SEND_MS = const(3000)
+_POLL_MS = const(20)
 _BUF = const(1024)
 HEADER_FIXED = const(102)  # shared/bundle.py: the header before the manifest
 # The manifest's files as fixed records on flash (slot/index), written when the header is
@@ -46,6 +50,7 @@ class UpdateService:
         self.pending = read_json(self.pending_path)  # the update in progress, or to report
         self.id = None  # the update being fetched
         self.restarting = False
+        self.answer = None  # (msg_id, ms sent) of the last answer until the realm has it
         self.task = None
 
     def handle(self, peer, data):
@@ -93,6 +98,10 @@ class UpdateService:
     def step(self, online):
         """Called every TICK_MS while busy()."""
 
+    def event(self, event):
+        if isinstance(event, Delivery) and self.answer and event.msg_id == self.answer[0]:
+            self.answer = None
+
     # -- the timer -------------------------------------------------------------------
     def _start_task(self):
         if self.restarting and self.task is not None:
@@ -106,33 +115,49 @@ class UpdateService:
             if not self.restarting:
                 await asyncio.sleep_ms(TICK_MS)
             if self.restarting:
-                await asyncio.sleep_ms(_SEND_MS)
+                await self._answered()
                 self.rt.board.restart()
             self.step(self.rt.endpoint.online)
         self.task = None
         if self.rt.boot["alone"]:  # started without the app for this work: back to it
-            await asyncio.sleep_ms(_SEND_MS)
+            await self._answered()
             self.rt.board.restart()
         self.listener.done()
+
+    async def _answered(self):
+        """Until the realm has the last answer (its Delivery came), the link is down, or
+        _SEND_MS passed since it was sent: a restart ends the link, and what the link had
+        not delivered yet with it (a board's reset; a socket closed with bytes unread
+        resets the connection). Timed from the answer: a new task for each packet that
+        comes meanwhile (_start_task) waits no longer."""
+        rt = self.rt
+        while self.answer is not None and rt.endpoint.online and \
+                rt.now_ms() - self.answer[1] < _SEND_MS:
+            await asyncio.sleep_ms(_POLL_MS)
 
     # -- answers ----------------------------------------------------------------------
     def _refuse(self, peer, uid, version, error):
         error = refusal(error)
         self.rt.log("update %s refused: %s" % (version, error))
-        self._result(peer, uid, update.REFUSED, error.reason, version, str(error))
-        if self.id == uid:
+        if self.id == uid:  # the transfer ends first: what it held is free for the answer
             self._close()
             self.id = None
             self._set_pending(None)
             _rmtree(self.new)
             self.restarting = self.rt.boot["updating"]  # back to the app
+        self._result(peer, uid, update.REFUSED, error.reason, version, str(error))
 
     def _result(self, peer, uid, outcome, reason, version, detail):
-        self._send(peer, update.result(uid, outcome, reason, version, detail))
+        self.answer = (self._send(peer, update.result(uid, outcome, reason, version, detail)),
+                       self.rt.now_ms())
 
     def _send(self, peer, data):
-        self.rt.endpoint.send_service(peer, codec.SERVICE_UPDATE, data)
-        self.rt.kick()
+        msg_id = self.rt.endpoint.send_service(peer, codec.SERVICE_UPDATE, data)
+        try:
+            self.rt.kick()
+        except OSError:  # the link broke: not this update's fault. The runtime's reader
+            pass  # ends the session; after the next Welcome the fetcher asks again
+        return msg_id
 
     def _set_pending(self, value):
         self.pending = value

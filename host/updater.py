@@ -230,7 +230,7 @@ class Updater:
             except UpdateError:
                 return
             t.last = time.monotonic()
-            if kind == update.GET:
+            if kind == update.GET and not t.final:  # (a late one, after its answer: no more)
                 self._chunk(t, *fields)
             elif kind == update.RESULT:
                 self._result(t, *fields)
