@@ -262,15 +262,15 @@ class Fetcher(UpdateService):
         except MemoryError:
             pass  # handled below, once the error and what it holds are let go
         self.answer = None
-        again = outcome == update.REFUSED and self.rt.boot["phase"] != "refused" and \
-            getattr(self, "new", None) is not None
+        # (restarting: this fetch's refusal, its transfer ended; none said at this boot yet)
+        again = outcome == update.REFUSED and self.restarting and \
+            self.rt.boot["phase"] != "refused"
         self.rt.log("update %s: no memory left to answer; %s" % (
             version, "the answer follows the restart" if again else "not answered"))
         if again:
             self._set_pending({"updater": uuid_to_str(peer), "id": hexlify(uid).decode(),
                                "version": version, "slot": self.new, "phase": "refused",
                                "reason": reason, "detail": detail})
-            self.restarting = True
 
     def _pause(self):
         """The updater stopped answering: back to the app; the next offer of this bundle
