@@ -35,9 +35,3 @@ def image_runs(trial, board):
     ota = ota_partitions(board)
     return ota is not None and ota(ota.RUNNING).info()[4] == trial["label"]
 
-
-def trial_name(image, app_version):
-    """What a version on trial is, in the log's and the updater's words: the image on trial
-    (image: slots/image.json's value), else the app's update."""
-    trial = image.get("trial")
-    return "image " + trial["version"] if trial else "update %s" % app_version

@@ -2,16 +2,17 @@
 # is confirmed), or once to report that it rolled back. It works beside the app, so it
 # loads nothing of the update service (whose code and names need more heap than a small
 # board has beside the app, docs/UPDATES.md "Memory"): a confirmation or a rollback
-# writes small files and sends one Result.
+# writes small files and sends one Result, an updater's Offer meanwhile gets BUSY.
 import asyncio
 import os
 
-from binascii import unhexlify
+from binascii import hexlify, unhexlify
 
 from shared import RELEASE, update
 from shared.codec import SERVICE_UPDATE, uuid_from_str
 from shared.compat import const
-from firmware.slotfiles import image_runs, read_json, trial_name, write_json
+from shared.update import UpdateError
+from firmware.slotfiles import image_runs, read_json, write_json
 from firmware.updating import IMAGE_STATE, UPDATE_STATE  # folded by the build: nothing is loaded
 
 _WATCHDOG_MS = const(30000)
@@ -34,7 +35,7 @@ async def guard(runtime):
     times = runtime.config["update"]
     image = read_json(boot["slots"] + IMAGE_STATE) or {}
     trial = image.get("trial")
-    what = trial_name(image, runtime.app_version)
+    what = _trying(image, runtime.app_version)
     if trial and not image_runs(trial, board):
         await _online(runtime)  # the bootloader went back to the previous image
         _image_rolled_back(runtime, image, trial)
@@ -65,6 +66,37 @@ async def guard(runtime):
     from firmware.launch import unload
     for name in _MODULES:
         unload(name)
+
+
+def offered(runtime, peer, data):
+    """An updater's Offer while a version is on trial (firmware/launch.py's Updates hands
+    it here, with nothing to load): BUSY, beside the app. Answered without the app, it
+    would cost a restart, which the first stage counts as a failed start of the trial and
+    after which the bootloader rolls an image on trial back. The version on trial, or
+    what runs, offered again gets no answer: the confirmation answers it."""
+    try:
+        uid, _size, _header_size, version = update.decode(data)[1]
+    except UpdateError:
+        return  # malformed: dropped, as the update service drops it
+    slots = runtime.boot["slots"]
+    image = read_json(slots + IMAGE_STATE) or {}
+    running = read_json(runtime.boot["slot"] + "/release.json") or {}
+    if hexlify(uid).decode() in (running.get("id"), image.get("id"),
+                                 (image.get("trial") or {}).get("id")):
+        return
+    detail = "%s is on trial: it must be confirmed before the next update" % _trying(
+        image, runtime.app_version)
+    runtime.log("update %s refused: %s" % (version, detail))
+    runtime.endpoint.send_service(peer, SERVICE_UPDATE, update.result(
+        uid, update.REFUSED, update.BUSY, version, detail))
+    runtime.kick()
+
+
+def _trying(image, app_version):
+    """What is on trial, in the log's and the updater's words: the image on trial (image:
+    slots/image.json's value), else the app's update."""
+    trial = image.get("trial")
+    return "image " + trial["version"] if trial else "update %s" % app_version
 
 
 async def _online(runtime):

@@ -6,8 +6,7 @@ from binascii import hexlify
 
 from shared import update
 from shared.codec import uuid_to_str
-from shared.update import UpdateError
-from firmware.slotfiles import read_json, trial_name
+from firmware.slotfiles import read_json
 from firmware.updating import UpdateService, IMAGE_STATE, KEPT_OFFER, _remove
 
 
@@ -36,20 +35,16 @@ class Agent(UpdateService):
         who = uuid_to_str(peer)  # an updater: firmware/launch.py turned strangers away
         hexid = hexlify(uid).decode()
         mine = _release(self.slot)
-        on_trial = self.rt.boot["state"].get("trial") == self.slot
         p = self.pending or {}
+        # (Never on trial: then firmware/trial.py answers offers, firmware/launch.py.)
         if hexid in (mine.get("id"), self.image.get("id"),
                      (self.image.get("trial") or {}).get("id")):
-            if not on_trial:  # on trial, the confirmation answers
-                self._result(peer, uid, update.CURRENT, 0, version, "%s runs already" % version)
+            self._result(peer, uid, update.CURRENT, 0, version, "%s runs already" % version)
         elif p.get("id") == hexid and p.get("phase") == "failed":
             self._result(peer, uid, update.ROLLED_BACK, update.START_FAILED, version,
                          "%s did not start; %s runs" % (version, self.rt.firmware
                                                         if p.get("kind") == "image"
                                                         else mine.get("version")))
-        elif on_trial:
-            raise UpdateError(update.BUSY, "%s is on trial: it must be confirmed before the "
-                              "next update" % trial_name(self.image, self.rt.app_version))
         else:
             # Fetched after a restart without the app, so the transfer has the whole heap;
             # a bundle fetched in part before goes on from there.

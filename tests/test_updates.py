@@ -213,6 +213,30 @@ def test_an_offer_to_a_version_on_trial_is_refused_until_it_is_confirmed(fleet, 
         in row["detail"], row
 
 
+def test_offers_to_a_version_on_trial_cost_it_no_restart(fleet, bundle):
+    # The version on trial leaves the agent no room beside it. Its offers are answered by
+    # firmware/trial.py, loaded for the trial anyway: a restart to answer them without
+    # the app would count as a failed start (3 of them roll a healthy version back; an
+    # image on trial would be rolled back by the bootloader at once).
+    dev = fleet.add("attic", update={"confirm_ms": 120000, "trial_ms": 300000})
+    online(dev)
+    first = fleet.push(bundle("2.0.0", write_app(bundle.folder, "hog.py", HOG_APP)), "attic",
+                       wait=120)
+    dev.wait(r"update 2\.0\.0 on trial: confirmed after 120 s online", 60)
+    dev.wait(r"^hogging \d+$", 30)
+    first.kill()  # its updater gone, the version stays on trial
+    first.communicate()
+    mark = dev.mark()
+    for _ in range(3):
+        code, rows, err = fleet.run_push(bundle("3.0.0"), "attic")
+        row = rows["attic"]
+        assert code == 1 and (row["state"], row["reason"]) == ("refused", "BUSY"), (rows, err)
+        assert "update 2.0.0 is on trial" in row["detail"], row
+    assert not dev.matches(r"restarting|did not start well", since=mark), dev.output()
+    state = boot_state(dev)
+    assert state["trial"] and state["tries"] == 1, state  # its one start, still on trial
+
+
 def test_an_offer_kept_on_flash_is_dropped_when_the_realm_is_out_of_reach(fleet, realm,
                                                                           unix_build):
     # An offer the app left no room for is kept on flash and answered after a restart
