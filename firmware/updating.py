@@ -58,6 +58,11 @@ class UpdateService:
             kind, fields = update.decode(data)
         except UpdateError:
             return  # dropped, like any inner packet that makes no sense
+        if kind == update.OFFER and self.restarting:
+            # Its result is on its way out (installed: the trial's confirmation or rollback
+            # answers next): taken as a new offer, it would unmake the update before the
+            # restart. The updater offers again.
+            return
         try:
             try:
                 if kind == update.OFFER:

@@ -154,6 +154,7 @@ def test_a_device_reset_before_confirmation_comes_back_on_the_old_image(fleet, i
     dev.wait(r"update 2\.0\.0 installed in partition ota_1", 60)
     dev.wait(r"image 2\.0\.0 on trial: confirmed after 120 s online", 30)
     assert otadata(dev)["running"] == "ota_1"
+    before = dev.output()
     dev.kill()  # reset before the confirmation
     dev.start()
     dev.wait(r"bootloader: ota_1 was not marked valid: rolling back to ota_0")
@@ -161,7 +162,7 @@ def test_a_device_reset_before_confirmation_comes_back_on_the_old_image(fleet, i
     out, err = push.communicate(timeout=60)
     row = {r["name"]: r for r in json.loads(out)}["pump"]
     assert push.returncode == 1 and (row["state"], row["reason"]) == (
-        "rolled back", "START_FAILED"), (row, err)
+        "rolled back", "START_FAILED"), (row, err, before, dev.output())
     data = otadata(dev)
     assert (data["boot"], data["running"], data["state"]) == ("ota_0", "ota_0", "valid"), data
     assert image_state(dev) == {}
@@ -193,7 +194,7 @@ def test_an_image_transfer_resumes_after_a_power_cut(fleet, images):
     dev.wait(r"update 3\.0\.0: partition ota_1 holds 32768 bytes of the image", 60)
     out, err = push.communicate(timeout=150)
     row = {r["name"]: r for r in json.loads(out)}["well"]
-    assert push.returncode == 0 and row["state"] == "updated", (row, err)
+    assert push.returncode == 0 and row["state"] == "updated", (row, err, dev.output())
     assert size <= row["sent"] < 1.3 * size, row
     assert partition_bytes(dev, "ota_1", RESUME_SIZE) == image
     assert otadata(dev)["state"] == "valid"
