@@ -34,9 +34,15 @@ def prepare(config_path, state_dir, app, repin, boot):
     # left the update service no room (firmware/launch.py's Updates kept it on flash).
     alone = updating
     if boot is not None and not updating:
+        kept = boot["slots"] + KEPT_OFFER
         try:
-            os.stat(boot["slots"] + KEPT_OFFER)
-            alone = True
+            os.stat(kept)
+            if boot["state"].get("trial") == boot["slot"]:
+                # A trial's start is no time to answer it without the app (the next start
+                # would count as a failed one): firmware/trial.py answers the next offer.
+                os.remove(kept)
+            else:
+                alone = True
         except OSError:
             pass
     if boot is not None:
