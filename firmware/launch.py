@@ -88,8 +88,8 @@ class Updates:
                     self.done()  # no room even for that: dropped, as a malformed one
                 return
             if _on_trial(self.runtime.boot):  # firmware/trial.py is loaded: it answers
-                from firmware.trial import offered
-                offered(self.runtime, peer, data)
+                from firmware.trial import answer  # (a name launch.py has: no new one interned)
+                answer(self.runtime, peer, data)
                 return
         elif self.working is None and len(data) == 1 and data[0] == QUERY:
             try:  # beside the app, the half may find no room; this does

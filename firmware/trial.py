@@ -68,7 +68,7 @@ async def guard(runtime):
         unload(name)
 
 
-def offered(runtime, peer, data):
+def answer(runtime, peer, data):
     """An updater's Offer while a version is on trial (firmware/launch.py's Updates hands
     it here, with nothing to load): BUSY, beside the app. Answered without the app, it
     would cost a restart, which the first stage counts as a failed start of the trial and
