@@ -5,7 +5,8 @@ import gc
 import sys
 
 from firmware.updating import KEPT_OFFER  # folded by the build: nothing is loaded
-from shared.update import OFFER, QUERY  # (the same)
+from shared.codec import SERVICE_UPDATE  # (the same)
+from shared.update import NOT_UPDATER, OFFER, QUERY, REFUSED, RESULT  # (the same)
 
 speaker = "device"  # the config's name once it is read: each line says which device speaks
 
@@ -46,8 +47,8 @@ def start(config_path="config.json", state_dir=None, app=None, repin=False, boot
 
 # What the update service's halves load (shared/update.py too), unloaded when they are done.
 _UPDATE_MODULES = ("firmware.update_agent", "firmware.update_fetch", "firmware.update_image",
-                   "firmware.updating", "firmware.slotfiles", "firmware.update_offer",
-                   "firmware.update_query", "shared.update")
+                   "firmware.updating", "firmware.slotfiles", "firmware.update_query",
+                   "shared.update")
 
 
 class Updates:
@@ -80,12 +81,12 @@ class Updates:
         offer = len(data) > 0 and data[0] == OFFER
         if offer:
             from shared.codec import uuid_to_str
-            if uuid_to_str(peer) not in self.runtime.config["updaters"]:
-                try:  # refused without loading a half (firmware/update_offer.py)
-                    from firmware.update_offer import turn_away
-                    turn_away(self, peer, data)
+            who = uuid_to_str(peer)
+            if who not in self.runtime.config["updaters"]:
+                try:
+                    turn_away(self.runtime, peer, who, data)
                 except MemoryError:
-                    self.done()  # no room even for that: dropped, as a malformed one
+                    pass  # not even the answer's few bytes: dropped, the updater tries again
                 return
             if _on_trial(self.runtime.boot):  # firmware/trial.py is loaded: it answers
                 from firmware.trial import answer  # (a name launch.py has: no new one interned)
@@ -126,6 +127,30 @@ class Updates:
     def event(self, event):
         if self.working is not None:  # its answer's Delivery: firmware/updating.py
             self.working.event(event)
+
+
+def turn_away(runtime, peer, who, data):
+    """Refuse an Offer from `who`, a device that is not one of the config's updaters:
+    Result REFUSED, NOT_UPDATER, with the Offer's id and version (shared/update.py's
+    layouts); a malformed one is dropped. Built here from the Offer's bytes, with nothing
+    loaded, so that a stranger never makes this device load the update service or restart,
+    and the answer always finds room: a module loaded now would intern its path and names
+    for good, and an idle device's fifth name pool has about 10 entries left; the sixth is
+    7.3 KB in one block, which a fragmented heap often lacks (the answer was then lost)."""
+    end = len(data)  # Offer: type, id:32, size:4, header size:4, version (str16, last)
+    if end < 43 or data[41] << 8 | data[42] != end - 43:
+        return
+    try:
+        version = data[43:].decode()
+    except UnicodeError:
+        return
+    detail = "%s is not an updater of this device (config: updaters)" % who
+    log("update %s refused: %s" % (version, detail))
+    detail = detail.encode()
+    runtime.endpoint.send_service(peer, SERVICE_UPDATE, bytes((RESULT,)) + data[1:33] + bytes(
+        (REFUSED, NOT_UPDATER)) + data[41:] + bytes((len(detail) >> 8, len(detail) & 255))
+        + detail)
+    runtime.kick()
 
 
 async def _main(runtime, device, app, boot):

@@ -35,7 +35,7 @@ IMAGE_STATE = const("/image.json")  # in the slots folder: firmware/update_image
 # in the slots folder: the update in progress, or its outcome to report (the first stage,
 # firmware/main.py, names it itself: it imports nothing of the runtime)
 UPDATE_STATE = const("/update.json")
-# in the slots folder: peer:16 | an Offer's Service data (firmware/update_offer.py)
+# in the slots folder: peer:16 | an Offer's Service data, kept by firmware/launch.py
 KEPT_OFFER = const("/offer.service")
 
 

@@ -198,6 +198,22 @@ def test_an_offer_that_finds_no_room_beside_the_app_is_answered_after_a_restart(
     assert not dev.matches(r"out of memory|MemoryError"), dev.output()
 
 
+def test_a_stranger_is_refused_beside_an_app_that_leaves_no_room(fleet, bundle, realm):
+    # An Offer from an updater the device does not list is answered with nothing loaded:
+    # a module loaded beside the app would intern its names for good, and past the fifth
+    # name pool that takes 7.3 KB in one block, which a fragmented heap lacks (the offer
+    # went unanswered, at times even on an idle device).
+    dev = fleet.add("cupboard", app=write_app(bundle.folder, "hog.py", HOG_APP))
+    dev.wait(r"^hogging \d+$", 30)
+    stranger_id, stranger_token = realm.add_device("stranger")
+    stranger = str(uuid.UUID(bytes=stranger_id))
+    code, rows, _err = fleet.run_push(bundle("2.0.0"), "cupboard", as_id=stranger,
+                                      token=stranger_token, wait=30)
+    assert code == 1 and rows["cupboard"]["reason"] == "NOT_UPDATER", (rows, dev.output())
+    assert "%s is not an updater of this device" % stranger in rows["cupboard"]["detail"]
+    assert not dev.matches(r"restarting|MemoryError|out of memory"), dev.output()
+
+
 def test_an_offer_to_a_version_on_trial_is_refused_until_it_is_confirmed(fleet, bundle):
     # The refusal names what is on trial in the words of the trial's own log lines.
     dev = fleet.add("loft", update={"confirm_ms": 120000, "trial_ms": 300000})
