@@ -485,10 +485,11 @@ class Link:
         # The core calls back into the link, through a weak reference: with a strong one
         # the link and its connection would hold each other, and an ended link would
         # wait for the cycle collector (a storm's dead links piled up until it ran).
-        bound_key = weakref.WeakMethod(self._bound_key)
+        # (weakref.ref, not WeakMethod: a C call, where WeakMethod's are Python's.)
+        link = weakref.ref(self)
         self.conn = RealmConnection(
             realm.private, realm.public, framer, realm.now_ms(),
-            lambda device_id: bound_key()(device_id),
+            lambda device_id: link()._bound_key(device_id),
             handshake_timeout_ms=int(realm.config.handshake_timeout_s * 1000),
             hello_timeout_ms=int(realm.config.hello_timeout_s * 1000),
             dh2_cache=realm.dh2_cache)

@@ -6,7 +6,7 @@ import json
 
 from shared import codec, compat, crypto
 from shared.compat import const, urandom
-from shared.connection import Connection, session_keys
+from shared.connection import SESSION_INFO, ZERO_KEY, Connection, session_keys
 from shared.crypto import ct_equal
 from shared.errors import NAMES, ProtocolError, KEY_MISMATCH, KEY_CHECK_FAILED, MALFORMED, \
     UNEXPECTED
@@ -28,6 +28,7 @@ RESTARTED = const(-1)
 NAMES[RESTARTED] = "RESTARTED"
 
 _PROXY_HEADER = bytes((codec.PROTO_REALM, codec.PROXY_PASS))
+_KEY_CHECK_HEADER = bytes((codec.PROTO_REALM, codec.KEY_CHECK))
 _PROXY_FIXED = const(20)  # ProxyPass: peer:uuid, msg_id:u32, then inner
 _SEALED = const(26)  # a sealed packet beyond its plaintext: header 2, n:u64, tag 16
 _TAG_SIZE = const(16)
@@ -94,6 +95,17 @@ def parse_report(text):
 # Sealer and Opener with those two calls. The same bytes and errors as crypto's either
 # way (tests/core/test_relay_path.py).
 _AES_CTR = getattr(compat, "aes256_ctr_context", None)
+_HKDF = getattr(compat, "hkdf_sha256", None)
+
+
+def _session_keys(th, dh1, dh2):
+    """connection.session_keys; on CPython with the HKDF in one call of OpenSSL's (half
+    the cost of crypto's, which a device runs: its heap has no room for a second one)."""
+    if _HKDF is None or dh1 == ZERO_KEY or dh2 == ZERO_KEY:  # zero: session_keys refuses
+        return session_keys(th, dh1, dh2)
+    okm = _HKDF(th, dh1 + dh2, SESSION_INFO, 128)
+    return okm[0:32], okm[32:64], okm[64:96], okm[96:128]
+
 
 if _AES_CTR is None:  # MicroPython
     class _RelaySealer(crypto.Sealer):
@@ -176,11 +188,34 @@ else:
             return ctr.update(packet[10:end])
 
 
+_welcomes = {}  # (realm_name, heartbeat_s, max_packet) -> its Welcome, unsealed
+
+
+def _welcome(realm_name, heartbeat_s, max_packet):
+    """The Welcome packet, encoded once per realm settings: every login sends the same."""
+    key = (realm_name, heartbeat_s, max_packet)
+    packet = _welcomes.get(key)
+    if packet is None:
+        packet = codec.encode(codec.PROTO_REALM, codec.WELCOME, heartbeat_s, max_packet,
+                              realm_name)
+        if len(_welcomes) >= 4:  # a realm has one; tests make a few
+            _welcomes.clear()
+        _welcomes[key] = packet
+    return packet
+
+
 # The realm's own connection events (shared/events.py has those both sides make): here,
 # not there, since no device loads them.
 class LoginRequest(Event):
     """Answer with conn.accept_login(...) or conn.refuse_login(code, message)."""
     _fields = "device_id method details device_public"
+
+    def __init__(self, device_id, method, details, device_public):
+        # Event's, without its loop over _fields: one per login, and no device pays for it
+        self.device_id = device_id
+        self.method = method
+        self.details = details
+        self.device_public = device_public
 
 
 class PeerKeyRequestPacket(Event):
@@ -245,8 +280,7 @@ class RealmConnection(Connection):
     def accept_login(self, realm_name, heartbeat_s, max_packet):
         if self._state != _AWAIT_DECISION or self.closed:
             raise ProtocolError(UNEXPECTED, "no login to accept")
-        self._send(codec.encode(codec.PROTO_REALM, codec.WELCOME, heartbeat_s, max_packet,
-                                realm_name))
+        self._send(_welcome(realm_name, heartbeat_s, max_packet))
         self._state = _ESTABLISHED
         self._bound_key = None  # asked only in the handshake; the shell's callback may be big
         self._start_session(heartbeat_s, max_packet)
@@ -382,14 +416,14 @@ class RealmConnection(Connection):
             self._ephemeral = crypto.generate_keypair()
         eph_private, eph_public = self._ephemeral
         self._ephemeral = None
-        clear = codec.encode(codec.PROTO_REALM, codec.KEY_CHECK, eph_public, bytes(32))[:34]
+        clear = _KEY_CHECK_HEADER + eph_public  # KeyCheck's clear part: header and e_R
         self._th.update(clear)
         th = self._th.digest()
         self._th = None
         dh1 = crypto.x25519(eph_private, self._device_eph)
         self._device_eph = None
         dh2 = self._dh2(bound)
-        d2r_enc, d2r_mac, r2d_enc, r2d_mac = session_keys(th, dh1, dh2)
+        d2r_enc, d2r_mac, r2d_enc, r2d_mac = _session_keys(th, dh1, dh2)
         self._sealer = _RelaySealer(r2d_enc, r2d_mac, True)  # releasable: release_keys()
         self._opener = _RelayOpener(d2r_enc, d2r_mac, True)
         challenge = self._challenge or urandom(32)

@@ -10,11 +10,13 @@ import struct
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given, settings, strategies as st
 
-from shared import compat, compat_cpython, crypto
+from shared import compat, compat_cpython, connection, crypto, realm
 from shared import x25519 as pure
+from shared.errors import KEY_CHECK_FAILED, ProtocolError
 
 BASE_POINT = b"\x09" + bytes(31)
 # u-coordinates of small order (RFC 7748 section 6.1's check): X25519 gives all zeros.
@@ -106,6 +108,59 @@ def test_hmac_matches_stdlib(key, data):
 def test_hkdf_matches_cryptography(salt, ikm, info, length):
     expected = HKDF(hashes.SHA256(), length, salt, info).derive(ikm)
     assert crypto.hkdf_expand(crypto.hkdf_extract(salt, ikm), info, length) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(salt=st.binary(max_size=80), ikm=st.binary(max_size=80), info=st.binary(max_size=40),
+       length=st.integers(1, 255 * 32))
+def test_cpython_hkdf_matches_crypto(salt, ikm, info, length):
+    assert compat_cpython.hkdf_sha256(salt, ikm, info, length) == \
+        crypto.hkdf_expand(crypto.hkdf_extract(salt, ikm), info, length)
+
+
+@settings(max_examples=100, deadline=None)
+@given(th=key32, dh1=st.one_of(key32, st.just(bytes(32))), dh2=st.one_of(key32, st.just(bytes(32))))
+def test_realm_key_schedule_is_the_devices(th, dh1, dh2):
+    """The realm's session keys (OpenSSL's HKDF) are those a device derives (crypto's), and
+    a zero X25519 result is refused the same way."""
+    assert realm._HKDF is compat_cpython.hkdf_sha256
+    try:
+        expected = connection.session_keys(th, dh1, dh2)
+    except ProtocolError as e:
+        assert e.code == KEY_CHECK_FAILED
+        try:
+            realm._session_keys(th, dh1, dh2)
+        except ProtocolError as e2:
+            assert (e2.code, e2.message) == (e.code, e.message)
+        else:
+            raise AssertionError("a zero X25519 result was not refused")
+    else:
+        assert realm._session_keys(th, dh1, dh2) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(key=key32, calls=st.lists(st.tuples(ivs, st.binary(max_size=70)), min_size=1, max_size=4))
+def test_ctr_context_from_the_binding_is_the_public_apis(key, calls):
+    """The realm's AES-CTR contexts come from cryptography's binding (where it gives what
+    the public API gives): the same bytes, message after message."""
+    assert compat.aes256_ctr_context is not compat_cpython._public_ctr_context
+    made, public = compat.aes256_ctr_context(key), compat_cpython._public_ctr_context(key)
+    for iv, data in calls:
+        made.reset_nonce(iv)
+        public.reset_nonce(iv)
+        assert made.update(data) == public.update(data)
+
+
+def test_ctr_context_falls_back_to_the_public_api(monkeypatch):
+    """A binding that is missing, or makes other bytes (another cryptography), is not used."""
+    from cryptography.hazmat.bindings._rust import openssl as rust_openssl
+    create = rust_openssl.ciphers.create_encryption_ctx
+    assert compat_cpython._binding_ctr_context() is not None
+    monkeypatch.setattr(rust_openssl.ciphers, "create_encryption_ctx",
+                        lambda algorithm, mode: create(algorithms.AES(bytes(32)), mode))
+    assert compat_cpython._binding_ctr_context() is None  # it ignores the key
+    monkeypatch.delattr(rust_openssl.ciphers, "create_encryption_ctx")
+    assert compat_cpython._binding_ctr_context() is None
 
 
 @settings(max_examples=200, deadline=None)

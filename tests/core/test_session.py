@@ -41,6 +41,17 @@ def test_first_contact_then_pinned_reconnect_skips_send_key():
     check(codec.SEND_KEY not in sent_ids(again.to_realm), "device sent no SendKey")
 
 
+def test_each_login_is_welcomed_with_its_realm_settings():
+    """The realm encodes a Welcome once per settings (shared/realm.py's _welcome): logins
+    under other settings, and then the first ones again, get each their own."""
+    for heartbeat_s, max_packet in ((30, 4096), (45, 4096), (30, 1024), (30, 4096)):
+        link = Link(heartbeat_s=heartbeat_s, max_packet=max_packet).pump()
+        welcome = _welcomed(link.device_events)
+        eq(len(welcome), 1, "one Welcome")
+        eq((welcome[0].realm_name, welcome[0].heartbeat_s, welcome[0].max_packet),
+           ("test-realm", heartbeat_s, max_packet), "the Welcome's settings")
+
+
 def test_the_realm_keeps_dh2_per_bound_key_and_uses_it():
     cache = {}
     first = Link(dh2_cache=cache).pump()  # no key bound at the Hello: nothing kept
