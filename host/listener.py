@@ -154,17 +154,20 @@ class Listener:
                 self._start_reading()
 
     def _start_reading(self):
+        # socket.accept() without its Python steps (_accept, then the socket object):
+        # accept() made the listener's family and type enums anew for each connection.
         for sock in self.sockets:
-            self.loop.add_reader(sock.fileno(), self._accept, sock)
+            self.loop.add_reader(sock.fileno(), self._accept, sock, sock.family.value,
+                                 sock.type.value, sock.proto)
 
     def _stop_reading(self):
         for sock in self.sockets:
             self.loop.remove_reader(sock.fileno())
 
-    def _accept(self, sock):
+    def _accept(self, sock, family, kind, proto):
         for _ in range(ACCEPTS_PER_WAKE):
             try:
-                conn, address = sock.accept()
+                fd, address = sock._accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return
             except OSError as e:
@@ -172,6 +175,11 @@ class Listener:
                     raise
                 self._out_of_resources(e)
                 return
+            try:
+                conn = socket.socket(family, kind, proto, fd)
+            except OSError:  # not a socket any more: nothing to serve
+                os.close(fd)
+                continue
             if self.failed:
                 log.info("accepting again: %d accepts had failed", self.failed)
                 self.failed = 0

@@ -143,6 +143,8 @@ class LoginLimiter:
 
     def finish(self, attempt, failed, now):
         """The attempt ended: a failure stays counted (and may block), a success does not."""
+        if not failed and not attempt.counted:
+            return  # nothing of it was counted (a realm-made token's check): nothing to undo
         if failed and not attempt.counted:
             self._count(attempt, now)
         for counter, key in self._keys(attempt):

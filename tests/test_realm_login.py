@@ -89,6 +89,18 @@ def test_attempts_count_when_they_start_and_successes_give_theirs_back():
     assert refused(limiter, "dev", "a", 3)
 
 
+def test_a_success_that_was_not_counted_gives_nothing_back():
+    """A cheap attempt (a realm-made token, open enrolment) that succeeds leaves the
+    counted ones alone, even one that started at the same instant."""
+    limiter = LoginLimiter()
+    counted = [limiter.start("dev", "a", True, False, 0) for _ in range(4)]
+    cheap = limiter.start("dev", "a", False, False, 0)
+    counted.append(limiter.start("dev", "a", True, False, 0))
+    assert all(counted) and cheap is not None
+    limiter.finish(cheap, False, 0)
+    assert limiter.start("dev", "a", True, False, 0) is None  # still five in flight
+
+
 def test_every_rate_limit_table_is_bounded():
     limiter = LoginLimiter(device_limit=1, address_limit=1, max_keys=100)
     for i in range(1000):

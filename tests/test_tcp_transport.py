@@ -153,6 +153,11 @@ def test_the_realms_accepted_connections_send_small_packets_at_once():
                 (link,) = server.links
                 sock = link.transport._sock
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                # The listener makes the socket object itself (socket.accept()'s steps):
+                # a non-blocking TCP socket of its family, as accept() would give.
+                assert (sock.family, sock.type, sock.getblocking()) == \
+                    (socket.AF_INET, socket.SOCK_STREAM, False)
+                assert sock.getpeername() == device.getsockname()
             finally:
                 device.close()
                 listener.close()
