@@ -103,11 +103,6 @@ def _line_writer(logger, level):
         return None
     return handler
 
-    def formatMessage(self, record):
-        if not record.message.isprintable():  # printable: nothing to escape (fast, in C)
-            record.message = escape(record.message)
-        return super().formatMessage(record)
-
 
 def setup(verbose=False, stream=None, log_file=None):
     """Log to `log_file` (rotated) if given, else to `stream` (stderr)."""

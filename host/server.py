@@ -653,14 +653,10 @@ class Link:
                 return
         if self.conn.closed:
             self._end()
-        else:
-            self._schedule()
-
-    def _schedule(self):
-        deadline = self.conn.next_deadline()
-        if deadline is None:
             return
-        self._arm((deadline + 1) / 1000.0)
+        when = (self.conn.next_deadline() + 1) / 1000.0  # an open connection has one
+        if self._timer is None or when < self._timer_at:  # else it fires earlier, re-arms then
+            self._arm(when)
 
     def _arm(self, when):
         if self._timer is not None:

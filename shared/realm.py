@@ -188,20 +188,22 @@ else:
             return ctr.update(packet[10:end])
 
 
-_welcomes = {}  # (realm_name, heartbeat_s, max_packet) -> its Welcome, unsealed
+# What every connection of a realm computes alike, made once: its key's fingerprint (what
+# a device that pinned it sends) and its Welcome (per settings).
+_pins = {}  # realm public key -> its fingerprint
+_welcomes = {}  # (realm_name, heartbeat_s, max_packet) -> the Welcome packet, unsealed
 
 
-def _welcome(realm_name, heartbeat_s, max_packet):
-    """The Welcome packet, encoded once per realm settings: every login sends the same."""
-    key = (realm_name, heartbeat_s, max_packet)
-    packet = _welcomes.get(key)
-    if packet is None:
-        packet = codec.encode(codec.PROTO_REALM, codec.WELCOME, heartbeat_s, max_packet,
-                              realm_name)
-        if len(_welcomes) >= 4:  # a realm has one; tests make a few
-            _welcomes.clear()
-        _welcomes[key] = packet
-    return packet
+def _kept(table, key, make, *args):
+    """table[key], made by make(*args) the first time. A few kept: a realm has one key and
+    one Welcome; tests make a few."""
+    value = table.get(key)
+    if value is None:
+        value = make(*args)
+        if len(table) >= 4:
+            table.clear()
+        table[key] = value
+    return value
 
 
 # The realm's own connection events (shared/events.py has those both sides make): here,
@@ -280,7 +282,8 @@ class RealmConnection(Connection):
     def accept_login(self, realm_name, heartbeat_s, max_packet):
         if self._state != _AWAIT_DECISION or self.closed:
             raise ProtocolError(UNEXPECTED, "no login to accept")
-        self._send(_welcome(realm_name, heartbeat_s, max_packet))
+        self._send(_kept(_welcomes, (realm_name, heartbeat_s, max_packet), codec.encode,
+                         codec.PROTO_REALM, codec.WELCOME, heartbeat_s, max_packet, realm_name))
         self._state = _ESTABLISHED
         self._bound_key = None  # asked only in the handshake; the shell's callback may be big
         self._start_session(heartbeat_s, max_packet)
@@ -382,7 +385,8 @@ class RealmConnection(Connection):
             _version, self.device_id, pin, self._device_eph = fields
             self._th = hashlib.sha256(packet)
             bound = self._bound_key(self.device_id)
-            if pin is not None and bound is not None and pin == crypto.fingerprint(self._public):
+            if pin is not None and bound is not None and \
+                    pin == _kept(_pins, self._public, crypto.fingerprint, self._public):
                 self.device_public = bound
                 self.pinned_path = True
                 self._send_key_check(bound)
